@@ -1,0 +1,157 @@
+//! The HTTP API (axum): routes, request-body handling and error rendering.
+
+pub mod native;
+pub mod openai;
+mod types;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::error::GatewayError;
+use crate::gateway::Gateway;
+
+pub use types::{ApiMessage, Content, Stop};
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The running gateway.
+    pub gateway: Arc<Gateway>,
+}
+
+/// The full router.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let state = AppState { gateway };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/chat", post(native::chat))
+        .route("/v1/chat/providers", get(native::providers))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::models))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn not_found(req: Request) -> Response {
+    let err = GatewayError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ));
+    native_error(&err)
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let body = json!({"error": {
+        "code": "method_not_allowed",
+        "message": format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    }});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("request handler panicked");
+    native_error(&GatewayError::Internal("the request handler failed".into()))
+}
+
+/// Renders an error in chatd's native shape: `{"error": {"code", "message"}}`.
+pub fn native_error(err: &GatewayError) -> Response {
+    let body = json!({"error": {"code": err.code(), "message": err.to_string()}});
+    with_retry_after(err, (err.status(), axum::Json(body)).into_response())
+}
+
+fn with_retry_after(err: &GatewayError, mut response: Response) -> Response {
+    if let Some(value) = err.retry_after().and_then(|v| v.parse().ok()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// A JSON body read under the configured size limit; every failure is a typed
+/// [`GatewayError`] (413 for size, 400 naming the problem for bad JSON).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = GatewayError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.gateway.snapshot().config.chatd.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|e| body_error(e, limit))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(GatewayError::bad_request(
+                "request body is empty; send a JSON object",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn body_error(e: axum::Error, limit: usize) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return GatewayError::PayloadTooLarge { limit };
+        }
+        source = err.source();
+    }
+    GatewayError::bad_request(format!("cannot read request body: {e}"))
+}
+
+/// A response that streams `body` with the given content type, unbuffered.
+pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no")
+        .body(body)
+        .unwrap_or_else(|_| {
+            native_error(&GatewayError::Internal("building a stream response".into()))
+        })
+}
+
+/// One log line per request.
+pub(crate) fn log_request(
+    endpoint: &str,
+    provider: Option<&str>,
+    model: &str,
+    status: StatusCode,
+    latency_ms: f64,
+) {
+    tracing::info!(
+        endpoint,
+        provider = provider.unwrap_or("-"),
+        model,
+        status = status.as_u16(),
+        latency_ms = format_args!("{latency_ms:.3}"),
+        "request"
+    );
+}

@@ -1,0 +1,553 @@
+//! The OpenAI-compatible API: `POST /v1/chat/completions` (JSON or SSE) and `GET /v1/models`.
+//!
+//! Requests are validated against what chatd can honour: a field that would change the answer
+//! and cannot be passed on (e.g. `n` > 1, `logprobs`, a JSON schema) is a 400 naming it,
+//! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::native::ms;
+use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
+use super::{AppState, JsonBody, log_request, streaming_response};
+use crate::error::GatewayError;
+use crate::gateway::ChatStream;
+use crate::runtime::bindings::{ChatRequest, FinishReason};
+
+/// The body of `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct CompletionsRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    messages: Option<Vec<ApiMessage>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    temperature: Option<f64>,
+    #[serde(default)]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
+    /// Everything else, checked by [`check_extra_fields`].
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// What one validated request asks of the response.
+struct Shape {
+    model: String,
+    include_usage: bool,
+}
+
+impl CompletionsRequest {
+    fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
+        check_extra_fields(&self.extra)?;
+        let model = self.model.unwrap_or_default();
+        if model.trim().is_empty() {
+            return Err(GatewayError::bad_param("model", "model is required"));
+        }
+        let (max_tokens, name) = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(GatewayError::bad_param(
+                    "max_tokens",
+                    "max_tokens and max_completion_tokens disagree; send one",
+                ));
+            }
+            (Some(a), _) => (Some(a), "max_completion_tokens"),
+            (None, b) => (b, "max_tokens"),
+        };
+        let max_tokens = check_sampling(self.temperature, self.top_p, max_tokens, name)?;
+        let json_mode = match &self.response_format {
+            None | Some(Value::Null) => false,
+            Some(rf) => match rf.get("type").and_then(Value::as_str) {
+                Some("text") => false,
+                Some("json_object") => true,
+                Some(other) => {
+                    return Err(GatewayError::bad_param(
+                        "response_format",
+                        format!(
+                            "response_format type {other:?} is not supported (use \"json_object\" or \"text\")"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(GatewayError::bad_param(
+                        "response_format",
+                        "response_format needs a type",
+                    ));
+                }
+            },
+        };
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = match &self.stream_options {
+            None | Some(Value::Null) => false,
+            Some(_) if !stream => {
+                return Err(GatewayError::bad_param(
+                    "stream_options",
+                    "stream_options is only allowed when stream is true",
+                ));
+            }
+            Some(opts) => opts
+                .get("include_usage")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        };
+        let think = match self.reasoning_effort.as_deref() {
+            None => None,
+            Some("none") => Some(false),
+            Some("minimal" | "low" | "medium" | "high") => Some(true),
+            Some(other) => {
+                return Err(GatewayError::bad_param(
+                    "reasoning_effort",
+                    format!(
+                        "reasoning_effort {other:?} is not one of none, minimal, low, medium, high"
+                    ),
+                ));
+            }
+        };
+        let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
+        let request = ChatRequest {
+            model: model.clone(),
+            messages: convert_messages(self.messages)?,
+            max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop.map(Stop::into_list).unwrap_or_default(),
+            json_mode,
+            think,
+            stream,
+            tools,
+            tool_choice,
+        };
+        Ok((
+            request,
+            Shape {
+                model,
+                include_usage,
+            },
+        ))
+    }
+}
+
+/// Fields chatd accepts but does not need: they do not change the answer.
+const IGNORED: &[&str] = &[
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
+/// Rejects fields that would change the answer but cannot be honoured; neutral values
+/// (`n: 1`, `logprobs: false`, zero penalties) pass.
+fn check_extra_fields(extra: &Map<String, Value>) -> Result<(), GatewayError> {
+    for (field, value) in extra {
+        if IGNORED.contains(&field.as_str()) || value.is_null() {
+            continue;
+        }
+        let neutral = match field.as_str() {
+            "n" => value.as_u64() == Some(1),
+            "logprobs" => value == &Value::Bool(false),
+            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
+            "logit_bias" => value.as_object().is_some_and(Map::is_empty),
+            "modalities" => value == &json!(["text"]),
+            _ => false,
+        };
+        if !neutral {
+            let why = match field.as_str() {
+                "n" => "only n = 1 is supported".to_owned(),
+                "functions" | "function_call" => {
+                    format!("{field} is deprecated; use tools and tool_choice")
+                }
+                "frequency_penalty" | "presence_penalty" | "logprobs" | "top_logprobs"
+                | "logit_bias" | "seed" | "modalities" | "audio" | "prediction"
+                | "web_search_options" => {
+                    format!("{field} is not supported by chatd")
+                }
+                _ => format!("unrecognized request field {field:?}"),
+            };
+            return Err(GatewayError::bad_param(field, why));
+        }
+    }
+    Ok(())
+}
+
+/// Renders an error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+pub fn openai_error(err: &GatewayError) -> Response {
+    let body = json!({"error": {
+        "message": err.to_string(),
+        "type": err.openai_type(),
+        "param": err.param(),
+        "code": err.code(),
+    }});
+    let mut response = (err.status(), axum::Json(body)).into_response();
+    if let Some(value) = err.retry_after().and_then(|v| v.parse().ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    body: Result<JsonBody<CompletionsRequest>, GatewayError>,
+) -> Response {
+    const ENDPOINT: &str = "/v1/chat/completions";
+    let started = std::time::Instant::now();
+    let (request, shape) = match body.and_then(|JsonBody(b)| b.into_contract()) {
+        Ok(r) => r,
+        Err(e) => {
+            log_request(ENDPOINT, None, "-", e.status(), ms(started.elapsed()));
+            return openai_error(&e);
+        }
+    };
+    let model = shape.model.clone();
+    let result = if request.stream {
+        state.gateway.chat_stream(request).await.map(|stream| {
+            log_request(
+                ENDPOINT,
+                Some(stream.provider()),
+                &model,
+                StatusCode::OK,
+                ms(started.elapsed()),
+            );
+            streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)))
+        })
+    } else {
+        state.gateway.chat(request).await.map(|out| {
+            log_request(
+                ENDPOINT,
+                Some(&out.route.provider),
+                &model,
+                StatusCode::OK,
+                ms(out.latency),
+            );
+            let r = out.response;
+            let tool_calls = parse_json(r.tool_calls.as_deref());
+            let mut message = json!({"role": "assistant", "content": r.content});
+            if let Some(calls) = &tool_calls {
+                message["tool_calls"] = calls.clone();
+                if r.content.is_empty() {
+                    message["content"] = Value::Null;
+                }
+            }
+            if let Some(reasoning) = r.reasoning {
+                message["reasoning_content"] = Value::String(reasoning);
+            }
+            let mut body = json!({
+                "id": completion_id(),
+                "object": "chat.completion",
+                "created": now_secs(),
+                "model": shape.model,
+                "choices": [{
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish_reason(r.finish, tool_calls.is_some()),
+                    "logprobs": null,
+                }],
+            });
+            if let Some(usage) = usage(r.input_tokens, r.output_tokens) {
+                body["usage"] = usage;
+            }
+            axum::Json(body).into_response()
+        })
+    };
+    result.unwrap_or_else(|e| {
+        log_request(
+            ENDPOINT,
+            e.provider(),
+            &model,
+            e.status(),
+            ms(started.elapsed()),
+        );
+        openai_error(&e)
+    })
+}
+
+fn parse_json(text: Option<&str>) -> Option<Value> {
+    text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+fn finish_reason(finish: Option<FinishReason>, has_tool_calls: bool) -> &'static str {
+    match finish {
+        Some(FinishReason::Length) => "length",
+        Some(FinishReason::ToolCalls) => "tool_calls",
+        Some(FinishReason::ContentFilter) => "content_filter",
+        _ if has_tool_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// OpenAI `usage`, only when the upstream reported both counts (never invented).
+fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
+    let (i, o) = (input?, output?);
+    Some(json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i as u64 + o as u64}))
+}
+
+fn completion_id() -> String {
+    // Unique per call without a dependency: each RandomState is freshly keyed.
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(now_secs());
+    format!("chatcmpl-{:016x}", h.finish())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a final
+/// chunk with `finish_reason`, a usage chunk when asked (and known), then `[DONE]`. A failure
+/// midway becomes an `{"error": ...}` event and the stream ends.
+fn sse(
+    stream: ChatStream,
+    shape: Shape,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    enum Phase {
+        Role,
+        Deltas,
+        Over,
+    }
+    struct S {
+        stream: ChatStream,
+        shape: Shape,
+        id: String,
+        created: u64,
+        phase: Phase,
+        finish: Option<FinishReason>,
+        saw_tool_calls: bool,
+        input_tokens: Option<u32>,
+        output_tokens: Option<u32>,
+    }
+    impl S {
+        fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+            json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.shape.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+            })
+        }
+    }
+    let state = S {
+        stream,
+        shape,
+        id: completion_id(),
+        created: now_secs(),
+        phase: Phase::Role,
+        finish: None,
+        saw_tool_calls: false,
+        input_tokens: None,
+        output_tokens: None,
+    };
+    futures_util::stream::unfold(state, |mut s| async move {
+        let mut out = String::new();
+        match s.phase {
+            Phase::Over => return None,
+            Phase::Role => {
+                s.phase = Phase::Deltas;
+                push_event(
+                    &mut out,
+                    &s.chunk(json!({"role": "assistant", "content": ""}), None),
+                );
+                return Some((Ok(Bytes::from(out)), s));
+            }
+            Phase::Deltas => {}
+        }
+        loop {
+            match s.stream.next().await {
+                Some(Ok(chunk)) => {
+                    s.finish = chunk.finish.or(s.finish);
+                    s.input_tokens = chunk.input_tokens.or(s.input_tokens);
+                    s.output_tokens = chunk.output_tokens.or(s.output_tokens);
+                    let mut delta = Map::new();
+                    if let Some(c) = chunk.content.filter(|c| !c.is_empty()) {
+                        delta.insert("content".into(), Value::String(c));
+                    }
+                    if let Some(r) = chunk.reasoning.filter(|r| !r.is_empty()) {
+                        delta.insert("reasoning_content".into(), Value::String(r));
+                    }
+                    if let Some(calls) = parse_json(chunk.tool_calls.as_deref()) {
+                        s.saw_tool_calls = true;
+                        delta.insert("tool_calls".into(), calls);
+                    }
+                    if !delta.is_empty() {
+                        push_event(&mut out, &s.chunk(Value::Object(delta), None));
+                        return Some((Ok(Bytes::from(out)), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.phase = Phase::Over;
+                    let err = json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}});
+                    push_event(&mut out, &err);
+                    return Some((Ok(Bytes::from(out)), s));
+                }
+                None => {
+                    s.phase = Phase::Over;
+                    let reason = finish_reason(s.finish, s.saw_tool_calls);
+                    push_event(&mut out, &s.chunk(json!({}), Some(reason)));
+                    if s.shape.include_usage
+                        && let Some(usage) = usage(s.input_tokens, s.output_tokens)
+                    {
+                        let mut last = s.chunk(json!({}), None);
+                        last["choices"] = json!([]);
+                        last["usage"] = usage;
+                        push_event(&mut out, &last);
+                    }
+                    out.push_str("data: [DONE]\n\n");
+                    return Some((Ok(Bytes::from(out)), s));
+                }
+            }
+        }
+    })
+}
+
+fn push_event(out: &mut String, value: &Value) {
+    out.push_str("data: ");
+    out.push_str(&value.to_string());
+    out.push_str("\n\n");
+}
+
+/// `GET /v1/models`: tiers, then every registered provider's upstream models (prefixed so
+/// each id routes back to its provider). A provider whose listing fails is reported in
+/// `errors` and does not fail the list.
+pub async fn models(State(state): State<AppState>) -> Response {
+    let listing = state.gateway.list_models().await;
+    let mut data = Vec::new();
+    for (tier, target) in &listing.tiers {
+        data.push(json!({"id": tier, "object": "model", "created": 0, "owned_by": "chatd", "target": target}));
+    }
+    for (provider, models) in &listing.providers {
+        for m in models.iter() {
+            data.push(json!({
+                "id": format!("{provider}/{}", m.id),
+                "object": "model",
+                "created": m.created.unwrap_or(0),
+                "owned_by": m.owned_by.clone().unwrap_or_else(|| provider.clone()),
+            }));
+        }
+    }
+    let errors: Vec<Value> = listing
+        .errors
+        .iter()
+        .map(|(provider, e)| json!({"provider": provider, "code": e.code(), "message": e.to_string()}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data, "errors": errors})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
+        serde_json::from_value::<CompletionsRequest>(v)
+            .unwrap()
+            .into_contract()
+    }
+
+    fn base() -> Value {
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut v = base();
+        v[field] = value;
+        v
+    }
+
+    #[test]
+    fn neutral_values_pass_and_answer_changing_fields_are_named() {
+        for (f, v) in [
+            ("n", json!(1)),
+            ("logprobs", json!(false)),
+            ("user", json!("u")),
+            ("presence_penalty", json!(0)),
+        ] {
+            assert!(req(with(f, v.clone())).is_ok(), "{f}={v}");
+        }
+        for (f, v) in [
+            ("n", json!(2)),
+            ("logprobs", json!(true)),
+            ("seed", json!(7)),
+            ("frequency_penalty", json!(0.5)),
+            ("functions", json!([])),
+            ("bogus", json!(1)),
+        ] {
+            let err = req(with(f, v)).unwrap_err();
+            assert_eq!(err.param(), Some(f), "{err}");
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn openai_fields_map_to_the_contract() {
+        let (r, s) = req(json!({
+            "model": "ollama/q", "messages": [{"role":"user","content":[{"type":"text","text":"hi"}]}],
+            "max_completion_tokens": 5, "stop": "END", "response_format": {"type": "json_object"},
+            "stream": true, "stream_options": {"include_usage": true}, "reasoning_effort": "none",
+        }))
+        .unwrap();
+        assert_eq!(
+            (r.max_tokens, r.stop.clone(), r.json_mode, r.stream, r.think),
+            (Some(5), vec!["END".to_string()], true, true, Some(false))
+        );
+        assert!(s.include_usage);
+        assert_eq!(
+            req(with("response_format", json!({"type":"json_schema"})))
+                .unwrap_err()
+                .param(),
+            Some("response_format")
+        );
+        assert_eq!(
+            req(with("stream_options", json!({"include_usage":true})))
+                .unwrap_err()
+                .param(),
+            Some("stream_options")
+        );
+        let mut both = base();
+        both["max_tokens"] = json!(3);
+        both["max_completion_tokens"] = json!(4);
+        assert!(req(both).is_err());
+    }
+
+    #[test]
+    fn finish_reasons_and_usage() {
+        assert_eq!(finish_reason(None, false), "stop");
+        assert_eq!(finish_reason(None, true), "tool_calls");
+        assert_eq!(finish_reason(Some(FinishReason::Length), true), "length");
+        assert_eq!(finish_reason(Some(FinishReason::Other), false), "stop");
+        assert_eq!(usage(Some(3), Some(4)).unwrap()["total_tokens"], 7);
+        assert!(usage(None, Some(4)).is_none());
+        assert_ne!(completion_id(), completion_id());
+    }
+}

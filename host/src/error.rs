@@ -1,0 +1,285 @@
+//! Every way a request can fail, and the one place that maps a failure to an HTTP status and
+//! a stable error code.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::routing::RouteError;
+use crate::runtime::CallError;
+use crate::runtime::bindings::AdapterError;
+
+/// A failed request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// The client's request is malformed or asks for something unsupported.
+    #[error("{message}")]
+    BadRequest {
+        message: String,
+        /// The offending request field, when there is one.
+        param: Option<String>,
+    },
+    #[error("request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    Route(#[from] RouteError),
+    /// The adapter says the request cannot be expressed for its upstream.
+    #[error("provider {provider}: {message}")]
+    Unsupported { provider: String, message: String },
+    #[error("provider {provider} is rate limited upstream: {message}")]
+    RateLimited {
+        provider: String,
+        message: String,
+        /// `Retry-After`, verbatim from the upstream when it sent one.
+        retry_after: Option<String>,
+    },
+    #[error("provider {provider}: upstream answered HTTP {status}: {message}")]
+    UpstreamStatus {
+        provider: String,
+        status: u16,
+        message: String,
+    },
+    #[error("provider {provider}: upstream stream failed: {message}")]
+    UpstreamStream { provider: String, message: String },
+    #[error("provider {provider}: upstream unreachable: {message}")]
+    UpstreamUnreachable { provider: String, message: String },
+    #[error("provider {provider}: upstream did not answer within {}s", timeout.as_secs())]
+    UpstreamTimeout { provider: String, timeout: Duration },
+    #[error("provider {provider}: upstream response is malformed: {message}")]
+    MalformedResponse { provider: String, message: String },
+    #[error("provider {provider}: adapter {adapter}: {error}")]
+    Adapter {
+        provider: String,
+        adapter: String,
+        error: CallError,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl GatewayError {
+    /// A 400 without a specific field.
+    pub fn bad_request(message: impl Into<String>) -> GatewayError {
+        GatewayError::BadRequest {
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    /// A 400 naming the offending field.
+    pub fn bad_param(param: &str, message: impl Into<String>) -> GatewayError {
+        GatewayError::BadRequest {
+            message: message.into(),
+            param: Some(param.to_owned()),
+        }
+    }
+
+    /// Maps an adapter's typed error for `provider` (`status` is the upstream HTTP status).
+    pub fn from_adapter(provider: &str, error: AdapterError, retry_after: Option<String>) -> Self {
+        let provider = provider.to_owned();
+        match error {
+            AdapterError::InvalidRequest(message) => {
+                GatewayError::Unsupported { provider, message }
+            }
+            AdapterError::RateLimited(r) => GatewayError::RateLimited {
+                provider,
+                message: r.message,
+                retry_after: retry_after.or(r.retry_after_secs.map(|s| s.to_string())),
+            },
+            AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
+                provider,
+                message: u.message,
+            },
+            AdapterError::Upstream(u) => GatewayError::UpstreamStatus {
+                provider,
+                status: u.status,
+                message: u.message,
+            },
+            AdapterError::MalformedResponse(message) => {
+                GatewayError::MalformedResponse { provider, message }
+            }
+        }
+    }
+
+    /// The HTTP status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadRequest { .. } | GatewayError::Unsupported { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::Route(RouteError::NotRegistered { .. }) => StatusCode::NOT_FOUND,
+            GatewayError::Route(_) => StatusCode::BAD_REQUEST,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::UpstreamStatus { .. }
+            | GatewayError::UpstreamStream { .. }
+            | GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::MalformedResponse { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Adapter {
+                error: CallError::Capacity,
+                ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Adapter { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable, machine-readable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest { .. } => "invalid_request",
+            GatewayError::Unsupported { .. } => "unsupported_by_provider",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::Route(RouteError::NotRegistered { .. }) => "provider_not_registered",
+            GatewayError::Route(_) => "invalid_model",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::UpstreamStatus { .. } => "upstream_error",
+            GatewayError::UpstreamStream { .. } => "upstream_stream_error",
+            GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::MalformedResponse { .. } => "upstream_malformed_response",
+            GatewayError::Adapter { error, .. } => match error {
+                CallError::Trap(_) => "adapter_trap",
+                CallError::Timeout => "adapter_timeout",
+                CallError::MemoryLimit => "adapter_memory_limit",
+                CallError::Capacity => "adapter_capacity",
+                CallError::BadOutput(_) => "adapter_bad_output",
+            },
+            GatewayError::Unauthorized(_) => "unauthorized",
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::NotFound(_) => "not_found",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// OpenAI's error `type` for this failure.
+    pub fn openai_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::NOT_FOUND => {
+                "invalid_request_error"
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            _ => "api_error",
+        }
+    }
+
+    /// The request field at fault, if known.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            GatewayError::BadRequest { param, .. } => param.as_deref(),
+            GatewayError::Route(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The `Retry-After` value to send, for rate-limit errors.
+    pub fn retry_after(&self) -> Option<&str> {
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => retry_after.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The provider the failure concerns, if any.
+    pub fn provider(&self) -> Option<&str> {
+        match self {
+            GatewayError::Unsupported { provider, .. }
+            | GatewayError::RateLimited { provider, .. }
+            | GatewayError::UpstreamStatus { provider, .. }
+            | GatewayError::UpstreamStream { provider, .. }
+            | GatewayError::UpstreamUnreachable { provider, .. }
+            | GatewayError::UpstreamTimeout { provider, .. }
+            | GatewayError::MalformedResponse { provider, .. }
+            | GatewayError::Adapter { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::{RateLimit, UpstreamFailure};
+
+    #[test]
+    fn statuses_follow_the_documented_table() {
+        let p = "ollama";
+        let up = |status| {
+            GatewayError::from_adapter(
+                p,
+                AdapterError::Upstream(UpstreamFailure {
+                    status,
+                    message: "m".into(),
+                }),
+                None,
+            )
+        };
+        assert_eq!(up(500).status(), StatusCode::BAD_GATEWAY);
+        assert!(up(500).to_string().contains("HTTP 500"));
+        assert!(up(500).to_string().contains("ollama"));
+        let limited = GatewayError::from_adapter(
+            p,
+            AdapterError::RateLimited(RateLimit {
+                message: "slow".into(),
+                retry_after_secs: Some(7),
+            }),
+            None,
+        );
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after(), Some("7"));
+        let verbatim = GatewayError::from_adapter(
+            p,
+            AdapterError::RateLimited(RateLimit {
+                message: "slow".into(),
+                retry_after_secs: Some(7),
+            }),
+            Some("Wed, 21 Oct 2026 07:28:00 GMT".into()),
+        );
+        assert_eq!(
+            verbatim.retry_after(),
+            Some("Wed, 21 Oct 2026 07:28:00 GMT")
+        );
+        let timeout = GatewayError::UpstreamTimeout {
+            provider: p.into(),
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        let trap = GatewayError::Adapter {
+            provider: p.into(),
+            adapter: "a".into(),
+            error: CallError::Timeout,
+        };
+        assert_eq!(
+            (trap.status(), trap.code()),
+            (StatusCode::BAD_GATEWAY, "adapter_timeout")
+        );
+        let nr = GatewayError::Route(RouteError::NotRegistered {
+            model: "m".into(),
+            provider: "kimi".into(),
+            configured: true,
+        });
+        assert_eq!(
+            (nr.status(), nr.code()),
+            (StatusCode::NOT_FOUND, "provider_not_registered")
+        );
+        assert_eq!(
+            GatewayError::Route(RouteError::EmptyModel).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            GatewayError::PayloadTooLarge { limit: 1 }.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! API keys and tokens: from the process environment, falling back to a `.env` file.
+//!
+//! A [`Secret`] never prints its value (`Debug` and `Display` are redacted), so a key cannot
+//! reach a log line or an error body by accident.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A credential whose value is only reachable through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The raw value, for the one place that must send it upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a key was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The process environment.
+    Env(String),
+    /// A `.env`-format file.
+    File { var: String, path: PathBuf },
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Env(var) => write!(f, "${var}"),
+            KeySource::File { var, path } => write!(f, "{var} in {}", path.display()),
+        }
+    }
+}
+
+/// A key that could not be found, with where chatd looked (never a value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no key: looked in {looked}")]
+pub struct KeyMissing {
+    /// Human-readable list of the places tried.
+    pub looked: String,
+}
+
+/// Looks up `var` in the environment, then in the `.env` file `file` when given.
+///
+/// Empty values count as unset in both places.
+pub fn resolve(var: &str, file: Option<&Path>) -> Result<(Secret, KeySource), KeyMissing> {
+    resolve_with(var, file, |name| std::env::var(name).ok())
+}
+
+/// [`resolve`] with an injectable environment, for tests.
+pub fn resolve_with(
+    var: &str,
+    file: Option<&Path>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<(Secret, KeySource), KeyMissing> {
+    if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
+        return Ok((Secret::new(value.trim()), KeySource::Env(var.to_owned())));
+    }
+    let mut looked = format!("environment variable {var}");
+    if let Some(path) = file {
+        match read_env_file(path, var) {
+            Ok(Some(value)) => {
+                return Ok((
+                    Secret::new(value),
+                    KeySource::File {
+                        var: var.to_owned(),
+                        path: path.to_owned(),
+                    },
+                ));
+            }
+            Ok(None) => looked.push_str(&format!(" and {var} in {}", path.display())),
+            Err(reason) => looked.push_str(&format!(" and {} ({reason})", path.display())),
+        }
+    }
+    Err(KeyMissing { looked })
+}
+
+/// Reads one variable from a `.env` file without touching the process environment.
+fn read_env_file(path: &Path, var: &str) -> Result<Option<String>, String> {
+    let iter = dotenvy::from_path_iter(path).map_err(|e| describe_dotenv_error(&e))?;
+    let mut found = None;
+    for item in iter {
+        // A malformed line elsewhere in the file must not hide a valid key, and its error
+        // message may quote the line (possibly another secret), so it is not reported.
+        let Ok((name, value)) = item else { continue };
+        if name == var && !value.trim().is_empty() {
+            found = Some(value.trim().to_owned());
+        }
+    }
+    Ok(found)
+}
+
+fn describe_dotenv_error(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => "not found".into(),
+        dotenvy::Error::Io(io) => io.kind().to_string(),
+        _ => "unreadable".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn environment_wins_over_file() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "K=from-file").unwrap();
+        let (key, src) = resolve_with("K", Some(f.path()), |_| Some("from-env".into())).unwrap();
+        assert_eq!(key.expose(), "from-env");
+        assert_eq!(src, KeySource::Env("K".into()));
+    }
+
+    #[test]
+    fn empty_env_falls_back_to_file_with_dotenv_syntax() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "# comment\nOTHER=x\nexport K=\"quoted value\"").unwrap();
+        let (key, src) = resolve_with("K", Some(f.path()), |_| Some("  ".into())).unwrap();
+        assert_eq!(key.expose(), "quoted value");
+        assert!(matches!(src, KeySource::File { .. }));
+    }
+
+    #[test]
+    fn missing_everywhere_names_places_not_values() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "OTHER=secret-value").unwrap();
+        let err = resolve_with("K", Some(f.path()), no_env).unwrap_err();
+        assert!(err.looked.contains("environment variable K"));
+        assert!(err.looked.contains(&f.path().display().to_string()));
+        assert!(!err.to_string().contains("secret-value"));
+
+        let err = resolve_with("K", Some(Path::new("/nonexistent/x.env")), no_env).unwrap_err();
+        assert!(err.looked.contains("(not found)"), "{}", err.looked);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s}"), "***");
+        assert!(!format!("{s:?}").contains("sk-live"));
+    }
+}

@@ -1,0 +1,20 @@
+//! chatd: an LLM gateway whose provider adapters are sandboxed WebAssembly components.
+//!
+//! The host owns all I/O; adapters only translate requests and responses. Module map:
+//! - [`config`]: `lakehouse.toml`, parsed once into typed, validated structs.
+//! - [`keys`]: API keys from the environment or a `.env` file; never logged.
+//! - [`routing`]: model name → provider, as one pure function.
+//! - [`runtime`]: the wasmtime engine, adapter loading, sandboxing and calls.
+//! - [`gateway`]: the registered providers and one chat call end to end.
+//! - [`upstream`]: the shared HTTP client and stream framing.
+//! - [`api`]: the HTTP API (axum).
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod keys;
+pub mod routing;
+pub mod runtime;
+pub mod telemetry;
+pub mod upstream;

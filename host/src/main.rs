@@ -1,0 +1,335 @@
+//! The `chatd` command line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use chatd::config::Config;
+use chatd::gateway::{Gateway, Snapshot};
+use chatd::routing;
+use chatd::runtime::library::AdapterSet;
+use chatd::runtime::{Adapter, AdapterSource, Runtime, RuntimeConfig};
+use chatd::telemetry::StatsRegistry;
+
+#[derive(Parser)]
+#[command(
+    name = "chatd",
+    version,
+    about = "LLM gateway with sandboxed WebAssembly provider adapters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve {
+        /// Config file.
+        #[arg(long, short, default_value = "lakehouse.toml", env = "CHATD_CONFIG")]
+        config: PathBuf,
+        /// Listen address (overrides chatd.bind).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Print the provider and upstream model a model name resolves to, and why.
+    Route {
+        /// The model name as a client would send it.
+        model: String,
+        #[arg(long, short, default_value = "lakehouse.toml", env = "CHATD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate the config, load every adapter and report key status (never keys).
+    Check {
+        #[arg(long, short, default_value = "lakehouse.toml", env = "CHATD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Inspect adapter components.
+    Adapters {
+        #[command(subcommand)]
+        command: AdaptersCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdaptersCommand {
+    /// Validate a component file and print its self-description.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+    /// Show the adapters a config would load and where each comes from.
+    List {
+        #[arg(long, short, default_value = "lakehouse.toml", env = "CHATD_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chatd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, bind } => serve(&config, bind).await,
+            Command::Route { model, config } => route(&config, &model).await,
+            Command::Check { config } => check(&config).await,
+            Command::Adapters {
+                command: AdaptersCommand::Check { file },
+            } => adapters_check(&file).await,
+            Command::Adapters {
+                command: AdaptersCommand::List { config },
+            } => adapters_list(&config).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("chatd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
+    let mut config = Config::load(config_path).map_err(|e| e.to_string())?;
+    if let Some(bind) = bind {
+        config.chatd.bind = bind;
+    }
+    let addr = config.chatd.bind;
+    let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
+    log_registry(&gateway.snapshot());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(addr = %local, "chatd listening");
+    let app = chatd::api::router(gateway.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"))?;
+    tracing::info!("chatd stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn log_registry(snap: &Snapshot) {
+    for p in snap.providers.values() {
+        tracing::info!(
+            provider = %p.name,
+            adapter = %p.adapter.name,
+            version = %p.adapter.info.version,
+            base_url = %p.target.base_url,
+            key = %p.key_source.as_ref().map_or("none needed".to_owned(), |s| s.to_string()),
+            "provider registered"
+        );
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+/// Loads what a config would serve, without listening.
+async fn load(config_path: &Path) -> Result<Snapshot, String> {
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    let runtime = Runtime::new(RuntimeConfig::from_config(&config.chatd.sandbox))?;
+    let adapters = AdapterSet::load(
+        &runtime,
+        config.chatd.adapters_dir.as_deref(),
+        &AdapterSet::default(),
+    )
+    .await;
+    Ok(Snapshot::build(
+        Arc::new(config),
+        Arc::new(adapters),
+        &StatsRegistry::default(),
+    ))
+}
+
+async fn route(config_path: &Path, model: &str) -> Result<ExitCode, String> {
+    let snap = load(config_path).await?;
+    match routing::resolve(&snap.routes, model) {
+        Ok(route) => {
+            println!("{}", route.explain(model));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{model:?} cannot be routed: {e}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+async fn check(config_path: &Path) -> Result<ExitCode, String> {
+    let snap = load(config_path).await?;
+    println!("config {}: ok", config_path.display());
+    let mut failed = false;
+    for (name, entry) in &snap.adapters.entries {
+        match (&entry.active, &entry.last_error) {
+            (Some(a), None) => println!(
+                "adapter {name}: ok ({} {}, contract {}, {})",
+                a.info.name, a.info.version, a.contract, a.source
+            ),
+            (active, Some(err)) => {
+                failed = true;
+                let fallback = active
+                    .as_ref()
+                    .map(|a| format!("; serving {} from {}", a.info.version, a.source))
+                    .unwrap_or_default();
+                println!(
+                    "adapter {name}: REJECTED {}: {}{fallback}",
+                    err.path.display(),
+                    err.error
+                );
+            }
+            (None, None) => {}
+        }
+    }
+    if let Some(e) = &snap.adapters.dir_error {
+        failed = true;
+        println!("adapters_dir: {e}");
+    }
+    for p in snap.providers.values() {
+        let key = p
+            .key_source
+            .as_ref()
+            .map_or("no key needed".to_owned(), |s| format!("key from {s}"));
+        println!(
+            "provider {}: registered (adapter {}, {}, {key})",
+            p.name, p.adapter.name, p.target.base_url
+        );
+    }
+    for (name, reason) in &snap.unregistered {
+        println!("provider {name}: NOT registered: {reason}");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn adapters_check(file: &Path) -> Result<ExitCode, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("adapter");
+    match Adapter::load(&runtime, name, &bytes, AdapterSource::File(file.to_owned())).await {
+        Ok(a) => {
+            println!("{}: valid adapter", file.display());
+            println!("  name:              {}", a.info.name);
+            println!("  version:           {}", a.info.version);
+            println!("  contract:          lakehouse:provider@{}", a.contract);
+            println!("  auth:              {}", describe_auth(&a.info.auth));
+            println!("  default base URL:  {}", a.info.default_base_url);
+            println!(
+                "  streaming:         {}",
+                if a.info.supports_streaming {
+                    format!("yes ({:?})", a.info.stream_framing)
+                } else {
+                    "no".into()
+                }
+            );
+            println!(
+                "  models listing:    {}",
+                if a.contract.has_models() {
+                    "yes"
+                } else {
+                    "no (contract 0.1.0)"
+                }
+            );
+            println!("  sha256:            {}", a.sha256);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{}: rejected: {e}", file.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn describe_auth(auth: &chatd::runtime::bindings::AuthScheme) -> String {
+    use chatd::runtime::bindings::AuthScheme;
+    match auth {
+        AuthScheme::None => "none".into(),
+        AuthScheme::Bearer => "bearer token (Authorization header, added by chatd)".into(),
+        AuthScheme::Header(h) => format!("key in header {h} (added by chatd)"),
+    }
+}
+
+async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
+    let snap = load(config_path).await?;
+    println!(
+        "{:<16} {:<10} {:<8} {:<14} SOURCE",
+        "ADAPTER", "VERSION", "CONTRACT", "USED BY"
+    );
+    for (name, entry) in &snap.adapters.entries {
+        let used: Vec<&str> = snap
+            .config
+            .chatd
+            .providers
+            .iter()
+            .filter(|(_, p)| &p.adapter == name)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let used = if used.is_empty() {
+            "-".to_owned()
+        } else {
+            used.join(",")
+        };
+        match &entry.active {
+            Some(a) => println!(
+                "{name:<16} {:<10} {:<8} {used:<14} {}",
+                a.info.version,
+                a.contract.as_str(),
+                a.source
+            ),
+            None => println!("{name:<16} {:<10} {:<8} {used:<14} (not loaded)", "-", "-"),
+        }
+        if let Some(err) = &entry.last_error {
+            println!("  rejected {}: {}", err.path.display(), err.error);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,295 @@
+//! Model name → provider. One pure function, [`resolve`], over a [`RouteTable`].
+//!
+//! Rules, first match wins:
+//! 1. a tier name from `[models]` is replaced by its model ID, which is then routed by 2–4;
+//! 2. `<provider>/<rest>` where `<provider>` is configured → that provider, model `<rest>`;
+//! 3. `<m>:cloud` → `ollama_cloud`, model `<m>` (`:cloud` is the Ollama app's marker;
+//!    ollama.com's API names the model without it);
+//! 4. anything else, unknown prefixes included → the default provider, model unchanged.
+//!
+//! A rule that picks a configured provider that is not registered (no key, say) is an error,
+//! never a silent fall-through to another provider.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The provider `<m>:cloud` routes to.
+pub const CLOUD_PROVIDER: &str = "ollama_cloud";
+const CLOUD_SUFFIX: &str = ":cloud";
+
+/// What routing needs to know about the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    /// Tier name → model ID.
+    pub tiers: BTreeMap<String, String>,
+    /// Every provider named in the config.
+    pub configured: BTreeSet<String>,
+    /// Providers that can take requests (adapter loaded, key present).
+    pub registered: BTreeSet<String>,
+    /// Provider for bare names.
+    pub default_provider: String,
+}
+
+/// Where a model name goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The provider that takes the request.
+    pub provider: String,
+    /// The model name sent upstream.
+    pub model: String,
+    /// Which rule matched.
+    pub rule: Rule,
+    /// The tier the request named, if it named one.
+    pub tier: Option<String>,
+}
+
+/// The routing rule that decided a [`Route`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `<provider>/<model>`.
+    Prefix,
+    /// `<model>:cloud`.
+    CloudSuffix,
+    /// No other rule matched.
+    Default,
+}
+
+/// Why a model name cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("model is required")]
+    EmptyModel,
+    #[error("model {model:?} names provider {provider:?} but no model after the prefix")]
+    EmptyAfterPrefix { model: String, provider: String },
+    #[error(
+        "model {model:?} routes to provider {provider:?}, which is not registered ({})",
+        if *configured { "configured, but its adapter or key is missing: see GET /v1/chat/providers" } else { "not configured" }
+    )]
+    NotRegistered {
+        model: String,
+        provider: String,
+        configured: bool,
+    },
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Rule::Prefix => "provider prefix",
+            Rule::CloudSuffix => "':cloud' suffix",
+            Rule::Default => "default provider",
+        })
+    }
+}
+
+impl Route {
+    /// A one-line explanation, as `chatd route` prints it.
+    pub fn explain(&self, requested: &str) -> String {
+        let via = match &self.tier {
+            Some(tier) => format!("tier {tier:?} → model id, then "),
+            None => String::new(),
+        };
+        format!(
+            "{requested:?} → provider {:?}, upstream model {:?} ({via}{})",
+            self.provider, self.model, self.rule
+        )
+    }
+}
+
+/// Resolves a requested model name to a provider and the upstream model name.
+pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
+    let model = model.trim();
+    if model.is_empty() {
+        return Err(RouteError::EmptyModel);
+    }
+    let (tier, target) = match table.tiers.get(model) {
+        Some(target) => (Some(model.to_owned()), target.trim()),
+        None => (None, model),
+    };
+    let (provider, upstream, rule) = match target.split_once('/') {
+        Some((prefix, rest)) if table.configured.contains(prefix) => {
+            if rest.is_empty() {
+                return Err(RouteError::EmptyAfterPrefix {
+                    model: target.to_owned(),
+                    provider: prefix.to_owned(),
+                });
+            }
+            (prefix, rest, Rule::Prefix)
+        }
+        _ => match target.strip_suffix(CLOUD_SUFFIX) {
+            Some(base) if !base.is_empty() => (CLOUD_PROVIDER, base, Rule::CloudSuffix),
+            _ => (table.default_provider.as_str(), target, Rule::Default),
+        },
+    };
+    if !table.registered.contains(provider) {
+        return Err(RouteError::NotRegistered {
+            model: model.to_owned(),
+            provider: provider.to_owned(),
+            configured: table.configured.contains(provider),
+        });
+    }
+    Ok(Route {
+        provider: provider.to_owned(),
+        model: upstream.to_owned(),
+        rule,
+        tier,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(registered: &[&str]) -> RouteTable {
+        let names = ["ollama", "ollama_cloud", "openrouter", "opencode", "kimi"];
+        RouteTable {
+            tiers: [
+                ("fast".to_string(), "ollama/qwen3:8b".to_string()),
+                ("judge".to_string(), "kimi-k2.6:cloud".to_string()),
+                (
+                    "smart".to_string(),
+                    "openrouter/anthropic/claude-x".to_string(),
+                ),
+            ]
+            .into(),
+            configured: names.iter().map(|s| s.to_string()).collect(),
+            registered: registered.iter().map(|s| s.to_string()).collect(),
+            default_provider: "ollama".into(),
+        }
+    }
+
+    fn all() -> RouteTable {
+        table(&["ollama", "ollama_cloud", "openrouter", "opencode", "kimi"])
+    }
+
+    fn route(t: &RouteTable, m: &str) -> (String, String, Rule) {
+        let r = resolve(t, m).unwrap();
+        (r.provider, r.model, r.rule)
+    }
+
+    fn r(p: &str, m: &str, rule: Rule) -> (String, String, Rule) {
+        (p.into(), m.into(), rule)
+    }
+
+    #[test]
+    fn every_prefix_is_stripped() {
+        let t = all();
+        assert_eq!(
+            route(&t, "ollama/qwen3:8b"),
+            r("ollama", "qwen3:8b", Rule::Prefix)
+        );
+        assert_eq!(
+            route(&t, "ollama_cloud/gpt-oss:120b"),
+            r("ollama_cloud", "gpt-oss:120b", Rule::Prefix)
+        );
+        assert_eq!(
+            route(&t, "openrouter/anthropic/claude-x"),
+            r("openrouter", "anthropic/claude-x", Rule::Prefix)
+        );
+        assert_eq!(
+            route(&t, "opencode/grok-code"),
+            r("opencode", "grok-code", Rule::Prefix)
+        );
+        assert_eq!(
+            route(&t, "kimi/kimi-for-coding"),
+            r("kimi", "kimi-for-coding", Rule::Prefix)
+        );
+    }
+
+    #[test]
+    fn cloud_suffix_goes_to_ollama_cloud_without_the_suffix() {
+        let t = all();
+        assert_eq!(
+            route(&t, "kimi-k2.6:cloud"),
+            r("ollama_cloud", "kimi-k2.6", Rule::CloudSuffix)
+        );
+        // A prefix is more specific than the suffix: the local Ollama app proxies :cloud itself.
+        assert_eq!(
+            route(&t, "ollama/kimi-k2.6:cloud"),
+            r("ollama", "kimi-k2.6:cloud", Rule::Prefix)
+        );
+        // ":cloud" alone is not a model name with a suffix.
+        assert_eq!(route(&t, ":cloud"), r("ollama", ":cloud", Rule::Default));
+    }
+
+    #[test]
+    fn tiers_resolve_then_route() {
+        let t = all();
+        let fast = resolve(&t, "fast").unwrap();
+        assert_eq!(
+            (fast.provider.as_str(), fast.model.as_str()),
+            ("ollama", "qwen3:8b")
+        );
+        assert_eq!(fast.tier.as_deref(), Some("fast"));
+        assert_eq!(
+            route(&t, "judge"),
+            r("ollama_cloud", "kimi-k2.6", Rule::CloudSuffix)
+        );
+        assert_eq!(
+            route(&t, "smart"),
+            r("openrouter", "anthropic/claude-x", Rule::Prefix)
+        );
+        assert!(
+            resolve(&t, "judge")
+                .unwrap()
+                .explain("judge")
+                .contains("tier \"judge\"")
+        );
+    }
+
+    #[test]
+    fn bare_and_unknown_prefixes_go_to_the_default_unchanged() {
+        let t = all();
+        assert_eq!(
+            route(&t, "qwen3:8b"),
+            r("ollama", "qwen3:8b", Rule::Default)
+        );
+        assert_eq!(
+            route(&t, "unknown/m"),
+            r("ollama", "unknown/m", Rule::Default)
+        );
+        assert_eq!(
+            route(&t, "  qwen3:8b "),
+            r("ollama", "qwen3:8b", Rule::Default)
+        );
+    }
+
+    #[test]
+    fn unregistered_providers_are_errors_not_fall_throughs() {
+        let t = table(&["ollama"]);
+        for model in ["kimi-k2.6:cloud", "openrouter/x/y", "judge", "kimi/k"] {
+            let err = resolve(&t, model).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    RouteError::NotRegistered {
+                        configured: true,
+                        ..
+                    }
+                ),
+                "{model}: {err:?}"
+            );
+        }
+        let mut t = table(&["ollama"]);
+        t.configured.remove("ollama_cloud");
+        let err = resolve(&t, "m:cloud").unwrap_err();
+        assert!(err.to_string().contains("not configured"), "{err}");
+        // The default provider itself can be unregistered.
+        let t = table(&["kimi"]);
+        assert!(matches!(
+            resolve(&t, "qwen3"),
+            Err(RouteError::NotRegistered { .. })
+        ));
+    }
+
+    #[test]
+    fn empty_names_are_rejected() {
+        let t = all();
+        assert_eq!(resolve(&t, ""), Err(RouteError::EmptyModel));
+        assert_eq!(resolve(&t, "   "), Err(RouteError::EmptyModel));
+        assert!(matches!(
+            resolve(&t, "ollama/"),
+            Err(RouteError::EmptyAfterPrefix { .. })
+        ));
+    }
+}

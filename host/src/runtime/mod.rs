@@ -1,0 +1,236 @@
+//! The adapter runtime: one wasmtime engine, adapters compiled once at load and pre-linked,
+//! and a fresh pooled instance per request.
+//!
+//! Why this shape: instantiating from an `InstancePre` into a pooling allocator slot costs
+//! tens of microseconds, so every request gets its own instance (no state can leak between
+//! requests) without a measurable price. Calls are async so a guest that writes to stderr
+//! (every panic does) works on tokio threads, and so a busy guest yields at every epoch tick.
+
+pub mod adapter;
+pub mod bindings;
+pub mod library;
+pub mod sandbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+pub use adapter::{Adapter, AdapterInstance, AdapterSource};
+pub use bindings::ContractVersion;
+use sandbox::{OutOfTime, Sandbox, SandboxLimits};
+
+/// How often the engine's epoch advances: the granularity of the per-call time budget and of
+/// yielding to the executor while a guest runs.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Why a component could not become an adapter.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    #[error("not a chatd adapter: {0}")]
+    NotAnAdapter(String),
+    #[error("unsupported contract version {found} (this chatd serves {supported})")]
+    UnsupportedContract { found: String, supported: String },
+    #[error("imports something chatd does not provide: {0}")]
+    Link(String),
+    #[error("exports do not match contract {version}: {message}")]
+    Exports {
+        version: ContractVersion,
+        message: String,
+    },
+    #[error("describe() failed: {0}")]
+    Describe(String),
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+}
+
+/// Why a call into an adapter produced no result.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("adapter trapped: {0}")]
+    Trap(String),
+    #[error("adapter exceeded its time budget")]
+    Timeout,
+    #[error("adapter exceeded its memory limit")]
+    MemoryLimit,
+    #[error("no adapter instance slot free")]
+    Capacity,
+    #[error("adapter returned an unusable value: {0}")]
+    BadOutput(String),
+}
+
+impl CallError {
+    pub(crate) fn from_trap(e: &wasmtime::Error, sandbox: &Sandbox) -> CallError {
+        if sandbox.out_of_time || e.downcast_ref::<OutOfTime>().is_some() {
+            return CallError::Timeout;
+        }
+        if sandbox.memory_exceeded {
+            return CallError::MemoryLimit;
+        }
+        let mut message = adapter::error_chain(e);
+        // The first line of the trap is the useful part; the backtrace goes to the log.
+        if let Some(first) = message.lines().next() {
+            message = first.to_owned();
+        }
+        let stderr = sandbox.stderr();
+        if !stderr.is_empty() {
+            let stderr: String = stderr.chars().take(300).collect();
+            message = format!("{message} (adapter stderr: {stderr})");
+        }
+        CallError::Trap(message)
+    }
+}
+
+/// Settings the runtime is built with.
+#[derive(Debug, Clone, Copy)]
+pub struct RuntimeConfig {
+    /// Memory an adapter instance may use.
+    pub memory_bytes: usize,
+    /// Time budget of one adapter call.
+    pub call_budget: Duration,
+    /// Adapter instances alive at once.
+    pub max_instances: u32,
+}
+
+impl RuntimeConfig {
+    /// Reads the runtime settings from `[chatd.sandbox]`.
+    pub fn from_config(c: &crate::config::SandboxConfig) -> RuntimeConfig {
+        RuntimeConfig {
+            memory_bytes: c.memory_mib as usize * 1024 * 1024,
+            call_budget: Duration::from_millis(c.cpu_ms),
+            max_instances: c.max_instances,
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig::from_config(&crate::config::SandboxConfig::default())
+    }
+}
+
+/// The shared engine, linker and instance slots. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    limits: SandboxLimits,
+    config: RuntimeConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator sized from `config`) and starts its epoch clock.
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, String> {
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances;
+        // A Rust component has one memory but several small core instances and tables
+        // (wit-component glue), hence the multipliers.
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(16))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(config.memory_bytes)
+            // Resetting the first pages with memset instead of madvise saves a page fault
+            // storm on every reused slot; adapters' working sets are small.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10);
+        let mut wasm = Config::new();
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .epoch_interruption(true)
+            .wasm_component_model(true);
+        let engine = Engine::new(&wasm).map_err(|e| format!("cannot start wasmtime: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| format!("cannot link WASI: {e}"))?;
+        spawn_epoch_clock(&engine)?;
+        let ticks = config
+            .call_budget
+            .as_micros()
+            .div_ceil(EPOCH_TICK.as_micros());
+        let limits = SandboxLimits {
+            memory_bytes: config.memory_bytes,
+            call_ticks: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
+        };
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                limits,
+                config,
+                slots: Arc::new(Semaphore::new(n as usize)),
+            }),
+        })
+    }
+
+    /// The wasmtime engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The settings this runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<Sandbox> {
+        &self.inner.linker
+    }
+
+    pub(crate) fn limits(&self) -> SandboxLimits {
+        self.inner.limits
+    }
+
+    pub(crate) fn call_budget(&self) -> Duration {
+        self.inner.config.call_budget
+    }
+
+    /// Compiles component bytes (tens of milliseconds: done at load, never per request).
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
+        Component::new(&self.inner.engine, bytes)
+            .map_err(|e| LoadError::Compile(adapter::error_chain(&e)))
+    }
+
+    pub(crate) fn new_store(&self) -> Store<Sandbox> {
+        let mut store = Store::new(&self.inner.engine, Sandbox::new(&self.inner.limits));
+        store.limiter(|s| s);
+        store.epoch_deadline_callback(Sandbox::on_epoch);
+        store
+    }
+
+    /// Waits for a free instance slot. Waiting (rather than failing) smooths bursts; the
+    /// request timeout still bounds the wait.
+    pub(crate) async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        self.inner
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| CallError::Capacity)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
+fn spawn_epoch_clock(engine: &Engine) -> Result<(), String> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("chatd-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the epoch thread: {e}"))
+}

@@ -1,0 +1,109 @@
+//! Per-provider counters, kept across config reloads (keyed by provider name).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Lock-free counters of one provider.
+#[derive(Debug, Default)]
+pub struct ProviderStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    last_latency_us: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// A point-in-time copy of [`ProviderStats`].
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub errors: u64,
+    pub in_flight: u64,
+    /// Latency of the last finished request, in milliseconds (absent before the first).
+    pub last_latency_ms: Option<f64>,
+}
+
+impl ProviderStats {
+    /// Marks a request as started; the guard records its outcome when finished.
+    pub fn start(self: &Arc<Self>) -> RequestGuard {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard {
+            stats: self.clone(),
+            failed: true,
+        }
+    }
+
+    /// Copies the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let last = self.last_latency_us.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            last_latency_ms: (last > 0).then(|| last as f64 / 1000.0),
+        }
+    }
+}
+
+/// Records one request's end. A guard dropped without [`RequestGuard::finish`] (the client
+/// went away, say) counts as an error.
+pub struct RequestGuard {
+    stats: Arc<ProviderStats>,
+    failed: bool,
+}
+
+impl RequestGuard {
+    /// Records the request's latency and outcome.
+    pub fn finish(mut self, latency: Duration, ok: bool) {
+        self.failed = !ok;
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.stats.last_latency_us.store(us, Ordering::Relaxed);
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        if self.failed {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Stats of every provider name ever served.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    by_provider: Mutex<HashMap<String, Arc<ProviderStats>>>,
+}
+
+impl StatsRegistry {
+    /// The stats of a provider, created on first use.
+    pub fn provider(&self, name: &str) -> Arc<ProviderStats> {
+        let mut map = self.by_provider.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(name.to_owned()).or_default().clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_outcomes() {
+        let stats = Arc::new(ProviderStats::default());
+        stats.start().finish(Duration::from_millis(12), true);
+        stats.start().finish(Duration::from_millis(3), false);
+        drop(stats.start());
+        let s = stats.snapshot();
+        assert_eq!((s.requests, s.errors, s.in_flight), (3, 2, 0));
+        assert_eq!(s.last_latency_ms, Some(3.0));
+        let reg = StatsRegistry::default();
+        assert!(Arc::ptr_eq(&reg.provider("a"), &reg.provider("a")));
+    }
+}
