@@ -463,7 +463,7 @@ mod tests {
                 .contains("duplicate")
         );
         assert!(
-            err("[chatd]\n[chatd.providers.\"a/b\"]\nadapter = \"ollama\"\n")
+            err("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\n[chatd.providers.\"a/b\"]\nadapter = \"ollama\"\n")
                 .contains("provider name \"a/b\"")
         );
         assert!(

@@ -15,10 +15,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Config, ProviderConfig};
 use crate::error::GatewayError;
-use crate::keys::{self, KeySource};
+use crate::keys::{self, KeySource, Secret};
 use crate::routing::{self, Route, RouteTable};
 use crate::runtime::bindings::{
-    AuthScheme, ChatRequest, ChatResponse, HttpResponse, ModelInfo, StreamChunk,
+    AdapterError, AuthScheme, ChatRequest, ChatResponse, HttpResponse, ModelInfo, StreamChunk,
 };
 use crate::runtime::library::AdapterSet;
 use crate::runtime::{Adapter, AdapterInstance, CallError, Runtime, RuntimeConfig};
@@ -34,10 +34,35 @@ pub struct Provider {
     pub adapter: Arc<Adapter>,
     /// Where its key came from (never the key).
     pub key_source: Option<KeySource>,
+    /// The key itself, kept only to scrub it from upstream error text.
+    secret: Option<Secret>,
     /// Request counters.
     pub stats: Arc<ProviderStats>,
     /// Prepared upstream target (URL, timeout, headers incl. auth).
     pub target: Target,
+}
+
+impl Provider {
+    /// Maps an adapter's typed error, scrubbing this provider's key from upstream text.
+    fn upstream_error(&self, error: AdapterError, retry_after: Option<String>) -> GatewayError {
+        let scrub = |m: String| match &self.secret {
+            Some(secret) => secret.redact(m),
+            None => m,
+        };
+        let error = match error {
+            AdapterError::InvalidRequest(m) => AdapterError::InvalidRequest(scrub(m)),
+            AdapterError::MalformedResponse(m) => AdapterError::MalformedResponse(scrub(m)),
+            AdapterError::RateLimited(mut r) => {
+                r.message = scrub(r.message);
+                AdapterError::RateLimited(r)
+            }
+            AdapterError::Upstream(mut u) => {
+                u.message = scrub(u.message);
+                AdapterError::Upstream(u)
+            }
+        };
+        GatewayError::from_adapter(&self.name, error, retry_after)
+    }
 }
 
 /// Everything one request needs, immutable once built.
@@ -53,9 +78,28 @@ pub struct Snapshot {
     pub unregistered: BTreeMap<String, String>,
     /// What routing needs.
     pub routes: RouteTable,
+    /// The admin bearer token, when the admin API is enabled and a token was found.
+    pub admin_token: Option<Secret>,
 }
 
 impl Snapshot {
+    /// Checks that every provider names an adapter that exists (built-in or a file in
+    /// `adapters_dir`): a typo there is a config error, not a silently missing provider.
+    pub fn check_adapters(config: &Config, adapters: &AdapterSet) -> Result<(), String> {
+        for (name, pc) in &config.chatd.providers {
+            if !adapters.entries.contains_key(&pc.adapter) {
+                let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "config {}: provider {name}: unknown adapter {:?} (known: {})",
+                    config.path.display(),
+                    pc.adapter,
+                    known.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Registers every configured provider whose adapter loaded and whose key (if its adapter
     /// needs one) was found; the others are listed in `unregistered` with the reason.
     pub fn build(
@@ -82,12 +126,25 @@ impl Snapshot {
             registered: providers.keys().cloned().collect(),
             default_provider: config.chatd.default_provider.clone(),
         };
+        let admin = &config.chatd.admin;
+        let admin_token = if admin.enabled {
+            match keys::resolve(&admin.token_env, admin.token_file.as_deref()) {
+                Ok((token, _)) => Some(token),
+                Err(missing) => {
+                    tracing::warn!(looked = %missing.looked, "admin API enabled but no token found: it refuses every request");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Snapshot {
             config,
             adapters,
             providers,
             unregistered,
             routes,
+            admin_token,
         }
     }
 
@@ -112,24 +169,18 @@ fn register(
     adapters: &AdapterSet,
     stats: &StatsRegistry,
 ) -> Result<Provider, String> {
-    let adapter = match adapters.entries.get(&pc.adapter) {
-        Some(entry) => entry.active.clone().ok_or_else(|| {
-            let why = entry
-                .last_error
-                .as_ref()
-                .map(|f| f.error.to_string())
-                .unwrap_or_default();
-            format!("adapter {:?} failed to load: {why}", pc.adapter)
-        })?,
-        None => {
-            let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
-            return Err(format!(
-                "unknown adapter {:?} (known: {})",
-                pc.adapter,
-                known.join(", ")
-            ));
-        }
-    };
+    let entry = adapters
+        .entries
+        .get(&pc.adapter)
+        .ok_or_else(|| format!("unknown adapter {:?}", pc.adapter))?;
+    let adapter = entry.active.clone().ok_or_else(|| {
+        let why = entry
+            .last_error
+            .as_ref()
+            .map(|f| f.error.to_string())
+            .unwrap_or_default();
+        format!("adapter {:?} failed to load: {why}", pc.adapter)
+    })?;
     let base_url = match &pc.base_url {
         Some(url) => url.as_str().to_owned(),
         None => {
@@ -151,8 +202,8 @@ fn register(
         }
     }
     let mut reserved = Vec::new();
-    let key_source = match &adapter.info.auth {
-        AuthScheme::None => None,
+    let (key_source, secret) = match &adapter.info.auth {
+        AuthScheme::None => (None, None),
         scheme => {
             let var = pc.key_env.as_deref().ok_or_else(|| {
                 format!(
@@ -179,7 +230,7 @@ fn register(
             value.set_sensitive(true);
             reserved.push(header.clone());
             headers.insert(header, value);
-            Some(source)
+            (Some(source), Some(key))
         }
     };
     Ok(Provider {
@@ -194,8 +245,70 @@ fn register(
         },
         adapter,
         key_source,
+        secret,
         stats: stats.provider(name),
     })
+}
+
+impl ReloadReport {
+    fn new(
+        trigger: &str,
+        before: &Snapshot,
+        after: &Snapshot,
+        error: Option<String>,
+        started: Instant,
+    ) -> Self {
+        let swapped = after
+            .adapters
+            .entries
+            .iter()
+            .filter_map(|(name, entry)| {
+                let new = entry.active.as_ref()?;
+                let changed = before
+                    .adapters
+                    .get(name)
+                    .is_none_or(|old| !Arc::ptr_eq(old, new));
+                changed.then(|| name.clone())
+            })
+            .collect();
+        let rejected = after
+            .adapters
+            .entries
+            .iter()
+            .filter_map(|(name, entry)| {
+                let f = entry.last_error.as_ref()?;
+                Some(RejectedAdapter {
+                    adapter: name.clone(),
+                    path: f.path.display().to_string(),
+                    error: f.error.to_string(),
+                })
+            })
+            .collect();
+        ReloadReport {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            trigger: trigger.to_owned(),
+            ok: error.is_none(),
+            error,
+            swapped,
+            rejected,
+            providers: after.providers.keys().cloned().collect(),
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// Settings fixed at start: say so when a reload changes them.
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    if old.chatd.bind != new.chatd.bind {
+        tracing::warn!(old = %old.chatd.bind, new = %new.chatd.bind, "chatd.bind changed: takes effect after a restart");
+    }
+    let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
+    if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
+        tracing::warn!("chatd.sandbox changed: takes effect after a restart");
+    }
 }
 
 /// A finished non-streamed exchange.
@@ -216,6 +329,8 @@ pub enum StartError {
     Runtime(String),
     #[error("{0}")]
     Http(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The running gateway: runtime, HTTP client and the current snapshot.
@@ -226,6 +341,49 @@ pub struct Gateway {
     stats: StatsRegistry,
     config_path: PathBuf,
     models_cache: Mutex<HashMap<String, CachedModels>>,
+    /// Serialises reloads: each one builds on the snapshot the previous one installed.
+    reload_lock: tokio::sync::Mutex<()>,
+    last_reload: Mutex<Option<ReloadReport>>,
+    /// Publishes `adapters_dir` after every reload, so the file watcher can follow it.
+    adapters_dir: tokio::sync::watch::Sender<Option<PathBuf>>,
+}
+
+/// What a reload re-reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadScope {
+    /// Only `adapters_dir` (a file changed there).
+    Adapters,
+    /// `lakehouse.toml` and `adapters_dir` (SIGHUP, `POST /v1/admin/reload`).
+    ConfigAndAdapters,
+}
+
+/// The outcome of one reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Unix seconds when it finished.
+    pub at: u64,
+    /// What triggered it.
+    pub trigger: String,
+    /// False when the new config was rejected (the previous one stays).
+    pub ok: bool,
+    /// Why the config was rejected.
+    pub error: Option<String>,
+    /// Adapters now serving a different version (`name`).
+    pub swapped: Vec<String>,
+    /// Adapter files that failed validation (the previous version keeps serving).
+    pub rejected: Vec<RejectedAdapter>,
+    /// Registered providers after the reload.
+    pub providers: Vec<String>,
+    /// How long the reload took, in milliseconds.
+    pub took_ms: f64,
+}
+
+/// An adapter file that failed validation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectedAdapter {
+    pub adapter: String,
+    pub path: String,
+    pub error: String,
 }
 
 /// One provider's upstream model list, remembered for `models_cache_secs`.
@@ -253,16 +411,28 @@ impl Gateway {
     pub async fn start(config: Config) -> Result<Arc<Gateway>, StartError> {
         let runtime = Runtime::new(RuntimeConfig::from_config(&config.chatd.sandbox))
             .map_err(StartError::Runtime)?;
-        let upstream =
-            Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
         let adapters = AdapterSet::load(
             &runtime,
             config.chatd.adapters_dir.as_deref(),
             &AdapterSet::default(),
         )
         .await;
+        Gateway::from_parts(config, runtime, adapters)
+    }
+
+    /// A gateway over an already started runtime and loaded adapters (tests share these to
+    /// avoid recompiling components).
+    pub fn from_parts(
+        config: Config,
+        runtime: Runtime,
+        adapters: AdapterSet,
+    ) -> Result<Arc<Gateway>, StartError> {
+        Snapshot::check_adapters(&config, &adapters).map_err(StartError::Config)?;
+        let upstream =
+            Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
         let stats = StatsRegistry::default();
         let config_path = config.path.clone();
+        let (adapters_dir, _) = tokio::sync::watch::channel(config.chatd.adapters_dir.clone());
         let snapshot = Snapshot::build(Arc::new(config), Arc::new(adapters), &stats);
         Ok(Arc::new(Gateway {
             runtime,
@@ -271,6 +441,9 @@ impl Gateway {
             stats,
             config_path,
             models_cache: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            last_reload: Mutex::new(None),
+            adapters_dir,
         }))
     }
 
@@ -289,9 +462,67 @@ impl Gateway {
         &self.config_path
     }
 
-    /// Replaces the snapshot (used by reload).
-    pub fn install(&self, snapshot: Snapshot) {
-        self.state.store(Arc::new(snapshot));
+    /// Re-reads adapters (and the config, for [`ReloadScope::ConfigAndAdapters`]) and swaps
+    /// the result in atomically. New components are compiled and validated off the request
+    /// path; requests already running keep the snapshot they started with. A config that
+    /// fails to parse or validate is rejected whole; an adapter file that fails validation is
+    /// rejected alone and its previous version keeps serving.
+    pub async fn reload(&self, scope: ReloadScope, trigger: &str) -> ReloadReport {
+        let _serial = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let current = self.snapshot();
+        let config = match scope {
+            ReloadScope::Adapters => Ok(current.config.clone()),
+            ReloadScope::ConfigAndAdapters => Config::load(&self.config_path)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        };
+        let outcome = match config {
+            Ok(config) => {
+                warn_restart_only_changes(&current.config, &config);
+                let adapters = AdapterSet::load(
+                    &self.runtime,
+                    config.chatd.adapters_dir.as_deref(),
+                    &current.adapters,
+                )
+                .await;
+                match Snapshot::check_adapters(&config, &adapters) {
+                    Ok(()) => Ok(Snapshot::build(config, Arc::new(adapters), &self.stats)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let report = match outcome {
+            Ok(next) => {
+                let report = ReloadReport::new(trigger, &current, &next, None, started);
+                self.adapters_dir
+                    .send_replace(next.config.chatd.adapters_dir.clone());
+                self.state.store(Arc::new(next));
+                report
+            }
+            Err(error) => ReloadReport::new(trigger, &current, &current, Some(error), started),
+        };
+        if report.ok {
+            tracing::info!(trigger, swapped = ?report.swapped, rejected = report.rejected.len(), took_ms = report.took_ms, "reloaded");
+        } else {
+            tracing::error!(trigger, error = ?report.error, "reload rejected; previous config stays active");
+        }
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        report
+    }
+
+    /// The outcome of the most recent reload, if any.
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows `adapters_dir` across config reloads.
+    pub fn watch_adapters_dir(&self) -> tokio::sync::watch::Receiver<Option<PathBuf>> {
+        self.adapters_dir.subscribe()
     }
 
     /// Per-provider counters.
@@ -326,14 +557,14 @@ impl Gateway {
             .build_request(request)
             .await
             .map_err(|e| adapter_failed(provider, e))?
-            .map_err(|e| GatewayError::from_adapter(&provider.name, e, None))?;
+            .map_err(|e| provider.upstream_error(e, None))?;
         let response = self.upstream.send(&provider.target, http_request).await?;
         let retry_after = retry_after(&response);
         instance
             .parse_response(&response)
             .await
             .map_err(|e| adapter_failed(provider, e))?
-            .map_err(|e| GatewayError::from_adapter(&provider.name, e, retry_after))
+            .map_err(|e| provider.upstream_error(e, retry_after))
     }
 
     /// The routable models: tiers and every registered provider's upstream list, fetched
@@ -406,7 +637,7 @@ impl Gateway {
             .parse_models_response(&response)
             .await
             .map_err(|e| adapter_failed(provider, e))?
-            .map_err(|e| GatewayError::from_adapter(&provider.name, e, retry_after))
+            .map_err(|e| provider.upstream_error(e, retry_after))
     }
 
     /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
@@ -431,7 +662,7 @@ impl Gateway {
             .build_request(&request)
             .await
             .map_err(|e| adapter_failed(&provider, e))?
-            .map_err(|e| GatewayError::from_adapter(&provider.name, e, None))?;
+            .map_err(|e| provider.upstream_error(e, None))?;
         let open = match self
             .upstream
             .open_stream(&provider.target, http_request)
@@ -445,7 +676,7 @@ impl Gateway {
                     .await
                     .map_err(|e| adapter_failed(&provider, e))?;
                 return Err(match parsed {
-                    Err(e) => GatewayError::from_adapter(&provider.name, e, retry_after),
+                    Err(e) => provider.upstream_error(e, retry_after),
                     // The adapter accepted a non-2xx answer; it is still not a stream.
                     Ok(_) => GatewayError::UpstreamStatus {
                         provider: provider.name.clone(),
@@ -538,7 +769,7 @@ impl ChatStream {
                     }
                     Ok(None) => continue,
                     Err(e) => {
-                        return Some(Err(GatewayError::from_adapter(&provider.name, e, None)));
+                        return Some(Err(provider.upstream_error(e, None)));
                     }
                 }
             }

@@ -20,6 +20,16 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// `text` with every occurrence of this secret replaced by `***`: upstream error bodies
+    /// sometimes quote the credential they rejected.
+    pub fn redact(&self, text: String) -> String {
+        // Very short values would mangle ordinary text and cannot be real keys.
+        if self.0.len() < 8 || !text.contains(&self.0) {
+            return text;
+        }
+        text.replace(&self.0, "***")
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -163,5 +173,10 @@ mod tests {
         let s = Secret::new("sk-live-123");
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("sk-live"));
+        assert_eq!(
+            s.redact("bad key sk-live-123 given".into()),
+            "bad key *** given"
+        );
+        assert_eq!(Secret::new("abc").redact("abc".into()), "abc");
     }
 }

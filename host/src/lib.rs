@@ -7,6 +7,7 @@
 //! - [`runtime`]: the wasmtime engine, adapter loading, sandboxing and calls.
 //! - [`gateway`]: the registered providers and one chat call end to end.
 //! - [`upstream`]: the shared HTTP client and stream framing.
+//! - [`reload`]: what triggers a reload (file watcher, SIGHUP).
 //! - [`api`]: the HTTP API (axum).
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod telemetry;

@@ -127,6 +127,7 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %local, "chatd listening");
+    chatd::reload::spawn(gateway.clone());
     let app = chatd::api::router(gateway.clone());
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
@@ -178,6 +179,7 @@ async fn load(config_path: &Path) -> Result<Snapshot, String> {
         &AdapterSet::default(),
     )
     .await;
+    Snapshot::check_adapters(&config, &adapters)?;
     Ok(Snapshot::build(
         Arc::new(config),
         Arc::new(adapters),

@@ -30,11 +30,13 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Closed-loop HTTP/1.1 load driver: each of -c workers owns one keep-alive connection and
 /// sends its next request as soon as the previous response body has been read to the end.
 ///
-/// Latency is the time from sending a request to the end of its response body, for 2xx
-/// responses only; req/s is 2xx responses per second of the measured phase (warm-up
-/// excluded, measured until the last in-flight request finished). Non-2xx responses,
-/// connection errors and timeouts are counted separately and never dropped. Percentiles
-/// are exact (nearest rank over all samples). Exits non-zero when no request succeeded.
+/// Latency is the time from sending a request (connection set-up excluded) to the end of
+/// its response body, for 2xx responses only; req/s is 2xx responses per second of the
+/// measured phase (warm-up excluded, measured until the last in-flight request finished).
+/// Non-2xx responses, connection errors and timeouts are counted separately and never
+/// dropped; a connection the server closed between requests is re-opened and counted as a
+/// reconnect. Percentiles are exact (nearest rank over all samples, held in memory).
+/// Exits non-zero when no request succeeded.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {

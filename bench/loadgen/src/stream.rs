@@ -25,7 +25,7 @@ impl ContentScanner {
     /// Consumes one body frame and returns how many content events it completed.
     pub fn feed(&mut self, mut data: &[u8]) -> usize {
         let mut events = 0;
-        while let Some(end) = data.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', data) {
             let (line, rest) = (&data[..end], &data[end + 1..]);
             events += if self.partial.is_empty() {
                 self.classify(line)

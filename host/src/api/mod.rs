@@ -1,5 +1,6 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
+pub mod admin;
 pub mod native;
 pub mod openai;
 mod types;
@@ -30,7 +31,15 @@ pub struct AppState {
 /// The full router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let state = AppState { gateway };
+    let admin = Router::new()
+        .route("/v1/admin/reload", post(admin::reload))
+        .route("/v1/admin/adapters", get(admin::adapters))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
     Router::new()
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/v1/chat", post(native::chat))
         .route("/v1/chat/providers", get(native::providers))

@@ -57,6 +57,7 @@ pub struct CompletionsRequest {
 }
 
 /// What one validated request asks of the response.
+#[derive(Debug)]
 struct Shape {
     model: String,
     include_usage: bool,

@@ -1,0 +1,123 @@
+//! Admin endpoints: `POST /v1/admin/reload`, `GET /v1/admin/adapters`.
+//!
+//! Off unless `[chatd.admin] enabled = true` (then 404); when on, every request needs
+//! `Authorization: Bearer <token>` with the token from `token_env` / `token_file`
+//! (missing → 401, wrong → 403). With no token configured, nothing gets in.
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::native::adapter_json;
+use crate::error::GatewayError;
+use crate::gateway::ReloadScope;
+
+/// Rejects requests unless the admin API is enabled and the bearer token matches.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let snap = state.gateway.snapshot();
+    if !snap.config.chatd.admin.enabled {
+        return GatewayError::NotFound(
+            "the admin API is disabled; enable it with [chatd.admin] enabled = true".into(),
+        )
+        .into_response();
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(presented) = presented else {
+        let mut resp =
+            GatewayError::Unauthorized("admin endpoints need Authorization: Bearer <token>".into())
+                .into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return resp;
+    };
+    let Some(token) = &snap.admin_token else {
+        return GatewayError::Forbidden(format!(
+            "no admin token is configured (set ${} or token_file)",
+            snap.config.chatd.admin.token_env
+        ))
+        .into_response();
+    };
+    if !constant_time_eq(presented.trim().as_bytes(), token.expose().as_bytes()) {
+        return GatewayError::Forbidden("invalid admin token".into()).into_response();
+    }
+    next.run(req).await
+}
+
+/// Compares without an early exit, so response time does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /v1/admin/reload`: re-read `lakehouse.toml` and `adapters_dir`. 200 with the
+/// report when applied; 422 with the report when the config was rejected.
+pub async fn reload(State(state): State<AppState>) -> Response {
+    let report = state
+        .gateway
+        .reload(ReloadScope::ConfigAndAdapters, "POST /v1/admin/reload")
+        .await;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    let mut body = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if let Some(error) = &report.error {
+        body["error"] = json!({"code": "reload_rejected", "message": error});
+    }
+    (status, axum::Json(body)).into_response()
+}
+
+/// `GET /v1/admin/adapters`: every loaded adapter, used by a provider or not.
+pub async fn adapters(State(state): State<AppState>) -> Response {
+    let snap = state.gateway.snapshot();
+    let adapters: Vec<Value> = snap
+        .adapters
+        .entries
+        .iter()
+        .map(|(name, entry)| {
+            let used_by: Vec<&str> = snap
+                .config
+                .chatd
+                .providers
+                .iter()
+                .filter(|(_, p)| &p.adapter == name)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let mut v = match &entry.active {
+                Some(a) => adapter_json(a, entry.last_error.as_ref()),
+                None => json!({"name": name, "loaded": false, "last_error": entry.last_error.as_ref().map(|f| f.error.to_string())}),
+            };
+            v["used_by"] = json!(used_by);
+            v
+        })
+        .collect();
+    axum::Json(json!({
+        "adapters": adapters,
+        "adapters_dir": snap.config.chatd.adapters_dir.as_ref().map(|d| d.display().to_string()),
+        "adapters_dir_error": snap.adapters.dir_error,
+        "last_reload": state.gateway.last_reload(),
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(super::constant_time_eq(b"token", b"token"));
+        assert!(!super::constant_time_eq(b"token", b"tokem"));
+        assert!(!super::constant_time_eq(b"tok", b"token"));
+    }
+}

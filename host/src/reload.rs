@@ -1,0 +1,129 @@
+//! What triggers a reload: changes in `adapters_dir` (watched, debounced) and `SIGHUP`.
+//! (`POST /v1/admin/reload` is the third trigger, in the API.)
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_full::notify::{EventKind, RecursiveMode};
+use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::sync::mpsc;
+
+use crate::gateway::{Gateway, ReloadScope};
+
+/// Quiet time after the last file event before reloading: long enough for a copy in
+/// progress to finish, short enough that a deploy is live within a second.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Starts the `SIGHUP` handler and the `adapters_dir` watcher. Both live as long as the
+/// gateway does.
+pub fn spawn(gateway: Arc<Gateway>) {
+    tokio::spawn(sighup(gateway.clone()));
+    tokio::spawn(watch_adapters_dir(gateway));
+}
+
+async fn sighup(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /v1/admin/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading config and adapters");
+        gateway
+            .reload(ReloadScope::ConfigAndAdapters, "SIGHUP")
+            .await;
+    }
+}
+
+/// Watches the current `adapters_dir` and follows it when a config reload moves it.
+async fn watch_adapters_dir(gateway: Arc<Gateway>) {
+    let mut dir_rx = gateway.watch_adapters_dir();
+    let (tx, mut events) = mpsc::unbounded_channel::<()>();
+    loop {
+        let dir = dir_rx.borrow_and_update().clone();
+        // Dropping the previous debouncer (on the next loop turn) stops its watch.
+        let _debouncer = dir.as_deref().and_then(|d| start_watcher(d, tx.clone()));
+        loop {
+            tokio::select! {
+                changed = dir_rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if *dir_rx.borrow() != dir {
+                        break;
+                    }
+                }
+                Some(()) = events.recv() => {
+                    // Coalesce events that queued up during the previous reload.
+                    while events.try_recv().is_ok() {}
+                    gateway.reload(ReloadScope::Adapters, "adapters_dir changed").await;
+                }
+            }
+        }
+    }
+}
+
+type Watcher = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
+
+fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
+    let handler = move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            let relevant = events.iter().any(|e| {
+                !matches!(e.kind, EventKind::Access(_))
+                    && e.paths.iter().any(|p| is_adapter_file(p))
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "adapters_dir watch error");
+            }
+        }
+    };
+    let mut debouncer = match new_debouncer(DEBOUNCE, None, handler) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch adapters_dir; reload with SIGHUP instead");
+            return None;
+        }
+    };
+    match debouncer.watch(dir, RecursiveMode::NonRecursive) {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), "watching adapters_dir");
+            Some(debouncer)
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch adapters_dir (create it, then send SIGHUP)");
+            None
+        }
+    }
+}
+
+/// `<name>.wasm`, not a dotfile: deploy tools write temporaries as dotfiles or other
+/// extensions and rename them into place, which then shows up as an event on the final name.
+fn is_adapter_file(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.ends_with(".wasm") && !name.starts_with('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_visible_wasm_files_count() {
+        assert!(is_adapter_file(Path::new("/a/ollama.wasm")));
+        assert!(!is_adapter_file(Path::new("/a/.ollama.wasm")));
+        assert!(!is_adapter_file(Path::new("/a/ollama.wasm.part")));
+        assert!(!is_adapter_file(Path::new("/a/notes.txt")));
+    }
+}

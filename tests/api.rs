@@ -1,0 +1,314 @@
+//! The HTTP API's contract: validation errors, routing errors, listings, the OpenAI shapes.
+
+mod support;
+
+use serde_json::json;
+use support::TestGateway;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn config(upstream: &str) -> String {
+    format!(
+        r#"
+        [models]
+        fast = "ollama/qwen3:8b"
+        [chatd]
+        default_provider = "ollama"
+        timeout_secs = 2
+        max_body_bytes = 2048
+        models_cache_secs = 60
+        [chatd.providers.ollama]
+        adapter = "ollama"
+        base_url = "{upstream}"
+        [chatd.providers.ollama_cloud]
+        adapter = "ollama_cloud"
+        key_env = "CHATD_TEST_NEVER_SET_1"
+        [chatd.providers.kimi]
+        adapter = "openai_compat"
+        base_url = "https://api.kimi.com/coding/v1"
+        key_env = "CHATD_TEST_NEVER_SET_2"
+        key_file = "{{dir}}/missing.env"
+        "#
+    )
+}
+
+async fn ollama_upstream() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "qwen3:8b", "message": {"role": "assistant", "content": "ok"},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 1
+        })))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"models": [{"name": "qwen3:8b", "model": "qwen3:8b"}]})),
+        )
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+#[tokio::test]
+async fn providers_lists_exactly_the_registered_ones() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, body) = gw.get("/v1/chat/providers").await;
+    assert_eq!(status, 200);
+    let providers = body["providers"].as_array().unwrap();
+    assert_eq!(providers.len(), 1, "{body}");
+    let p = &providers[0];
+    assert_eq!(p["name"], "ollama");
+    assert_eq!(p["default"], true);
+    assert_eq!(p["base_url"], upstream.uri());
+    assert_eq!(p["adapter"]["name"], "ollama");
+    assert_eq!(p["adapter"]["source"], "built-in");
+    assert_eq!(p["adapter"]["contract"], "0.2.0");
+    assert_eq!(p["adapter"]["sha256"].as_str().unwrap().len(), 64);
+    let unregistered = body["unregistered"].as_array().unwrap();
+    let names: Vec<&str> = unregistered
+        .iter()
+        .map(|u| u["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["kimi", "ollama_cloud"]);
+    let kimi = unregistered[0]["reason"].as_str().unwrap();
+    assert!(
+        kimi.contains("CHATD_TEST_NEVER_SET_2") && kimi.contains("missing.env"),
+        "{kimi}"
+    );
+}
+
+#[tokio::test]
+async fn telemetry_counts_requests_errors_and_latency() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"model": "broken"}),
+        ))
+        .respond_with(ResponseTemplate::new(500))
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    for _ in 0..3 {
+        let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("qwen3:8b")).await;
+        assert_eq!(status, 200);
+    }
+    let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("broken")).await;
+    assert_eq!(status, 502);
+    let (_, body) = gw.get("/v1/chat/providers").await;
+    let t = &body["providers"][0]["telemetry"];
+    assert_eq!(
+        (
+            t["requests"].as_u64(),
+            t["errors"].as_u64(),
+            t["in_flight"].as_u64()
+        ),
+        (Some(4), Some(1), Some(0))
+    );
+    assert!(t["last_latency_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[tokio::test]
+async fn unregistered_and_unconfigured_routes_are_404_not_fall_throughs() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for model in ["kimi-k2.6:cloud", "kimi/kimi-for-coding", "ollama_cloud/x"] {
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat(model)).await;
+        assert_eq!(status, 404, "{model}: {body}");
+        assert_eq!(body["error"]["code"], "provider_not_registered");
+        assert!(body["error"]["message"].as_str().unwrap().contains(model));
+    }
+    let (status, _, body) = gw
+        .post("/v1/chat/completions", TestGateway::chat("kimi/x"))
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["code"], "provider_not_registered");
+    assert!(
+        upstream.received_requests().await.unwrap().is_empty(),
+        "nothing reached the default upstream"
+    );
+}
+
+#[tokio::test]
+async fn bad_requests_are_400_with_a_json_error_naming_the_problem() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let cases = [
+        (
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+            "model is required",
+        ),
+        (
+            json!({"model": "", "messages": [{"role": "user", "content": "x"}]}),
+            "model is required",
+        ),
+        (json!({"model": "m"}), "messages is required"),
+        (
+            json!({"model": "m", "messages": []}),
+            "messages must not be empty",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "wizard", "content": "x"}]}),
+            "messages[0].role",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "format": "yaml"}),
+            "format must be",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 9}),
+            "temperature",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "ollama/", "messages": [{"role": "user", "content": "x"}]}),
+            "no model after the prefix",
+        ),
+        (json!({"model": 5, "messages": []}), "invalid JSON body"),
+        (json!([1, 2]), "invalid JSON body"),
+    ];
+    for (request, needle) in cases {
+        let (status, _, body) = gw.post("/v1/chat", request.clone()).await;
+        assert_eq!(status, 400, "{request}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "{request}: {message}");
+        assert!(body["error"]["code"].is_string());
+    }
+    let (status, body) = gw
+        .post_raw("/v1/chat", b"{\"model\": \"m\", ".to_vec())
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON"),
+        "{body}"
+    );
+    let (status, body) = gw.post_raw("/v1/chat", Vec::new()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_json() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(4096)}]});
+    let (status, _, body) = gw.post("/v1/chat", big.clone()).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    let (status, _, body) = gw.post("/v1/chat/completions", big).await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_answer_json() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, body) = gw.get("/v2/nothing").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, body) = gw.get("/v1/chat").await;
+    assert_eq!(status, 405);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let (status, body) = gw.get("/healthz").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn openai_completion_object_shape() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, _, body) = gw
+        .post("/v1/chat/completions", json!({"model": "fast", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["object"], "chat.completion");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
+    assert_eq!(body["model"], "fast");
+    assert_eq!(
+        body["choices"][0]["message"],
+        json!({"role": "assistant", "content": "ok"})
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})
+    );
+}
+
+#[tokio::test]
+async fn openai_endpoint_rejects_answer_changing_fields_by_name() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for (field, value) in [
+        ("n", json!(3)),
+        ("logprobs", json!(true)),
+        ("response_format", json!({"type": "json_schema"})),
+    ] {
+        let mut req = TestGateway::chat("qwen3:8b");
+        req[field] = value;
+        let (status, _, body) = gw.post("/v1/chat/completions", req).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["param"], field, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+    }
+}
+
+#[tokio::test]
+async fn models_lists_tiers_and_upstream_models_cached() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for _ in 0..2 {
+        let (status, body) = gw.get("/v1/models").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["object"], "list");
+        let ids: Vec<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["fast", "ollama/qwen3:8b"]);
+        assert_eq!(body["errors"], json!([]));
+    }
+    let fetches = upstream
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/api/tags")
+        .count();
+    assert_eq!(fetches, 1, "the second listing came from the cache");
+}
+
+#[tokio::test]
+async fn one_failing_provider_does_not_fail_the_model_list() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .mount(&upstream)
+        .await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        1,
+        "the tier is still listed: {body}"
+    );
+    assert_eq!(body["errors"][0]["provider"], "ollama");
+}

@@ -1,0 +1,339 @@
+//! The real `chatd` binary, listening on a port, with a mock upstream in place of Ollama:
+//! the seed's six smoke checks, keys from the process environment, logs that never hold a
+//! key, and the command-line tools.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::ChatdProcess;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const CLOUD_KEY: &str = "sk-cloud-smoke-4f9a8b7c6d5e";
+
+fn dev_config(upstream: &str) -> String {
+    format!(
+        r#"
+        [models]
+        fast = "ollama/qwen3:8b"
+        [chatd]
+        default_provider = "ollama"
+        timeout_secs = 5
+        [chatd.providers.ollama]
+        adapter = "ollama"
+        base_url = "{upstream}"
+        [chatd.providers.ollama_cloud]
+        adapter = "ollama_cloud"
+        base_url = "{upstream}"
+        key_env = "CHATD_SMOKE_CLOUD_KEY"
+        key_file = "{{dir}}/absent.env"
+        "#
+    )
+}
+
+async fn ollama_mock() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"model": "unknown/m"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(json!({"error": "model 'unknown/m' not found"})),
+        )
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "qwen3:8b", "message": {"role": "assistant", "content": "pong"},
+            "done": true, "done_reason": "stop", "prompt_eval_count": 4, "eval_count": 2
+        })))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/generate"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": format!("unauthorized key {CLOUD_KEY}")})),
+        )
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+async fn post(chatd: &ChatdProcess, path: &str, body: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}{path}", chatd.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+async fn get(chatd: &ChatdProcess, path: &str) -> (u16, Value) {
+    let resp = reqwest::get(format!("{}{path}", chatd.url)).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap())
+}
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "ping"}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_six_seed_smoke_checks() {
+    let upstream = ollama_mock().await;
+    let chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+
+    // 1. /v1/chat/providers lists exactly the registered providers (1 in dev mode).
+    let (status, body) = get(&chatd, "/v1/chat/providers").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ollama"]);
+
+    // 2. A bare model goes to the default with content, token counts and latency.
+    let (status, body) = post(&chatd, "/v1/chat", chat("qwen3:8b")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider"], "ollama");
+    assert_eq!(body["content"], "pong");
+    assert_eq!(
+        (
+            body["input_tokens"].as_u64(),
+            body["output_tokens"].as_u64()
+        ),
+        (Some(4), Some(2))
+    );
+    assert!(body["latency_ms"].as_f64().unwrap() > 0.0);
+
+    // 3. An explicit ollama/<m> has its prefix stripped at the upstream.
+    let (status, _) = post(&chatd, "/v1/chat", chat("ollama/qwen3:8b")).await;
+    assert_eq!(status, 200);
+    let reqs = upstream.received_requests().await.unwrap();
+    let last: Value = serde_json::from_slice(&reqs.last().unwrap().body).unwrap();
+    assert_eq!(last["model"], "qwen3:8b");
+
+    // 4. <m>:cloud without ollama_cloud registered is a 404, not a fall-through.
+    let before = upstream.received_requests().await.unwrap().len();
+    let (status, body) = post(&chatd, "/v1/chat", chat("kimi-k2.6:cloud")).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(upstream.received_requests().await.unwrap().len(), before);
+
+    // 5. unknown/<m> falls through to the default unchanged; its upstream 404 is a 502.
+    let (status, body) = post(&chatd, "/v1/chat", chat("unknown/m")).await;
+    assert_eq!(status, 502, "{body}");
+    let reqs = upstream.received_requests().await.unwrap();
+    let last: Value = serde_json::from_slice(&reqs.last().unwrap().body).unwrap();
+    assert_eq!(last["model"], "unknown/m");
+
+    // 6. A missing model is a 400.
+    let (status, body) = post(
+        &chatd,
+        "/v1/chat",
+        json!({"messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["message"], "model is required");
+
+    // One log line per request, naming provider, model, status and latency.
+    let logs = chatd.logs();
+    assert!(
+        logs.lines().any(|l| l.contains("provider=\"ollama\"")
+            && l.contains("model=\"qwen3:8b\"")
+            && l.contains("status=200")
+            && l.contains("latency_ms=")),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_from_the_environment_is_sent_and_never_logged_or_returned() {
+    let upstream = ollama_mock().await;
+    let chatd = ChatdProcess::start(
+        &dev_config(&upstream.uri()),
+        &[("CHATD_SMOKE_CLOUD_KEY", CLOUD_KEY), ("RUST_LOG", "debug")],
+    );
+    let (_, providers) = get(&chatd, "/v1/chat/providers").await;
+    assert_eq!(
+        providers["providers"].as_array().unwrap().len(),
+        2,
+        "{providers}"
+    );
+    assert_eq!(
+        providers["providers"][1]["key_source"],
+        "$CHATD_SMOKE_CLOUD_KEY"
+    );
+
+    // The mock answers 401 and quotes the key back: chatd must not relay it.
+    let (status, body) = post(&chatd, "/v1/chat", chat("gpt-oss:120b:cloud")).await;
+    assert_eq!(status, 502);
+    let (_, completions) = post(
+        &chatd,
+        "/v1/chat/completions",
+        chat("ollama_cloud/gpt-oss:120b"),
+    )
+    .await;
+
+    let reqs = upstream.received_requests().await.unwrap();
+    let cloud = reqs
+        .iter()
+        .find(|r| r.url.path() == "/api/generate")
+        .unwrap();
+    assert_eq!(
+        cloud.headers.get("authorization").unwrap(),
+        format!("Bearer {CLOUD_KEY}").as_str()
+    );
+
+    for text in [
+        body.to_string(),
+        completions.to_string(),
+        providers.to_string(),
+        chatd.logs(),
+    ] {
+        assert!(!text.contains(CLOUD_KEY), "key leaked into: {text}");
+    }
+    assert!(
+        chatd.logs().contains("DEBUG") || chatd.logs().contains("INFO"),
+        "logs were captured"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unregistered_provider_is_logged_once_naming_where_chatd_looked() {
+    let upstream = ollama_mock().await;
+    let chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+    let logs = chatd.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("provider not registered"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{logs}");
+    assert!(
+        lines[0].contains("ollama_cloud")
+            && lines[0].contains("CHATD_SMOKE_CLOUD_KEY")
+            && lines[0].contains("absent.env")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_gracefully() {
+    let upstream = ollama_mock().await;
+    let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+    chatd.signal("TERM");
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = chatd.child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "chatd did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(chatd.logs().contains("chatd stopped"));
+}
+
+fn chatd_cmd(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn route_command_explains_each_rule() {
+    let config = support::workspace().join("lakehouse.toml");
+    let config = config.to_str().unwrap();
+    let cases = [
+        (
+            "ollama/qwen3:8b",
+            "provider \"ollama\", upstream model \"qwen3:8b\" (provider prefix)",
+        ),
+        (
+            "qwen3:8b",
+            "provider \"ollama\", upstream model \"qwen3:8b\" (default provider)",
+        ),
+        ("fast", "tier \"fast\""),
+    ];
+    for (model, expected) in cases {
+        let (code, out) = chatd_cmd(&["route", model, "--config", config]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains(expected), "{model}: {out}");
+    }
+    // Not registered without a key: exit code 2 and the reason.
+    let (code, out) = chatd_cmd(&["route", "kimi-k2.6:cloud", "--config", config]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("ollama_cloud") && out.contains("not registered"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_command_reports_adapters_and_keys_without_printing_keys() {
+    let config = support::workspace().join("lakehouse.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("OPENROUTER_API_KEY", "sk-or-check-secret-123")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("adapter openai_compat: ok"), "{text}");
+    assert!(
+        text.contains("provider openrouter: registered")
+            && text.contains("key from $OPENROUTER_API_KEY"),
+        "{text}"
+    );
+    assert!(text.contains("provider kimi: NOT registered"), "{text}");
+    assert!(!text.contains("sk-or-check-secret-123"));
+
+    let (code, out) = chatd_cmd(&["check", "--config", "/nonexistent/lakehouse.toml"]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("cannot read config /nonexistent/lakehouse.toml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn invalid_config_fails_fast_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[chatd]\n[chatd.providers.x]\nadapter = \"nope\"\nbase_url = \"http://h\"\n[chatd.providers.ollama]\nadapter = \"ollama\"\n").unwrap();
+    for command in ["check", "serve"] {
+        let (code, out) = chatd_cmd(&[command, "--config", config.to_str().unwrap()]);
+        assert_ne!(code, 0, "{out}");
+        assert!(
+            out.contains(
+                "provider x: unknown adapter \"nope\" (known: ollama, ollama_cloud, openai_compat)"
+            ),
+            "{out}"
+        );
+    }
+    std::fs::write(&config, "[chatd]\ntimeout_secs = \"soon\"\n").unwrap();
+    let (code, out) = chatd_cmd(&["serve", "--config", config.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("timeout_secs"), "{out}");
+}
