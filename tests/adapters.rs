@@ -43,7 +43,7 @@ async fn gateway(upstream: &MockServer) -> TestGateway {
     let keys = format!(
         "CHATD_TEST_UNSET_OLLAMA_CLOUD_KEY={KEY}\nexport CHATD_TEST_UNSET_OPENROUTER_KEY=\"{KEY}\"\n"
     );
-    TestGateway::start_with_files(&config(&upstream.uri()), &[("keys.env", &keys)]).await
+    TestGateway::start_with_files(&config(&upstream.uri()), &[("keys.env", keys.as_bytes())]).await
 }
 
 fn ollama_answer(content: &str) -> Value {

@@ -30,7 +30,7 @@ fn config(ollama: &str, openai: &str, timeout_secs: u64) -> String {
 async fn gateway(ollama: &str, openai: &str, timeout_secs: u64) -> TestGateway {
     TestGateway::start_with_files(
         &config(ollama, openai, timeout_secs),
-        &[("k.env", "CHATD_TEST_STREAM_KEY=sk-stream-test-key\n")],
+        &[("k.env", b"CHATD_TEST_STREAM_KEY=sk-stream-test-key\n")],
     )
     .await
 }

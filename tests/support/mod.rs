@@ -60,10 +60,12 @@ impl TestGateway {
     }
 
     /// Like [`TestGateway::start`], first writing `files` (name, contents) into the temp dir.
-    pub async fn start_with_files(config_text: &str, files: &[(&str, &str)]) -> TestGateway {
+    pub async fn start_with_files(config_text: &str, files: &[(&str, &[u8])]) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         for (name, contents) in files {
-            std::fs::write(dir.path().join(name), contents).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, contents).unwrap();
         }
         let text = config_text.replace("{dir}", dir.path().to_str().unwrap());
         let path = dir.path().join("lakehouse.toml");

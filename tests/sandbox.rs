@@ -1,0 +1,426 @@
+//! Adapters as untrusted drop-in plugins: bad components are contained (trap, spin, memory,
+//! snooping), invalid files are rejected at load, older contract versions are served, and a
+//! drop-in adapter for a new provider works end to end (Anthropic's Messages API).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{TestGateway, component};
+use wiremock::matchers::{header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+/// A config with a healthy built-in provider and one provider per drop-in adapter file.
+fn config(upstream: &str, dropins: &[&str]) -> String {
+    let mut text = format!(
+        r#"
+        [chatd]
+        default_provider = "ollama"
+        timeout_secs = 5
+        adapters_dir = "{{dir}}/adapters"
+        [chatd.providers.ollama]
+        adapter = "ollama"
+        base_url = "{upstream}"
+        "#
+    );
+    for name in dropins.iter().filter(|n| **n != "ollama") {
+        text.push_str(&format!(
+            "[chatd.providers.{name}]\nadapter = \"{name}\"\nbase_url = \"{upstream}\"\nkey_env = \"CHATD_TEST_NO_SUCH_VAR\"\nkey_file = \"{{dir}}/keys.env\"\n"
+        ));
+    }
+    text
+}
+
+/// Starts a gateway whose `adapters_dir` holds the given (file stem, fixture package) pairs.
+async fn gateway(upstream: &MockServer, files: &[(&str, &str)]) -> TestGateway {
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    let mut contents = vec![(
+        "keys.env".to_owned(),
+        b"CHATD_TEST_NO_SUCH_VAR=sk-dropin-key-123456\n".to_vec(),
+    )];
+    for (name, package) in files {
+        let bytes = match *package {
+            "garbage" => b"\0asm this is not a component".to_vec(),
+            "empty" => Vec::new(),
+            p => std::fs::read(component(p)).unwrap(),
+        };
+        contents.push((format!("adapters/{name}.wasm"), bytes));
+    }
+    let contents: Vec<(&str, &[u8])> = contents
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    TestGateway::start_with_files(&config(&upstream.uri(), &names), &contents).await
+}
+
+async fn ollama_ok(upstream: &MockServer) {
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "model": "m", "message": {"role": "assistant", "content": "healthy"}, "done": true, "done_reason": "stop"
+        })))
+        .mount(upstream)
+        .await;
+}
+
+async fn echo_body_upstream() -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(|req: &Request| ResponseTemplate::new(200).set_body_bytes(req.body.clone()))
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+#[tokio::test]
+async fn a_panicking_adapter_fails_its_request_only() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("bad", "chatd-fixture-panics")]).await;
+    for _ in 0..3 {
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("bad/m")).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"]["code"], "adapter_trap");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("fixture panic: boom"),
+            "the panic message is surfaced: {message}"
+        );
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
+        assert_eq!((status, body["content"].as_str()), (200, Some("healthy")));
+    }
+}
+
+#[tokio::test]
+async fn a_spinning_adapter_is_stopped_with_adapter_timeout() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("spin", "chatd-fixture-spins")]).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = gw
+        .post("/v1/chat/completions", TestGateway::chat("spin/m"))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "adapter_timeout");
+    // Generous: the point is that it ends, not how fast (the budget is 100 ms).
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_memory_hog_hits_its_limit_with_a_clear_error() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("hog", "chatd-fixture-hog")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("hog/m")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "adapter_memory_limit");
+    let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn an_adapter_sees_no_environment_files_or_network() {
+    let upstream = echo_body_upstream().await;
+    let gw = gateway(&upstream, &[("snoop", "chatd-fixture-snoop")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("snoop/m")).await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(body["content"].as_str().unwrap()).unwrap();
+    assert_eq!(seen["env_count"], 0, "{seen}");
+    assert!(seen["home"].is_null());
+    assert!(seen["file"].as_str().unwrap().starts_with("err:"), "{seen}");
+    assert!(seen["tcp"].as_str().unwrap().starts_with("err:"), "{seen}");
+    // The adapter never saw the key it is deployed with, though the host sent it upstream.
+    assert!(!body.to_string().contains("sk-dropin-key"));
+    let reqs = upstream.received_requests().await.unwrap();
+    assert!(
+        reqs[0].headers.get("authorization").is_none(),
+        "snoop declares no auth"
+    );
+}
+
+#[tokio::test]
+async fn invalid_components_are_rejected_at_load_with_the_reason() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let files = [
+        ("garbage", "garbage"),
+        ("empty", "empty"),
+        ("traps", "chatd-fixture-describe_traps"),
+        ("future", "chatd-fixture-future_contract"),
+    ];
+    let gw = gateway(&upstream, &files).await;
+    let (_, body) = gw.get("/v1/chat/providers").await;
+    let registered: Vec<&str> = body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(registered, ["ollama"], "{body}");
+    let reasons: std::collections::HashMap<&str, &str> = body["unregistered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["name"].as_str().unwrap(), u["reason"].as_str().unwrap()))
+        .collect();
+    assert!(
+        reasons["garbage"].contains("not a valid WebAssembly component"),
+        "{}",
+        reasons["garbage"]
+    );
+    assert!(
+        reasons["empty"].contains("not a valid WebAssembly component"),
+        "{}",
+        reasons["empty"]
+    );
+    assert!(
+        reasons["traps"].contains("describe() failed"),
+        "{}",
+        reasons["traps"]
+    );
+    assert!(
+        reasons["future"].contains("unsupported contract version 9.0.0")
+            && reasons["future"].contains("0.1.0, 0.2.0"),
+        "{}",
+        reasons["future"]
+    );
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("future/m")).await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn a_drop_in_file_overrides_the_builtin_of_the_same_name() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("ollama", "chatd-fixture-echo_v1")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("m")).await;
+    assert_eq!(
+        (status, body["content"].as_str()),
+        (200, Some("echo v1")),
+        "{body}"
+    );
+    let (_, body) = gw.get("/v1/chat/providers").await;
+    let adapter = &body["providers"][0]["adapter"];
+    assert_eq!(adapter["version"], "1.0.0");
+    assert!(
+        adapter["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("adapters/ollama.wasm"),
+        "{adapter}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_override_falls_back_to_the_builtin_and_says_why() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("ollama", "garbage")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("m")).await;
+    assert_eq!((status, body["content"].as_str()), (200, Some("healthy")));
+    let (_, body) = gw.get("/v1/chat/providers").await;
+    let adapter = &body["providers"][0]["adapter"];
+    assert_eq!(adapter["source"], "built-in");
+    assert!(
+        adapter["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a valid WebAssembly component"),
+        "{adapter}"
+    );
+}
+
+#[tokio::test]
+async fn contract_0_1_adapters_are_served_without_model_listing() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("legacy", "chatd-fixture-legacy_v0_1")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("legacy/m")).await;
+    assert_eq!(
+        (status, body["content"].as_str()),
+        (200, Some("legacy ok")),
+        "{body}"
+    );
+    let (_, body) = gw.get("/v1/chat/providers").await;
+    let legacy = body["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "legacy")
+        .unwrap();
+    assert_eq!(legacy["adapter"]["contract"], "0.1.0");
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert!(
+        body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["provider"] != "legacy"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn drop_in_adapters_get_their_declared_auth_from_the_host() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header("authorization", "Bearer sk-dropin-key-123456"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .mount(&upstream)
+        .await;
+    let gw = gateway(&upstream, &[("bearer_echo", "chatd-fixture-bearer_echo")]).await;
+    let (status, _, body) = gw
+        .post("/v1/chat", TestGateway::chat("bearer_echo/m"))
+        .await;
+    assert_eq!(
+        (status, body["content"].as_str()),
+        (200, Some("bearer echo")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn faulty_adapters_do_not_fail_requests_to_other_providers_under_load() {
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = std::sync::Arc::new(
+        gateway(
+            &upstream,
+            &[
+                ("bad", "chatd-fixture-panics"),
+                ("spin", "chatd-fixture-spins"),
+            ],
+        )
+        .await,
+    );
+    let mut tasks = Vec::new();
+    for worker in 0..24 {
+        let gw = gw.clone();
+        tasks.push(tokio::spawn(async move {
+            let model = match worker % 3 {
+                0 => "bad/m",
+                1 => "spin/m",
+                _ => "ollama/m",
+            };
+            let mut outcomes = Vec::new();
+            for _ in 0..10 {
+                let (status, _, body) = gw.post("/v1/chat", TestGateway::chat(model)).await;
+                outcomes.push((model, status, body["error"]["code"].clone()));
+            }
+            outcomes
+        }));
+    }
+    let mut healthy = 0;
+    for t in tasks {
+        for (model, status, code) in t.await.unwrap() {
+            match model {
+                "ollama/m" => {
+                    assert_eq!(status, 200, "healthy provider failed: {code}");
+                    healthy += 1;
+                }
+                "bad/m" => assert_eq!(code, "adapter_trap"),
+                _ => assert_eq!(code, "adapter_timeout"),
+            }
+        }
+    }
+    assert_eq!(healthy, 80);
+}
+
+fn anthropic_config(upstream: &str) -> String {
+    format!(
+        r#"
+        [chatd]
+        default_provider = "claude"
+        adapters_dir = "{{dir}}/adapters"
+        [chatd.providers.claude]
+        adapter = "anthropic"
+        base_url = "{upstream}"
+        key_env = "CHATD_TEST_NO_SUCH_VAR"
+        key_file = "{{dir}}/keys.env"
+        "#
+    )
+}
+
+async fn anthropic_gateway(upstream: &MockServer) -> TestGateway {
+    let wasm = std::fs::read(component("chatd-adapter-anthropic")).unwrap();
+    let files: [(&str, &[u8]); 2] = [
+        ("adapters/anthropic.wasm", &wasm),
+        (
+            "keys.env",
+            b"CHATD_TEST_NO_SUCH_VAR=sk-ant-test-key-987654\n",
+        ),
+    ];
+    TestGateway::start_with_files(&anthropic_config(&upstream.uri()), &files).await
+}
+
+#[tokio::test]
+async fn anthropic_messages_api_from_adapters_dir() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(header("x-api-key", "sk-ant-test-key-987654"))
+        .and(header("anthropic-version", "2023-06-01"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4",
+            "content": [{"type": "text", "text": "Bonjour"}, {"type": "tool_use", "id": "toolu_1", "name": "lookup", "input": {"q": "x"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 12, "output_tokens": 6}
+        })))
+        .mount(&upstream)
+        .await;
+    let gw = anthropic_gateway(&upstream).await;
+    let request = json!({
+        "model": "claude-sonnet-4", "max_tokens": 200,
+        "messages": [{"role": "system", "content": "Be French"}, {"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    });
+    let (status, _, body) = gw.post("/v1/chat/completions", request).await;
+    assert_eq!(status, 200, "{body}");
+    let choice = &body["choices"][0];
+    assert_eq!(choice["message"]["content"], "Bonjour");
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "lookup"
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"q\":\"x\"}"
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], 12);
+    let sent: Value =
+        serde_json::from_slice(&upstream.received_requests().await.unwrap()[0].body).unwrap();
+    assert_eq!(sent["system"], "Be French");
+    assert_eq!(sent["max_tokens"], 200);
+    assert_eq!(sent["messages"][0]["role"], "user");
+    assert_eq!(sent["tools"][0]["name"], "lookup");
+    let req = &upstream.received_requests().await.unwrap()[0];
+    assert!(
+        req.headers.get("authorization").is_none(),
+        "the key goes in x-api-key only"
+    );
+}
+
+#[tokio::test]
+async fn anthropic_errors_map_like_every_other_adapter() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("retry-after", "9").set_body_json(json!({
+            "type": "error", "error": {"type": "rate_limit_error", "message": "Number of requests exceeded"}
+        })))
+        .mount(&upstream)
+        .await;
+    let gw = anthropic_gateway(&upstream).await;
+    let (status, headers, body) = gw.post("/v1/chat", TestGateway::chat("claude-x")).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(headers["retry-after"], "9");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Number of requests exceeded")
+    );
+}
