@@ -59,7 +59,7 @@ class Reply:
 
     status: int = 200
     body: bytes = b""
-    chunks: Optional[list[bytes]] = None
+    chunks: Optional[Iterable[bytes]] = None
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
@@ -451,6 +451,43 @@ def openai_models(models: list[dict]) -> Scenario:
         return json_reply({"object": "list", "data": [{"object": "model", **m} for m in models]})
 
     return scenario
+
+
+# --- holding a stream back ------------------------------------------------------------------
+
+
+class Gate:
+    """Lets a test hold a streamed reply after its first pieces until the test has seen them
+    arrive through chatd (proving chatd forwards pieces as they come, not at the end)."""
+
+    def __init__(self, timeout: float = 4.0):
+        self.event = threading.Event()
+        self.timeout = timeout
+        self.timed_out = False
+
+    def release(self) -> None:
+        self.event.set()
+
+
+def gated(scenario: Scenario, *, after: int, gate: Gate) -> Scenario:
+    """``scenario``, but its stream pauses after ``after`` pieces until ``gate`` is released
+    (or its timeout passes, which the gate records)."""
+
+    def wrapped(rec: Recorded) -> Reply:
+        reply = scenario(rec)
+        assert reply.chunks is not None, "gated() needs a streamed reply"
+        pieces = list(reply.chunks)
+
+        def held() -> Iterable[bytes]:
+            yield from pieces[:after]
+            if not gate.event.wait(gate.timeout):
+                gate.timed_out = True
+            yield from pieces[after:]
+
+        reply.chunks = held()
+        return reply
+
+    return wrapped
 
 
 # --- errors ----------------------------------------------------------------------------------

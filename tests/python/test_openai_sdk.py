@@ -25,9 +25,11 @@ from harness import (
     Mocks,
 )
 from mock_upstream import (
+    Gate,
     MockUpstream,
     Recorded,
     Scenario,
+    gated,
     http_error,
     ollama_chat,
     ollama_generate,
@@ -311,6 +313,35 @@ def test_streaming_through_each_adapter(route: Route, include_usage: bool, clien
     if route.dialect == "openai":
         # chatd asks for usage upstream either way; whether the client sees it is its choice.
         assert rec.body["stream_options"] == {"include_usage": True}
+
+
+# Pieces the upstream sends before its first content piece: Ollama none; the OpenAI mock a
+# comment line and a role chunk.
+LEADING_PIECES = {"ollama_chat": 0, "ollama_generate": 0, "openai": 2}
+
+
+@pytest.mark.parametrize("route", STREAM_ROUTES, ids=route_ids(STREAM_ROUTES))
+def test_stream_is_forwarded_before_upstream_finishes(route: Route, client: openai.OpenAI, mocks: Mocks, unique):
+    """The upstream holds its stream after the first content piece until the client has
+    received that piece through chatd: a gateway that buffered the answer would deliver it
+    only after the hold timed out."""
+    up = route.upstream_model(unique)
+    gate = Gate(timeout=4.0)  # below chatd's 5 s per-gap upstream timeout
+    route.mock(mocks).on(up, gated(route.answer(PIECES, prompt=5, completion=3), after=LEADING_PIECES[route.dialect] + 1, gate=gate))
+
+    received: list[str] = []
+    first_arrived_during_hold = None
+    for chunk in client.chat.completions.create(model=route.to_client(up), messages=MESSAGES, stream=True):
+        for choice in chunk.choices:
+            if choice.delta.content:
+                if first_arrived_during_hold is None:
+                    first_arrived_during_hold = not gate.timed_out
+                    gate.release()
+                received.append(choice.delta.content)
+
+    assert first_arrived_during_hold is True, "the first piece only arrived after the upstream stopped holding"
+    assert not gate.timed_out
+    assert received == PIECES
 
 
 # --- 3. JSON mode ---------------------------------------------------------------------------
