@@ -129,6 +129,11 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
     tracing::info!(addr = %local, "chatd listening");
     chatd::reload::spawn(gateway.clone());
     let app = chatd::api::router(gateway.clone());
+    // Without TCP_NODELAY, Nagle's algorithm holds small stream chunks back until the
+    // client's delayed ACK (~40 ms on Linux): fatal for token streaming.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

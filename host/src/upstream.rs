@@ -65,6 +65,9 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
+            // A provider's redirect is an error to surface, not something to follow with
+            // the key attached.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("chatd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
