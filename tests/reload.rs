@@ -401,3 +401,41 @@ async fn reload_storm_under_load_loses_no_request() {
     let reloads = chatd.logs().matches("reloaded").count();
     assert!(reloads >= 20, "expected a reload per deploy, saw {reloads}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_reloads() {
+    let upstream = upstream().await;
+    let (chatd, adapters) = start(&upstream, "");
+    let client = reqwest::Client::new();
+    assert_eq!(content(&client, &chatd).await.0, 200);
+
+    std::fs::remove_file(adapters.join("echo.wasm")).unwrap();
+    support::eventually(
+        "the provider to be unregistered",
+        Duration::from_secs(30),
+        || {
+            chatd.logs().contains(
+                "is not loaded (no built-in of that name and no echo.wasm in adapters_dir)",
+            )
+        },
+    )
+    .await;
+    let (status, _) = content(&client, &chatd).await;
+    assert_eq!(status, 404);
+
+    // Later deploys still take effect.
+    deploy(
+        &adapters,
+        "echo",
+        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
+    );
+    let start = Instant::now();
+    while content(&client, &chatd).await != (200, "echo v2".to_owned()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "redeploy never served:\n{}",
+            chatd.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -34,6 +34,10 @@ fn config(upstream: &str, dropins: &[&str]) -> String {
 
 /// Starts a gateway whose `adapters_dir` holds the given (file stem, fixture package) pairs.
 async fn gateway(upstream: &MockServer, files: &[(&str, &str)]) -> TestGateway {
+    gateway_with(upstream, files, "").await
+}
+
+async fn gateway_with(upstream: &MockServer, files: &[(&str, &str)], extra: &str) -> TestGateway {
     let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
     let mut contents = vec![(
         "keys.env".to_owned(),
@@ -51,7 +55,11 @@ async fn gateway(upstream: &MockServer, files: &[(&str, &str)]) -> TestGateway {
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    TestGateway::start_with_files(&config(&upstream.uri(), &names), &contents).await
+    TestGateway::start_with_files(
+        &format!("{}\n{extra}", config(&upstream.uri(), &names)),
+        &contents,
+    )
+    .await
 }
 
 async fn ollama_ok(upstream: &MockServer) {
@@ -113,7 +121,14 @@ async fn a_spinning_adapter_is_stopped_with_adapter_timeout() {
 async fn a_memory_hog_hits_its_limit_with_a_clear_error() {
     let upstream = MockServer::start().await;
     ollama_ok(&upstream).await;
-    let gw = gateway(&upstream, &[("hog", "chatd-fixture-hog")]).await;
+    // A generous time budget: on a loaded machine, touching 64 MiB could otherwise hit the
+    // time budget first and end as adapter_timeout.
+    let gw = gateway_with(
+        &upstream,
+        &[("hog", "chatd-fixture-hog")],
+        "[chatd.sandbox]\ncpu_ms = 10000\n",
+    )
+    .await;
     let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("hog/m")).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"]["code"], "adapter_memory_limit");

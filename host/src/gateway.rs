@@ -86,8 +86,22 @@ impl Snapshot {
     /// Checks that every provider names an adapter that exists (built-in or a file in
     /// `adapters_dir`): a typo there is a config error, not a silently missing provider.
     pub fn check_adapters(config: &Config, adapters: &AdapterSet) -> Result<(), String> {
+        Self::check_new_adapters(config, None, adapters)
+    }
+
+    /// Like [`Snapshot::check_adapters`], but only for providers whose adapter differs from
+    /// `previous`: on reload, a provider whose adapter file was deleted is unregistered
+    /// (deleting a file is how an operator unloads it) instead of blocking every reload.
+    fn check_new_adapters(
+        config: &Config,
+        previous: Option<&Config>,
+        adapters: &AdapterSet,
+    ) -> Result<(), String> {
         for (name, pc) in &config.chatd.providers {
-            if !adapters.entries.contains_key(&pc.adapter) {
+            let unchanged = previous
+                .and_then(|p| p.chatd.providers.get(name))
+                .is_some_and(|old| old.adapter == pc.adapter);
+            if !unchanged && !adapters.entries.contains_key(&pc.adapter) {
                 let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
                 return Err(format!(
                     "config {}: provider {name}: unknown adapter {:?} (known: {})",
@@ -169,10 +183,12 @@ fn register(
     adapters: &AdapterSet,
     stats: &StatsRegistry,
 ) -> Result<Provider, String> {
-    let entry = adapters
-        .entries
-        .get(&pc.adapter)
-        .ok_or_else(|| format!("unknown adapter {:?}", pc.adapter))?;
+    let entry = adapters.entries.get(&pc.adapter).ok_or_else(|| {
+        format!(
+            "adapter {:?} is not loaded (no built-in of that name and no {}.wasm in adapters_dir)",
+            pc.adapter, pc.adapter
+        )
+    })?;
     let adapter = entry.active.clone().ok_or_else(|| {
         let why = entry
             .last_error
@@ -486,7 +502,7 @@ impl Gateway {
                     &current.adapters,
                 )
                 .await;
-                match Snapshot::check_adapters(&config, &adapters) {
+                match Snapshot::check_new_adapters(&config, Some(&current.config), &adapters) {
                     Ok(()) => Ok(Snapshot::build(config, Arc::new(adapters), &self.stats)),
                     Err(e) => Err(e),
                 }

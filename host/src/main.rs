@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use chatd::config::Config;
 use chatd::gateway::{Gateway, Snapshot};
 use chatd::routing;
+use chatd::runtime::bindings::StreamFraming;
 use chatd::runtime::library::AdapterSet;
 use chatd::runtime::{Adapter, AdapterSource, Runtime, RuntimeConfig};
 use chatd::telemetry::StatsRegistry;
@@ -115,6 +116,7 @@ fn init_logging() {
 }
 
 async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
+    let hup = chatd::reload::catch_sighup();
     let mut config = Config::load(config_path).map_err(|e| e.to_string())?;
     if let Some(bind) = bind {
         config.chatd.bind = bind;
@@ -127,15 +129,8 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(addr = %local, "chatd listening");
-    chatd::reload::spawn(gateway.clone());
-    let app = chatd::api::router(gateway.clone());
-    // Without TCP_NODELAY, Nagle's algorithm holds small stream chunks back until the
-    // client's delayed ACK (~40 ms on Linux): fatal for token streaming.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+    chatd::reload::spawn(gateway.clone(), hup);
+    chatd::api::serve(listener, gateway.clone(), shutdown_signal())
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("chatd stopped");
@@ -273,19 +268,24 @@ async fn adapters_check(file: &Path) -> Result<ExitCode, String> {
             println!(
                 "  streaming:         {}",
                 if a.info.supports_streaming {
-                    format!("yes ({:?})", a.info.stream_framing)
+                    match a.info.stream_framing {
+                        StreamFraming::Ndjson => "yes (NDJSON)".to_owned(),
+                        StreamFraming::Sse => "yes (SSE)".to_owned(),
+                    }
                 } else {
                     "no".into()
                 }
             );
-            println!(
-                "  models listing:    {}",
-                if a.contract.has_models() {
-                    "yes"
-                } else {
-                    "no (contract 0.1.0)"
-                }
-            );
+            let listing = match a.instance().await {
+                Ok(mut instance) => match instance.build_models_request().await {
+                    Ok(Some(req)) => format!("yes ({} {})", req.method, req.path),
+                    Ok(None) if a.contract.has_models() => "no".to_owned(),
+                    Ok(None) => "no (contract 0.1.0 has no model listing)".to_owned(),
+                    Err(e) => format!("fails: {e}"),
+                },
+                Err(e) => format!("fails: {e}"),
+            };
+            println!("  models listing:    {listing}");
             println!("  sha256:            {}", a.sha256);
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use notify_debouncer_full::notify::{EventKind, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, new_debouncer};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::gateway::{Gateway, ReloadScope};
@@ -15,22 +16,29 @@ use crate::gateway::{Gateway, ReloadScope};
 /// progress to finish, short enough that a deploy is live within a second.
 pub const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// Starts the `SIGHUP` handler and the `adapters_dir` watcher. Both live as long as the
-/// gateway does.
-pub fn spawn(gateway: Arc<Gateway>) {
-    tokio::spawn(sighup(gateway.clone()));
+/// Catches `SIGHUP` from now on. Call it first thing at start: until a handler exists, a
+/// `SIGHUP` (an operator reloading a chatd that is still compiling adapters) would kill the
+/// process.
+pub fn catch_sighup() -> Option<Signal> {
+    match signal(SignalKind::hangup()) {
+        Ok(hup) => Some(hup),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /v1/admin/reload");
+            None
+        }
+    }
+}
+
+/// Starts the `SIGHUP` handler (for a signal caught by [`catch_sighup`]) and the
+/// `adapters_dir` watcher. Both live as long as the gateway does.
+pub fn spawn(gateway: Arc<Gateway>, hup: Option<Signal>) {
+    if let Some(hup) = hup {
+        tokio::spawn(sighup(gateway.clone(), hup));
+    }
     tokio::spawn(watch_adapters_dir(gateway));
 }
 
-async fn sighup(gateway: Arc<Gateway>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(hup) => hup,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP; reload with POST /v1/admin/reload");
-            return;
-        }
-    };
+async fn sighup(gateway: Arc<Gateway>, mut hup: Signal) {
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading config and adapters");
         gateway

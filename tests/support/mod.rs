@@ -79,8 +79,11 @@ impl TestGateway {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = chatd::api::router(gateway.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(chatd::api::serve(
+            listener,
+            gateway.clone(),
+            std::future::pending(),
+        ));
         TestGateway {
             url: format!("http://{addr}"),
             gateway,

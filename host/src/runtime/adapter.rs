@@ -1,7 +1,6 @@
 //! One loaded adapter ([`Adapter`]) and one per-request instance of it ([`AdapterInstance`]).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -106,10 +105,11 @@ impl Adapter {
             pre,
             runtime: runtime.clone(),
         };
-        let mut instance = adapter
-            .instance()
-            .await
-            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        let mut instance = adapter.instance().await.map_err(|e| match e {
+            // Type mismatches between the component and the contract surface here.
+            CallError::Trap(message) => LoadError::Instantiate(message),
+            other => LoadError::Describe(other.to_string()),
+        })?;
         adapter.info = instance
             .describe()
             .await
@@ -325,18 +325,30 @@ fn placeholder_info() -> AdapterInfo {
     }
 }
 
-/// Renders an error with its causes on one line (wasmtime errors nest the useful part).
+/// Renders an error and its causes on one line, without backtraces or byte dumps (the
+/// full error goes to the debug log): "wasm trap: wasm `unreachable` instruction executed".
 pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !out.contains(&cause) {
-            out.push_str(": ");
-            out.push_str(&cause);
+    tracing::debug!(error = ?e, "adapter error detail");
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches(':');
+        if first.is_empty()
+            || first.starts_with("error while executing at wasm backtrace")
+            || parts.iter().any(|p| p.contains(first))
+        {
+            continue;
         }
+        parts.push(first.to_owned());
     }
-    out
+    let line = parts.join(": ");
+    match line.char_indices().nth(400) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line,
+    }
 }
-
-/// The adapters an engine can hand out, shared by reference.
-pub type SharedAdapter = Arc<Adapter>;

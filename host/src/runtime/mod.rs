@@ -26,6 +26,9 @@ use sandbox::{OutOfTime, Sandbox, SandboxLimits};
 /// yielding to the executor while a guest runs.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+/// How long a request waits for a free adapter instance slot before a 503.
+pub const SLOT_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a component could not become an adapter.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
@@ -42,6 +45,8 @@ pub enum LoadError {
         version: ContractVersion,
         message: String,
     },
+    #[error("cannot be instantiated against contract: {0}")]
+    Instantiate(String),
     #[error("describe() failed: {0}")]
     Describe(String),
     #[error("cannot read {path}: {message}")]
@@ -72,10 +77,6 @@ impl CallError {
             return CallError::MemoryLimit;
         }
         let mut message = adapter::error_chain(e);
-        // The first line of the trap is the useful part; the backtrace goes to the log.
-        if let Some(first) = message.lines().next() {
-            message = first.to_owned();
-        }
         let stderr = sandbox.stderr();
         if !stderr.is_empty() {
             let stderr: String = stderr.chars().take(300).collect();
@@ -210,15 +211,14 @@ impl Runtime {
         store
     }
 
-    /// Waits for a free instance slot. Waiting (rather than failing) smooths bursts; the
-    /// request timeout still bounds the wait.
+    /// Waits for a free instance slot, at most [`SLOT_WAIT`]: waiting smooths bursts, the
+    /// bound turns sustained overload into a clear 503 instead of a queue that never drains.
     pub(crate) async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, CallError> {
-        self.inner
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| CallError::Capacity)
+        let slots = self.inner.slots.clone();
+        match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(CallError::Capacity),
+        }
     }
 }
 
