@@ -134,6 +134,25 @@ async fn a_memory_hog_hits_its_limit_with_a_clear_error() {
     assert_eq!(body["error"]["code"], "adapter_memory_limit");
     let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
     assert_eq!(status, 200);
+
+    // Each hog request touches its full 64 MiB; if instance memory were not bounded and
+    // given back, 24 of them would add ~1.5 GiB to this process.
+    let before = rss_kib();
+    for _ in 0..24 {
+        let (_, _, body) = gw.post("/v1/chat", TestGateway::chat("hog/m")).await;
+        assert_eq!(body["error"]["code"], "adapter_memory_limit");
+    }
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(
+        grown_mib < 256,
+        "RSS grew by {grown_mib} MiB over 24 memory hogs"
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::test]

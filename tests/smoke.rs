@@ -337,3 +337,75 @@ fn invalid_config_fails_fast_with_a_clear_message() {
     assert_ne!(code, 0);
     assert!(out.contains("timeout_secs"), "{out}");
 }
+
+#[test]
+fn adapters_check_validates_a_component_and_prints_its_description() {
+    let good = support::component("chatd-adapter-anthropic");
+    let (code, out) = chatd_cmd(&["adapters", "check", good.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    for needle in [
+        "valid adapter",
+        "name:              anthropic",
+        "contract:          lakehouse:provider@0.2.0",
+        "key in header x-api-key",
+        "yes (SSE)",
+        "yes (GET /v1/models)",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    let legacy = support::component("chatd-fixture-legacy_v0_1");
+    let (code, out) = chatd_cmd(&["adapters", "check", legacy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("lakehouse:provider@0.1.0")
+            && out.contains("contract 0.1.0 has no model listing"),
+        "{out}"
+    );
+
+    let future = support::component("chatd-fixture-future_contract");
+    let (code, out) = chatd_cmd(&["adapters", "check", future.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("rejected: unsupported contract version 9.0.0"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, "hello").unwrap();
+    let (code, out) = chatd_cmd(&["adapters", "check", junk.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not a valid WebAssembly component"), "{out}");
+}
+
+#[test]
+fn adapters_list_shows_what_a_config_would_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    std::fs::copy(
+        support::component("chatd-adapter-anthropic"),
+        dir.path().join("adapters/anthropic.wasm"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("adapters/broken.wasm"), "nope").unwrap();
+    let config = dir.path().join("lakehouse.toml");
+    std::fs::write(&config, "[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\n[chatd.providers.claude]\nadapter = \"anthropic\"\nkey_env = \"NOPE\"\n").unwrap();
+    let (code, out) = chatd_cmd(&["adapters", "list", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{out}"))
+            .to_owned()
+    };
+    assert!(
+        line("anthropic").contains("claude")
+            && line("anthropic").ends_with("adapters/anthropic.wasm"),
+        "{out}"
+    );
+    assert!(line("ollama ").contains("built-in"), "{out}");
+    assert!(line("broken").contains("(not loaded)"), "{out}");
+    assert!(
+        out.contains("rejected") && out.contains("not a valid WebAssembly component"),
+        "{out}"
+    );
+}

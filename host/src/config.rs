@@ -50,8 +50,9 @@ pub struct ChatdConfig {
     /// Provider for model names no other rule claims.
     #[serde(default = "defaults::default_provider")]
     pub default_provider: String,
-    /// Directory of `<name>.wasm` adapters that add to or override the built-in ones.
-    #[serde(default)]
+    /// Directory of `<name>.wasm` adapters that add to or override the built-in ones
+    /// (default `adapters`, next to the config file; `""` turns drop-ins off).
+    #[serde(default = "defaults::adapters_dir")]
     pub adapters_dir: Option<PathBuf>,
     /// Largest accepted request body.
     #[serde(default = "defaults::max_body_bytes")]
@@ -147,12 +148,16 @@ pub struct ProviderConfig {
 
 mod defaults {
     use std::net::SocketAddr;
+    use std::path::PathBuf;
 
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 3220))
     }
     pub fn timeout_secs() -> u64 {
         120
+    }
+    pub fn adapters_dir() -> Option<PathBuf> {
+        Some(PathBuf::from("adapters"))
     }
     pub fn default_provider() -> String {
         "ollama".into()
@@ -245,6 +250,14 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        if self
+            .chatd
+            .adapters_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            self.chatd.adapters_dir = None;
+        }
         if let Some(dir) = self.chatd.adapters_dir.as_mut() {
             anchor(dir);
         }
@@ -386,6 +399,12 @@ mod tests {
         assert_eq!(c.chatd.sandbox.memory_mib, 64);
         assert!(!c.chatd.admin.enabled);
         assert!(c.chatd.providers["ollama"].base_url.is_none());
+        assert_eq!(
+            c.chatd.adapters_dir.as_deref(),
+            Some(Path::new("/etc/lakehouse/adapters"))
+        );
+        let off = parse(&MINIMAL.replace("[chatd]", "[chatd]\nadapters_dir = \"\"")).unwrap();
+        assert!(off.chatd.adapters_dir.is_none());
     }
 
     #[test]

@@ -110,7 +110,8 @@ fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
             Some(debouncer)
         }
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot watch adapters_dir (create it, then send SIGHUP)");
+            // A missing directory is the common case (no drop-ins yet), so not a warning.
+            tracing::info!(dir = %dir.display(), error = %e, "not watching adapters_dir (create it, then send SIGHUP)");
             None
         }
     }

@@ -53,8 +53,8 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts a gateway from config text. `{dir}` in the text is replaced by a fresh temp
-    /// directory (for key files and adapter directories). Without `adapters_dir` the shared
-    /// built-in adapters are reused.
+    /// directory (for key files and adapter directories). Unless `adapters_dir` exists, the
+    /// shared built-in adapters are reused.
     pub async fn start(config_text: &str) -> TestGateway {
         Self::start_with_files(config_text, &[]).await
     }
@@ -71,7 +71,12 @@ impl TestGateway {
         let path = dir.path().join("lakehouse.toml");
         std::fs::write(&path, &text).unwrap();
         let config = Config::load(&path).unwrap();
-        let gateway = if config.chatd.adapters_dir.is_some() {
+        let gateway = if config
+            .chatd
+            .adapters_dir
+            .as_ref()
+            .is_some_and(|d| d.exists())
+        {
             Gateway::start(config).await.unwrap()
         } else {
             let (runtime, adapters) = shared_runtime();
