@@ -8,14 +8,27 @@
 //! requires user and assistant turns to alternate.
 
 // No `world:`: the package has exactly one world, so the bindings need not depend on its name.
-wit_bindgen::generate!({ path: "../../wit/0.2.0" });
+wit_bindgen::generate!({
+    path: "../../wit/0.2.0",
+    with: { "lakehouse:provider/types@0.2.0": chatd_adapter_kit::types },
+});
+chatd_adapter_kit::component!();
 
-use exports::lakehouse::provider::adapter::Guest as AdapterGuest;
-use exports::lakehouse::provider::models::{Guest as ModelsGuest, ModelInfo};
-use lakehouse::provider::types::{
+// Export symbols are named after WIT paths ("lakehouse:provider/adapter@0.2.0#..."), which only
+// a wasm linker accepts; native builds exist for the unit tests.
+#[cfg(target_arch = "wasm32")]
+export!(Component);
+
+use chatd_adapter_kit::types::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, FinishReason, HttpRequest,
-    HttpResponse, Message, RateLimit, StreamChunk, StreamEvent, StreamFraming, UpstreamFailure,
+    HttpResponse, Message, StreamChunk, StreamEvent, StreamFraming,
 };
+use chatd_adapter_kit::{
+    ErrorShape, accept, carries_something, empty_chunk, finite, get_json, invalid, json_object,
+    malformed, non_empty, openai, parse_json, parse_json_array, post_json, token_count, truncate,
+    upstream,
+};
+use exports::lakehouse::provider::models::ModelInfo;
 use serde_json::{Map, Value, json};
 
 /// The Messages API version this adapter speaks.
@@ -30,45 +43,6 @@ const THINKING_BUDGET_TOKENS: u32 = 1024;
 
 /// Anthropic has no JSON mode; `json-mode` appends this to the system prompt instead.
 const JSON_MODE_INSTRUCTION: &str = "Respond with a single JSON object and nothing else.";
-
-/// Upstream text copied into an error message is cut to this many characters.
-const MAX_ERROR_CHARS: usize = 500;
-
-/// The exported component; every call delegates to a plain function of this crate.
-struct Component;
-
-impl AdapterGuest for Component {
-    fn describe() -> AdapterInfo {
-        crate::describe()
-    }
-
-    fn build_request(request: ChatRequest) -> Result<HttpRequest, AdapterError> {
-        crate::build_request(&request)
-    }
-
-    fn parse_response(response: HttpResponse) -> Result<ChatResponse, AdapterError> {
-        crate::parse_response(&response)
-    }
-
-    fn parse_stream_event(event: StreamEvent) -> Result<Option<StreamChunk>, AdapterError> {
-        crate::parse_stream_event(&event)
-    }
-}
-
-impl ModelsGuest for Component {
-    fn build_models_request() -> Option<HttpRequest> {
-        Some(crate::build_models_request())
-    }
-
-    fn parse_models_response(response: HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
-        crate::parse_models_response(&response)
-    }
-}
-
-// Export symbols are named after WIT paths ("lakehouse:provider/adapter@0.2.0#..."), which only
-// a wasm linker accepts; native builds exist for the unit tests.
-#[cfg(target_arch = "wasm32")]
-export!(Component);
 
 /// The adapter's self-description.
 pub fn describe() -> AdapterInfo {
@@ -142,21 +116,9 @@ pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>
         );
     }
 
-    let accept = if request.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    Ok(HttpRequest {
-        method: "POST".into(),
-        path: "/v1/messages".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("anthropic-version".into(), ANTHROPIC_VERSION.into()),
-            ("accept".into(), accept.into()),
-        ],
-        body: Value::Object(body).to_string().into_bytes(),
-    })
+    let accept = accept(request.stream, StreamFraming::Sse);
+    let version = [("anthropic-version", ANTHROPIC_VERSION)];
+    Ok(post_json("/v1/messages", &version, accept, body))
 }
 
 /// Parses a complete `/v1/messages` response of any status.
@@ -184,11 +146,7 @@ pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterEr
                     Value::Null => "{}".to_owned(),
                     input => input.to_string(),
                 };
-                tool_calls.push(json!({
-                    "id": id,
-                    "type": "function",
-                    "function": { "name": name, "arguments": arguments },
-                }));
+                tool_calls.push(openai::tool_call(id, name, arguments));
             }
             // redacted_thinking, server tool blocks and future block types carry nothing the
             // contract can hold.
@@ -215,11 +173,7 @@ pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, Ad
     if data.is_empty() {
         return Ok(None);
     }
-    let body: Value = serde_json::from_str(data)
-        .map_err(|error| malformed(format!("stream event is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(malformed("stream event is not a JSON object"));
-    }
+    let body = json_object(data.as_bytes(), "stream event")?;
     // The `event:` name and the data's `type` agree; the name wins when both are present.
     let kind = event
         .event
@@ -243,12 +197,12 @@ pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, Ad
             match block["type"].as_str() {
                 Some("tool_use") => StreamChunk {
                     tool_calls: Some(
-                        json!([{
-                            "index": body["index"],
-                            "id": block["id"],
-                            "type": "function",
-                            "function": { "name": block["name"], "arguments": "" },
-                        }])
+                        json!([openai::tool_call_delta(
+                            body["index"].clone(),
+                            block["id"].clone(),
+                            block["name"].clone(),
+                            "",
+                        )])
                         .to_string(),
                     ),
                     ..empty_chunk()
@@ -308,60 +262,31 @@ pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, Ad
             ..empty_chunk()
         },
         "error" => {
-            return Err(AdapterError::Upstream(UpstreamFailure {
-                status: 0,
-                message: error_text(&body).unwrap_or_else(|| truncate(data)),
-            }));
+            let message = ErrorShape::Anthropic.message(&body);
+            return Err(upstream(0, message.unwrap_or_else(|| truncate(data))));
         }
         // ping, content_block_stop and event types Anthropic may add later.
         _ => empty_chunk(),
     };
-    let carries_something = chunk.content.is_some()
-        || chunk.reasoning.is_some()
-        || chunk.tool_calls.is_some()
-        || chunk.model.is_some()
-        || chunk.done_reason.is_some()
-        || chunk.input_tokens.is_some()
-        || chunk.output_tokens.is_some()
-        || chunk.done;
-    Ok(carries_something.then_some(chunk))
+    // Only `message_start` names the model, so here the model alone is worth passing on.
+    Ok((chunk.model.is_some() || carries_something(&chunk)).then_some(chunk))
 }
 
 /// Builds the `GET /v1/models` request that lists the upstream's models.
 pub fn build_models_request() -> HttpRequest {
-    HttpRequest {
-        method: "GET".into(),
-        path: "/v1/models".into(),
-        headers: vec![
-            ("anthropic-version".into(), ANTHROPIC_VERSION.into()),
-            ("accept".into(), "application/json".into()),
-        ],
-        body: Vec::new(),
-    }
+    get_json("/v1/models", &[("anthropic-version", ANTHROPIC_VERSION)])
 }
 
 /// Parses a `/v1/models` response of any status.
 pub fn parse_models_response(response: &HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
     let body = successful_json(response)?;
-    let models = body["data"]
-        .as_array()
-        .ok_or_else(|| malformed("response has no \"data\" array"))?;
-    models
-        .iter()
-        .enumerate()
-        .map(|(index, model)| {
-            let id = model["id"]
-                .as_str()
-                .ok_or_else(|| malformed(format!("data[{index}] has no id")))?;
-            Ok(ModelInfo {
-                id: id.to_owned(),
-                owned_by: Some("anthropic".into()),
-                // `created_at` is an RFC 3339 string; the contract wants Unix seconds and the
-                // adapter has no date library, so it is left out.
-                created: None,
-            })
-        })
-        .collect()
+    openai::model_list(&body, |id, _| ModelInfo {
+        id,
+        owned_by: Some("anthropic".into()),
+        // `created_at` is an RFC 3339 string; the contract wants Unix seconds and the adapter
+        // has no date library, so it is left out.
+        created: None,
+    })
 }
 
 /// Converts the non-system turns to Anthropic messages: content as blocks, tool turns as
@@ -414,10 +339,7 @@ fn assistant_blocks(index: usize, message: &Message) -> Result<Vec<Value>, Adapt
         return Ok(blocks);
     };
     let field = format!("messages[{index}].tool_calls");
-    let calls = match parse_json(&field, text)? {
-        Value::Array(calls) => calls,
-        _ => return Err(invalid(format!("{field} must be a JSON array"))),
-    };
+    let calls = parse_json_array(&field, text)?;
     for (position, call) in calls.iter().enumerate() {
         let field = format!("{field}[{position}]");
         let id = call["id"]
@@ -429,20 +351,10 @@ fn assistant_blocks(index: usize, message: &Message) -> Result<Vec<Value>, Adapt
             .as_str()
             .filter(|name| !name.is_empty())
             .ok_or_else(|| invalid(format!("{field} has no function.name")))?;
-        let input = match &function["arguments"] {
-            Value::String(arguments) if arguments.trim().is_empty() => json!({}),
-            Value::String(arguments) => {
-                parse_json(&format!("{field}.function.arguments"), arguments)?
-            }
-            Value::Null => json!({}),
-            // Some clients send the arguments already parsed.
-            arguments => arguments.clone(),
-        };
-        if !input.is_object() {
-            return Err(invalid(format!(
-                "{field}.function.arguments must be a JSON object"
-            )));
-        }
+        let input = openai::arguments_object(
+            &format!("{field}.function.arguments"),
+            &function["arguments"],
+        )?;
         blocks.push(json!({ "type": "tool_use", "id": id, "name": name, "input": input }));
     }
     Ok(blocks)
@@ -463,10 +375,7 @@ fn tools(request: &ChatRequest) -> Result<Option<(Value, Option<Value>)>, Adapte
     let Some(text) = &request.tools else {
         return Ok(None);
     };
-    let tools = match parse_json("tools", text)? {
-        Value::Array(tools) => tools,
-        _ => return Err(invalid("tools must be a JSON array")),
-    };
+    let tools = parse_json_array("tools", text)?;
     if tools.is_empty() {
         return Ok(None);
     }
@@ -516,73 +425,16 @@ fn tools(request: &ChatRequest) -> Result<Option<(Value, Option<Value>)>, Adapte
 
 /// The JSON body of a 2xx response, or the error the response stands for.
 fn successful_json(response: &HttpResponse) -> Result<Value, AdapterError> {
-    if !(200..300).contains(&response.status) {
-        return Err(status_error(response));
-    }
-    let body: Value = serde_json::from_slice(&response.body)
-        .map_err(|error| malformed(format!("response body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(malformed("response body is not a JSON object"));
-    }
+    let body = chatd_adapter_kit::json_body(response, ErrorShape::Anthropic)?;
     // Not expected with a 2xx, but an error object is an error whatever the status.
     if body["type"] == "error" {
-        return Err(AdapterError::Upstream(UpstreamFailure {
-            status: 502,
-            message: error_text(&body).unwrap_or_else(|| truncate(&body.to_string())),
-        }));
+        let message = ErrorShape::Anthropic.message(&body);
+        return Err(upstream(
+            502,
+            message.unwrap_or_else(|| truncate(&body.to_string())),
+        ));
     }
     Ok(body)
-}
-
-/// The error a non-2xx response stands for.
-fn status_error(response: &HttpResponse) -> AdapterError {
-    let message = error_message(response.status, &response.body);
-    if response.status == 429 {
-        AdapterError::RateLimited(RateLimit {
-            message,
-            retry_after_secs: retry_after(&response.headers),
-        })
-    } else {
-        AdapterError::Upstream(UpstreamFailure {
-            status: response.status,
-            message,
-        })
-    }
-}
-
-/// The most useful error text in an error body, truncated.
-fn error_message(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|body| error_text(&body))
-        .unwrap_or_else(|| truncate(text.trim()));
-    if message.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        message
-    }
-}
-
-/// The message of an Anthropic error body (`{"type":"error","error":{"type","message"}}`),
-/// truncated; the error type stands in when there is no message.
-fn error_text(body: &Value) -> Option<String> {
-    let error = &body["error"];
-    let message = match error {
-        Value::String(message) => message.as_str(),
-        _ => error["message"]
-            .as_str()
-            .or_else(|| error["type"].as_str())?,
-    };
-    Some(truncate(message))
-}
-
-/// The `retry-after` header, when it is a whole number of seconds.
-fn retry_after(headers: &[(String, String)]) -> Option<u32> {
-    headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, value)| value.trim().parse().ok())
 }
 
 /// Maps an Anthropic stop reason onto the contract's enum.
@@ -594,63 +446,6 @@ fn finish_reason(raw: &str) -> FinishReason {
         "refusal" => FinishReason::ContentFilter,
         _ => FinishReason::Other,
     }
-}
-
-/// A stream chunk that carries nothing.
-fn empty_chunk() -> StreamChunk {
-    StreamChunk {
-        content: None,
-        reasoning: None,
-        tool_calls: None,
-        model: None,
-        done_reason: None,
-        finish: None,
-        input_tokens: None,
-        output_tokens: None,
-        done: false,
-    }
-}
-
-/// Cuts upstream text to `MAX_ERROR_CHARS` characters.
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
-    }
-}
-
-/// A string value, unless it is absent or empty.
-fn non_empty(value: &Value) -> Option<String> {
-    value
-        .as_str()
-        .filter(|text| !text.is_empty())
-        .map(str::to_owned)
-}
-
-/// A token count, unless it is absent or does not fit.
-fn token_count(value: &Value) -> Option<u32> {
-    value.as_u64().and_then(|count| u32::try_from(count).ok())
-}
-
-/// A JSON number for a float parameter; JSON has no NaN or infinity.
-fn finite(field: &str, value: f64) -> Result<Value, AdapterError> {
-    serde_json::Number::from_f64(value)
-        .map(Value::Number)
-        .ok_or_else(|| invalid(format!("{field} must be a finite number")))
-}
-
-/// Parses the JSON text of request field `field`.
-fn parse_json(field: &str, text: &str) -> Result<Value, AdapterError> {
-    serde_json::from_str(text)
-        .map_err(|error| invalid(format!("{field} is not valid JSON: {error}")))
-}
-
-fn invalid(message: impl Into<String>) -> AdapterError {
-    AdapterError::InvalidRequest(message.into())
-}
-
-fn malformed(message: impl Into<String>) -> AdapterError {
-    AdapterError::MalformedResponse(message.into())
 }
 
 #[cfg(test)]

@@ -1,83 +1,24 @@
 use super::*;
-
-fn message(role: &str, content: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: content.into(),
-        tool_calls: None,
-        tool_call_id: None,
-        name: None,
-    }
-}
+use chatd_adapter_kit::MAX_ERROR_CHARS;
+use chatd_adapter_kit::testing::{
+    body_json, chat_request, header, invalid_request, malformed_response, message, response,
+    stream_event, upstream_failure,
+};
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "claude-sonnet-4-5".into(),
-        messages: vec![message("user", "hi")],
-        max_tokens: None,
-        temperature: None,
-        top_p: None,
-        stop: Vec::new(),
-        json_mode: false,
-        think: None,
-        stream: false,
-        tools: None,
-        tool_choice: None,
-    }
+    chat_request("claude-sonnet-4-5")
 }
 
 fn body_of(request: &ChatRequest) -> Value {
-    let built = build_request(request).expect("request builds");
-    serde_json::from_slice(&built.body).expect("body is JSON")
-}
-
-fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: Vec::new(),
-        body: body.as_bytes().to_vec(),
-    }
+    body_json(&build_request(request).expect("request builds"))
 }
 
 fn event(name: &str, data: &str) -> Option<StreamChunk> {
-    parse_stream_event(&StreamEvent {
-        event: Some(name.into()),
-        data: data.into(),
-    })
-    .expect("event parses")
+    parse_stream_event(&stream_event(Some(name), data)).expect("event parses")
 }
 
 fn tool_calls_json(text: Option<&str>) -> Value {
     serde_json::from_str(text.expect("tool calls present")).expect("tool calls are JSON")
-}
-
-fn upstream_failure(result: Result<impl std::fmt::Debug, AdapterError>) -> UpstreamFailure {
-    match result {
-        Err(AdapterError::Upstream(failure)) => failure,
-        other => panic!("expected an upstream failure, got {other:?}"),
-    }
-}
-
-fn invalid_request(result: Result<impl std::fmt::Debug, AdapterError>) -> String {
-    match result {
-        Err(AdapterError::InvalidRequest(message)) => message,
-        other => panic!("expected an invalid request, got {other:?}"),
-    }
-}
-
-fn malformed_response(result: Result<impl std::fmt::Debug, AdapterError>) -> String {
-    match result {
-        Err(AdapterError::MalformedResponse(message)) => message,
-        other => panic!("expected a malformed response, got {other:?}"),
-    }
-}
-
-fn header<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.as_str())
 }
 
 // --- describe ---

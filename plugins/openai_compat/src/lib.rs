@@ -5,54 +5,28 @@
 //! error objects sent with a 200, usage arriving in its own stream chunk).
 
 // No `world:`: the package has exactly one world, so the bindings need not depend on its name.
-wit_bindgen::generate!({ path: "../../wit/0.2.0" });
-
-use exports::lakehouse::provider::adapter::Guest as AdapterGuest;
-use exports::lakehouse::provider::models::{Guest as ModelsGuest, ModelInfo};
-use lakehouse::provider::types::{
-    AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, FinishReason, HttpRequest,
-    HttpResponse, Message, RateLimit, StreamChunk, StreamEvent, StreamFraming, UpstreamFailure,
-};
-use serde_json::{Map, Value, json};
-
-/// Upstream text copied into an error message is cut to this many characters.
-const MAX_ERROR_CHARS: usize = 500;
-
-/// The exported component; every call delegates to a plain function of this crate.
-struct Component;
-
-impl AdapterGuest for Component {
-    fn describe() -> AdapterInfo {
-        crate::describe()
-    }
-
-    fn build_request(request: ChatRequest) -> Result<HttpRequest, AdapterError> {
-        crate::build_request(&request)
-    }
-
-    fn parse_response(response: HttpResponse) -> Result<ChatResponse, AdapterError> {
-        crate::parse_response(&response)
-    }
-
-    fn parse_stream_event(event: StreamEvent) -> Result<Option<StreamChunk>, AdapterError> {
-        crate::parse_stream_event(&event)
-    }
-}
-
-impl ModelsGuest for Component {
-    fn build_models_request() -> Option<HttpRequest> {
-        Some(crate::build_models_request())
-    }
-
-    fn parse_models_response(response: HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
-        crate::parse_models_response(&response)
-    }
-}
+wit_bindgen::generate!({
+    path: "../../wit/0.2.0",
+    with: { "lakehouse:provider/types@0.2.0": chatd_adapter_kit::types },
+});
+chatd_adapter_kit::component!();
 
 // Export symbols are named after WIT paths ("lakehouse:provider/adapter@0.2.0#..."), which only
 // a wasm linker accepts; native builds exist for the unit tests.
 #[cfg(target_arch = "wasm32")]
 export!(Component);
+
+use chatd_adapter_kit::types::{
+    AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, HttpRequest, HttpResponse,
+    Message, StreamChunk, StreamEvent, StreamFraming,
+};
+use chatd_adapter_kit::{
+    ErrorShape, accept, answer_finish, carries_something, empty_chunk, finish_reason, finite,
+    get_json, json_object, malformed, non_empty, openai, parse_json, parse_json_array, post_json,
+    token_count, upstream,
+};
+use exports::lakehouse::provider::models::ModelInfo;
+use serde_json::{Map, Value, json};
 
 /// The adapter's self-description.
 pub fn describe() -> AdapterInfo {
@@ -97,11 +71,8 @@ pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>
         body.insert("response_format".into(), json!({ "type": "json_object" }));
     }
     if let Some(tools) = &request.tools {
-        let tools = parse_json("tools", tools)?;
-        if !tools.is_array() {
-            return Err(invalid("tools must be a JSON array"));
-        }
-        body.insert("tools".into(), tools);
+        let tools = parse_json_array("tools", tools)?;
+        body.insert("tools".into(), Value::Array(tools));
         // Sent only alongside tools: OpenAI rejects a tool_choice without tools.
         if let Some(choice) = &request.tool_choice {
             body.insert("tool_choice".into(), parse_json("tool_choice", choice)?);
@@ -112,21 +83,8 @@ pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>
         // Without this, streamed answers carry no token counts.
         body.insert("stream_options".into(), json!({ "include_usage": true }));
     }
-
-    let accept = if request.stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
-    Ok(HttpRequest {
-        method: "POST".into(),
-        path: "/chat/completions".into(),
-        headers: vec![
-            ("content-type".into(), "application/json".into()),
-            ("accept".into(), accept.into()),
-        ],
-        body: Value::Object(body).to_string().into_bytes(),
-    })
+    let accept = accept(request.stream, StreamFraming::Sse);
+    Ok(post_json("/chat/completions", &[], accept, body))
 }
 
 /// Parses a complete `/chat/completions` response of any status.
@@ -171,16 +129,9 @@ pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, Ad
     if data.is_empty() {
         return Ok(None);
     }
-    let body: Value = serde_json::from_str(data)
-        .map_err(|error| malformed(format!("stream event is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(malformed("stream event is not a JSON object"));
-    }
-    if let Some(message) = error_text(&body) {
-        return Err(AdapterError::Upstream(UpstreamFailure {
-            status: error_code(&body).unwrap_or(0),
-            message: truncate(&message),
-        }));
+    let body = json_object(data.as_bytes(), "stream event")?;
+    if let Some(message) = ErrorShape::OpenAi.message(&body) {
+        return Err(upstream(error_code(&body).unwrap_or(0), message));
     }
 
     let choice = &body["choices"][0];
@@ -204,59 +155,31 @@ pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, Ad
         output_tokens: token_count(&usage["completion_tokens"]),
         done: false,
     };
-    // Every chunk names the model, so the model alone does not make an event worth passing on.
-    let carries_something = chunk.content.is_some()
-        || chunk.reasoning.is_some()
-        || chunk.tool_calls.is_some()
-        || chunk.done_reason.is_some()
-        || chunk.input_tokens.is_some()
-        || chunk.output_tokens.is_some();
-    Ok(carries_something.then_some(chunk))
+    Ok(carries_something(&chunk).then_some(chunk))
 }
 
 /// Builds the `GET /models` request that lists the upstream's models.
 pub fn build_models_request() -> HttpRequest {
-    HttpRequest {
-        method: "GET".into(),
-        path: "/models".into(),
-        headers: vec![("accept".into(), "application/json".into())],
-        body: Vec::new(),
-    }
+    get_json("/models", &[])
 }
 
 /// Parses a `/models` response of any status.
 pub fn parse_models_response(response: &HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
     let body = successful_json(response)?;
-    let models = body["data"]
-        .as_array()
-        .ok_or_else(|| malformed("response has no \"data\" array"))?;
-    models
-        .iter()
-        .enumerate()
-        .map(|(index, model)| {
-            let id = model["id"]
-                .as_str()
-                .ok_or_else(|| malformed(format!("data[{index}] has no id")))?;
-            Ok(ModelInfo {
-                id: id.to_owned(),
-                owned_by: model["owned_by"].as_str().map(str::to_owned),
-                created: model["created"].as_u64(),
-            })
-        })
-        .collect()
+    openai::model_list(&body, |id, model| ModelInfo {
+        id,
+        owned_by: model["owned_by"].as_str().map(str::to_owned),
+        created: model["created"].as_u64(),
+    })
 }
 
 /// Converts one chat turn to a Chat Completions message.
 fn message_json(index: usize, message: &Message) -> Result<Value, AdapterError> {
     let tool_calls = match &message.tool_calls {
         Some(text) => {
-            let field = format!("messages[{index}].tool_calls");
-            match parse_json(&field, text)? {
-                // OpenAI rejects an empty tool_calls array.
-                Value::Array(calls) if calls.is_empty() => None,
-                calls @ Value::Array(_) => Some(calls),
-                _ => return Err(invalid(format!("{field} must be a JSON array"))),
-            }
+            let calls = parse_json_array(&format!("messages[{index}].tool_calls"), text)?;
+            // OpenAI rejects an empty tool_calls array.
+            (!calls.is_empty()).then_some(Value::Array(calls))
         }
         None => None,
     };
@@ -298,65 +221,12 @@ fn non_empty_array(value: &Value) -> Option<String> {
 
 /// The JSON body of a 2xx response, or the error the response stands for.
 fn successful_json(response: &HttpResponse) -> Result<Value, AdapterError> {
-    if !(200..300).contains(&response.status) {
-        return Err(status_error(response));
-    }
-    let body: Value = serde_json::from_slice(&response.body)
-        .map_err(|error| malformed(format!("response body is not JSON: {error}")))?;
-    if !body.is_object() {
-        return Err(malformed("response body is not a JSON object"));
-    }
+    let body = chatd_adapter_kit::json_body(response, ErrorShape::OpenAi)?;
     // OpenRouter reports some upstream failures as an error object with a 200.
-    if let Some(message) = error_text(&body) {
-        return Err(AdapterError::Upstream(UpstreamFailure {
-            status: error_code(&body).unwrap_or(502),
-            message: truncate(&message),
-        }));
+    if let Some(message) = ErrorShape::OpenAi.message(&body) {
+        return Err(upstream(error_code(&body).unwrap_or(502), message));
     }
     Ok(body)
-}
-
-/// The error a non-2xx response stands for.
-fn status_error(response: &HttpResponse) -> AdapterError {
-    let message = error_message(response.status, &response.body);
-    if response.status == 429 {
-        AdapterError::RateLimited(RateLimit {
-            message,
-            retry_after_secs: retry_after(&response.headers),
-        })
-    } else {
-        AdapterError::Upstream(UpstreamFailure {
-            status: response.status,
-            message,
-        })
-    }
-}
-
-/// The most useful error text in an error body, truncated.
-fn error_message(status: u16, body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let message = serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|body| error_text(&body))
-        .unwrap_or_else(|| text.trim().to_owned());
-    if message.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        truncate(&message)
-    }
-}
-
-/// The message of an OpenAI (`{"error": {"message": "..."}}`) or Ollama (`{"error": "..."}`)
-/// error body.
-fn error_text(body: &Value) -> Option<String> {
-    match &body["error"] {
-        Value::String(message) => Some(message.clone()),
-        Value::Object(error) => Some(match error.get("message").and_then(Value::as_str) {
-            Some(message) => message.to_owned(),
-            None => Value::Object(error.clone()).to_string(),
-        }),
-        _ => None,
-    }
 }
 
 /// An error object's `code` when it is an HTTP error status (OpenAI's own codes are strings).
@@ -365,94 +235,6 @@ fn error_code(body: &Value) -> Option<u16> {
         .as_u64()
         .filter(|code| (400..=599).contains(code))
         .and_then(|code| u16::try_from(code).ok())
-}
-
-/// The `retry-after` header, when it is a whole number of seconds.
-fn retry_after(headers: &[(String, String)]) -> Option<u32> {
-    headers
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case("retry-after"))
-        .and_then(|(_, value)| value.trim().parse().ok())
-}
-
-/// Maps an upstream stop reason onto the contract's enum.
-fn finish_reason(raw: &str) -> FinishReason {
-    match raw {
-        "stop" | "end_turn" | "stop_sequence" => FinishReason::Stop,
-        "length" | "max_tokens" => FinishReason::Length,
-        "tool_calls" | "tool_use" | "function_call" => FinishReason::ToolCalls,
-        "content_filter" => FinishReason::ContentFilter,
-        _ => FinishReason::Other,
-    }
-}
-
-/// The finish reason of a complete answer.
-fn answer_finish(done_reason: Option<&str>, has_tool_calls: bool) -> Option<FinishReason> {
-    let finish = done_reason.map(finish_reason);
-    match finish {
-        // Some servers say "stop" when a turn ends in tool calls.
-        None | Some(FinishReason::Stop | FinishReason::Other) if has_tool_calls => {
-            Some(FinishReason::ToolCalls)
-        }
-        _ => finish,
-    }
-}
-
-/// A stream chunk that carries nothing.
-fn empty_chunk() -> StreamChunk {
-    StreamChunk {
-        content: None,
-        reasoning: None,
-        tool_calls: None,
-        model: None,
-        done_reason: None,
-        finish: None,
-        input_tokens: None,
-        output_tokens: None,
-        done: false,
-    }
-}
-
-/// Cuts upstream text to `MAX_ERROR_CHARS` characters.
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
-    }
-}
-
-/// A string value, unless it is absent or empty.
-fn non_empty(value: &Value) -> Option<String> {
-    value
-        .as_str()
-        .filter(|text| !text.is_empty())
-        .map(str::to_owned)
-}
-
-/// A token count, unless it is absent or does not fit.
-fn token_count(value: &Value) -> Option<u32> {
-    value.as_u64().and_then(|count| u32::try_from(count).ok())
-}
-
-/// A JSON number for a float parameter; JSON has no NaN or infinity.
-fn finite(field: &str, value: f64) -> Result<Value, AdapterError> {
-    serde_json::Number::from_f64(value)
-        .map(Value::Number)
-        .ok_or_else(|| invalid(format!("{field} must be a finite number")))
-}
-
-/// Parses the JSON text of request field `field`.
-fn parse_json(field: &str, text: &str) -> Result<Value, AdapterError> {
-    serde_json::from_str(text)
-        .map_err(|error| invalid(format!("{field} is not valid JSON: {error}")))
-}
-
-fn invalid(message: impl Into<String>) -> AdapterError {
-    AdapterError::InvalidRequest(message.into())
-}
-
-fn malformed(message: impl Into<String>) -> AdapterError {
-    AdapterError::MalformedResponse(message.into())
 }
 
 #[cfg(test)]

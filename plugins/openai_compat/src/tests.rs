@@ -1,71 +1,21 @@
 use super::*;
-
-fn message(role: &str, content: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: content.into(),
-        tool_calls: None,
-        tool_call_id: None,
-        name: None,
-    }
-}
+use chatd_adapter_kit::MAX_ERROR_CHARS;
+use chatd_adapter_kit::testing::{
+    body_json, chat_request, invalid_request, malformed_response, message, response, stream_event,
+    upstream_failure,
+};
+use chatd_adapter_kit::types::FinishReason;
 
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "moonshotai/kimi-k2".into(),
-        messages: vec![message("user", "hi")],
-        max_tokens: None,
-        temperature: None,
-        top_p: None,
-        stop: Vec::new(),
-        json_mode: false,
-        think: None,
-        stream: false,
-        tools: None,
-        tool_choice: None,
-    }
+    chat_request("moonshotai/kimi-k2")
 }
 
 fn body_of(request: &ChatRequest) -> Value {
-    let built = build_request(request).expect("request builds");
-    serde_json::from_slice(&built.body).expect("body is JSON")
-}
-
-fn response(status: u16, body: &str) -> HttpResponse {
-    HttpResponse {
-        status,
-        headers: Vec::new(),
-        body: body.as_bytes().to_vec(),
-    }
+    body_json(&build_request(request).expect("request builds"))
 }
 
 fn event(data: &str) -> Option<StreamChunk> {
-    parse_stream_event(&StreamEvent {
-        event: None,
-        data: data.into(),
-    })
-    .expect("event parses")
-}
-
-fn upstream_failure(result: Result<impl std::fmt::Debug, AdapterError>) -> UpstreamFailure {
-    match result {
-        Err(AdapterError::Upstream(failure)) => failure,
-        other => panic!("expected an upstream failure, got {other:?}"),
-    }
-}
-
-fn invalid_request(result: Result<impl std::fmt::Debug, AdapterError>) -> String {
-    match result {
-        Err(AdapterError::InvalidRequest(message)) => message,
-        other => panic!("expected an invalid request, got {other:?}"),
-    }
-}
-
-fn malformed_response(result: Result<impl std::fmt::Debug, AdapterError>) -> String {
-    match result {
-        Err(AdapterError::MalformedResponse(message)) => message,
-        other => panic!("expected a malformed response, got {other:?}"),
-    }
+    parse_stream_event(&stream_event(None, data)).expect("event parses")
 }
 
 #[test]

@@ -1,0 +1,110 @@
+//! Building the HTTP requests adapters hand to the host.
+
+use serde_json::{Map, Value};
+
+use crate::types::{HttpRequest, StreamFraming};
+
+/// The `accept` header of a request whose answer streams in `framing` when `stream` is set and
+/// is one JSON document otherwise.
+#[inline]
+pub fn accept(stream: bool, framing: StreamFraming) -> &'static str {
+    match (stream, framing) {
+        (false, _) => "application/json",
+        (true, StreamFraming::Ndjson) => "application/x-ndjson",
+        (true, StreamFraming::Sse) => "text/event-stream",
+    }
+}
+
+/// A `POST` of the JSON object `body`, with the headers `content-type: application/json`, then
+/// `extra_headers`, then `accept`.
+#[inline]
+pub fn post_json(
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    accept: &str,
+    body: Map<String, Value>,
+) -> HttpRequest {
+    let mut headers = Vec::with_capacity(extra_headers.len() + 2);
+    headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    push_all(&mut headers, extra_headers);
+    headers.push(("accept".to_owned(), accept.to_owned()));
+    HttpRequest {
+        method: "POST".into(),
+        path: path.into(),
+        headers,
+        body: Value::Object(body).to_string().into_bytes(),
+    }
+}
+
+/// A `GET` without a body that accepts JSON, with the headers `extra_headers`, then
+/// `accept: application/json`.
+#[inline]
+pub fn get_json(path: &str, extra_headers: &[(&str, &str)]) -> HttpRequest {
+    let mut headers = Vec::with_capacity(extra_headers.len() + 1);
+    push_all(&mut headers, extra_headers);
+    headers.push(("accept".to_owned(), "application/json".to_owned()));
+    HttpRequest {
+        method: "GET".into(),
+        path: path.into(),
+        headers,
+        body: Vec::new(),
+    }
+}
+
+fn push_all(headers: &mut Vec<(String, String)>, extra_headers: &[(&str, &str)]) {
+    for (name, value) in extra_headers {
+        headers.push(((*name).to_owned(), (*value).to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(headers: &[(String, String)]) -> Vec<(&str, &str)> {
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn accept_follows_stream_and_framing() {
+        assert_eq!(accept(false, StreamFraming::Ndjson), "application/json");
+        assert_eq!(accept(false, StreamFraming::Sse), "application/json");
+        assert_eq!(accept(true, StreamFraming::Ndjson), "application/x-ndjson");
+        assert_eq!(accept(true, StreamFraming::Sse), "text/event-stream");
+    }
+
+    #[test]
+    fn posts_carry_content_type_extra_headers_and_accept_in_order() {
+        let mut body = Map::new();
+        body.insert("model".into(), "m".into());
+        let built = post_json("/v1/x", &[("x-version", "1")], "text/event-stream", body);
+        assert_eq!(built.method, "POST");
+        assert_eq!(built.path, "/v1/x");
+        assert_eq!(
+            pairs(&built.headers),
+            [
+                ("content-type", "application/json"),
+                ("x-version", "1"),
+                ("accept", "text/event-stream"),
+            ]
+        );
+        assert_eq!(built.body, br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn gets_have_no_body_and_accept_json() {
+        let built = get_json("/models", &[]);
+        assert_eq!(built.method, "GET");
+        assert_eq!(built.path, "/models");
+        assert_eq!(pairs(&built.headers), [("accept", "application/json")]);
+        assert!(built.body.is_empty());
+        let built = get_json("/v1/models", &[("x-version", "1")]);
+        assert_eq!(
+            pairs(&built.headers),
+            [("x-version", "1"), ("accept", "application/json")]
+        );
+    }
+}
