@@ -357,3 +357,42 @@ async fn reasoning_is_carried_apart_from_content() {
     );
     assert_eq!(sse_content(&events), "answer");
 }
+
+#[tokio::test]
+async fn upstream_answering_plain_json_to_a_stream_request_is_replayed_as_a_stream() {
+    // Some OpenAI-compatible servers ignore `stream: true` and answer one JSON document.
+    let body = json!({
+        "id": "c", "object": "chat.completion", "model": "vendor/m",
+        "choices": [{"index": 0, "finish_reason": "length",
+                     "message": {"role": "assistant", "content": "whole answer"}}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+    })
+    .to_string();
+    let up = ScriptedUpstream::start("application/json; charset=utf-8", vec![chunk(&body)]).await;
+    let gw = gateway(&up.url(), &up.url(), 5).await;
+    let req = json!({"model": "openrouter/vendor/m", "stream": true, "stream_options": {"include_usage": true},
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let (status, ct, lines) = gw.post_stream("/v1/chat/completions", req).await;
+    assert_eq!((status, ct.as_str()), (200, "text/event-stream"));
+    let events = sse_data(&lines);
+    assert_eq!(sse_content(&events), "whole answer");
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let finishes: Vec<_> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["finish_reason"].as_str())
+        .collect();
+    assert_eq!(finishes, ["length"]);
+    assert_eq!(events[events.len() - 2]["usage"]["total_tokens"], 6);
+    assert_eq!(events.last().unwrap(), &Value::String("[DONE]".into()));
+
+    let req = json!({"model": "openrouter/vendor/m", "stream": true,
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, lines) = gw.post_stream("/v1/chat", req).await;
+    assert_eq!(status, 200);
+    let (content, last) = native_content(&lines);
+    assert_eq!(content, "whole answer");
+    assert_eq!(
+        (last["type"].as_str(), last["output_tokens"].as_u64()),
+        (Some("done"), Some(2))
+    );
+}

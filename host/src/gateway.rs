@@ -4,7 +4,7 @@
 //! Everything a request needs is in one immutable [`Snapshot`] (config, adapters, providers),
 //! swapped atomically on reload: a request keeps the snapshot it started with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use crate::runtime::bindings::{
 use crate::runtime::library::AdapterSet;
 use crate::runtime::{Adapter, AdapterInstance, CallError, Runtime, RuntimeConfig};
 use crate::telemetry::{ProviderStats, RequestGuard, StatsRegistry};
-use crate::upstream::{Framer, Target, Upstream};
+use crate::upstream::{Framer, Opened, Target, Upstream};
 
 /// A provider that can take requests.
 #[derive(Debug)]
@@ -679,13 +679,23 @@ impl Gateway {
             .await
             .map_err(|e| adapter_failed(&provider, e))?
             .map_err(|e| provider.upstream_error(e, None))?;
-        let open = match self
+        let framing = provider.adapter.info.stream_framing;
+        let opened = self
             .upstream
-            .open_stream(&provider.target, http_request)
-            .await?
-        {
-            Ok(open) => open,
-            Err(error_response) => {
+            .open_stream(&provider.target, http_request, framing)
+            .await?;
+        let (body, pending): (ByteStream, _) = match opened {
+            Opened::Stream(open) => (Box::pin(open.response.bytes_stream()), VecDeque::new()),
+            Opened::Whole(response) => {
+                let retry_after = retry_after(&response);
+                let whole = instance
+                    .parse_response(&response)
+                    .await
+                    .map_err(|e| adapter_failed(&provider, e))?
+                    .map_err(|e| provider.upstream_error(e, retry_after))?;
+                (Box::pin(futures_util::stream::empty()), chunks_of(whole))
+            }
+            Opened::Refused(error_response) => {
                 let retry_after = retry_after(&error_response);
                 let parsed = instance
                     .parse_response(&error_response)
@@ -704,17 +714,52 @@ impl Gateway {
         };
         Ok(ChatStream {
             route,
-            framer: Framer::new(provider.adapter.info.stream_framing),
-            body: Box::pin(open.response.bytes_stream()),
+            framer: Framer::new(framing),
+            body_ended: !pending.is_empty(),
+            saw_end: !pending.is_empty(),
+            pending,
+            body,
             instance,
             provider,
-            body_ended: false,
             guard: Some(guard),
             started,
             finished: false,
-            saw_end: false,
         })
     }
+}
+
+/// A whole answer replayed as a stream: its content (if any), then a terminal chunk with the
+/// tool calls, finish reason and token counts.
+fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
+    let empty = StreamChunk {
+        content: None,
+        reasoning: None,
+        tool_calls: None,
+        model: Some(response.model),
+        done_reason: None,
+        finish: None,
+        input_tokens: None,
+        output_tokens: None,
+        done: false,
+    };
+    let mut chunks = VecDeque::with_capacity(2);
+    if !response.content.is_empty() || response.reasoning.is_some() {
+        chunks.push_back(StreamChunk {
+            content: Some(response.content).filter(|c| !c.is_empty()),
+            reasoning: response.reasoning,
+            ..empty.clone()
+        });
+    }
+    chunks.push_back(StreamChunk {
+        tool_calls: response.tool_calls,
+        done_reason: response.done_reason,
+        finish: response.finish,
+        input_tokens: response.input_tokens,
+        output_tokens: response.output_tokens,
+        done: true,
+        ..empty
+    });
+    chunks
 }
 
 type ByteStream =
@@ -730,6 +775,8 @@ pub struct ChatStream {
     framer: Framer,
     body: ByteStream,
     body_ended: bool,
+    /// Chunks ready before any body is read (a whole answer replayed as a stream).
+    pending: VecDeque<StreamChunk>,
     guard: Option<RequestGuard>,
     started: Instant,
     finished: bool,
@@ -771,6 +818,9 @@ impl ChatStream {
     }
 
     async fn advance(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Some(Ok(chunk));
+        }
         let provider = self.provider.clone();
         loop {
             if let Some(event) = self.framer.next_event() {

@@ -11,6 +11,24 @@ use crate::error::GatewayError;
 use crate::runtime::CallError;
 use crate::runtime::bindings::{HttpRequest, HttpResponse, StreamEvent, StreamFraming};
 
+/// Whether a response declares a JSON body (`application/json`, `application/...+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
 /// Longest single NDJSON line or SSE event accepted from an upstream stream.
 const MAX_EVENT_BYTES: usize = 8 << 20;
 
@@ -58,6 +76,17 @@ pub struct OpenStream {
     pub response: reqwest::Response,
 }
 
+/// What an upstream answered to a request for a stream.
+pub enum Opened {
+    /// A 2xx stream, body not yet read.
+    Stream(OpenStream),
+    /// A 2xx answer that is one JSON document, not a stream: some OpenAI-compatible servers
+    /// ignore `stream: true`. Read whole, for the adapter's `parse-response`.
+    Whole(HttpResponse),
+    /// A non-2xx answer, read whole: an error document for the adapter.
+    Refused(HttpResponse),
+}
+
 impl Upstream {
     /// Builds the client. One client (one connection pool) serves every provider.
     pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
@@ -93,25 +122,31 @@ impl Upstream {
             .map_err(|_| timeout(target))?
     }
 
-    /// Sends a request whose answer is streamed. A non-2xx answer is read whole (it is an
-    /// error document, not a stream) and returned as `Err(response)` for the adapter.
+    /// Sends a request whose answer is streamed. A non-2xx answer, or an SSE request answered
+    /// with plain JSON, is read whole instead (see [`Opened`]).
     pub async fn open_stream(
         &self,
         target: &Target,
         req: HttpRequest,
-    ) -> Result<Result<OpenStream, HttpResponse>, GatewayError> {
+        framing: StreamFraming,
+    ) -> Result<Opened, GatewayError> {
         let request = self.prepare(target, req)?;
         let response = tokio::time::timeout(target.timeout, request.send())
             .await
             .map_err(|_| timeout(target))?
             .map_err(|e| unreachable(target, &e))?;
-        if response.status().is_success() {
-            return Ok(Ok(OpenStream { response }));
+        let success = response.status().is_success();
+        if success && !(framing == StreamFraming::Sse && is_json(response.headers())) {
+            return Ok(Opened::Stream(OpenStream { response }));
         }
         let whole = tokio::time::timeout(target.timeout, self.read_whole(target, response))
             .await
             .map_err(|_| timeout(target))??;
-        Ok(Err(whole))
+        Ok(if success {
+            Opened::Whole(whole)
+        } else {
+            Opened::Refused(whole)
+        })
     }
 
     fn prepare(
@@ -346,6 +381,25 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let is = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+            is_json(&h)
+        };
+        assert!(is("application/json"));
+        assert!(is("Application/JSON; charset=utf-8"));
+        assert!(is("application/problem+json"));
+        assert!(!is("text/event-stream"));
+        assert!(!is("application/x-ndjson"));
+        assert!(!is("application/jsonl"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
 
     fn frame(framing: StreamFraming, pieces: &[&[u8]]) -> Vec<(Option<String>, String)> {
         let mut f = Framer::new(framing);
