@@ -71,6 +71,7 @@ enum AdaptersCommand {
 }
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let cli = Cli::parse();
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -101,6 +102,25 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("chatd: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Caps glibc's malloc arenas at one per CPU (glibc's default is eight per CPU).
+///
+/// Every thread that allocates (tokio workers, the blocking pool compiling adapters, the
+/// file watcher, the epoch ticker) otherwise gets an arena of its own that keeps freed memory
+/// resident. Measured at 64 concurrent requests on 2 CPUs: peak RSS 42 -> 36 MB, throughput
+/// and CPU per request unchanged (one arena in total cost ~20% throughput). An operator's own
+/// `MALLOC_ARENA_MAX` wins. Must run before any thread is spawned.
+fn bound_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = libc::c_int::try_from(cpus).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
         }
     }
 }
