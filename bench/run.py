@@ -223,8 +223,8 @@ class Bench:
     # -- build and start
 
     def build(self) -> None:
-        cmd = ["cargo", "build", "--release", "-p", "chatd",
-               "-p", "chatd-bench-mock-upstream", "-p", "chatd-bench-loadgen"]
+        cmd = ["cargo", "build", "--release", "-p", "chatd", "-p", "chatd-bench-mock-upstream",
+               "-p", "chatd-bench-loadgen", "-p", "chatd-bench-passthrough"]
         log("$ " + " ".join(cmd))
         started = time.monotonic()
         subprocess.run(cmd, cwd=REPO, check=True)
@@ -270,6 +270,20 @@ key_env = "CHATD_BENCH_KEY"
                                                     "--bind", f"127.0.0.1:{port}"], log_path, env)
         wait_ready("chatd", proc, f"http://127.0.0.1:{port}/healthz", 60, log_path,
                    ok=lambda s: s == 200)
+        return f"http://127.0.0.1:{port}", proc
+
+    def start_passthrough(self) -> tuple[str, subprocess.Popen]:
+        """The floor of chatd's own stack: axum + reqwest forwarding, nothing else."""
+        port = free_port()
+        log_path = self.tmp / "passthrough.log"
+        proc = self.procs.start("passthrough", [self.bin / "passthrough", "--bind", f"127.0.0.1:{port}",
+                                                "--upstream", f"http://127.0.0.1:{self.mock_port}"],
+                                log_path)
+        deadline = time.monotonic() + 15
+        while "listening on" not in (log_path.read_text() if log_path.exists() else ""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"passthrough did not start: {tail(log_path)}")
+            time.sleep(0.05)
         return f"http://127.0.0.1:{port}", proc
 
     def start_nginx(self, exe: str) -> tuple[str, subprocess.Popen]:
@@ -365,6 +379,10 @@ general_settings:
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
         ]
+        passthrough = self.peer("axum+reqwest passthrough", self.start_passthrough)
+        if passthrough:
+            targets.append(Target("axum+reqwest passthrough (no chatd)", oa, passthrough[0] + oa,
+                                  openai_body("m"), proc=passthrough[1]))
         if not with_peers:
             return targets
         wanted = set(self.args.peers.split(",")) if self.args.peers else set()
