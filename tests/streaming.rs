@@ -396,3 +396,30 @@ async fn upstream_answering_plain_json_to_a_stream_request_is_replayed_as_a_stre
         (Some("done"), Some(2))
     );
 }
+
+#[tokio::test]
+async fn error_event_before_any_content_is_a_normal_http_error() {
+    let body = format!(
+        ": OPENROUTER PROCESSING\n\ndata: {}\n\n",
+        json!({"error": {"message": "overloaded", "code": 529}})
+    );
+    let up = ScriptedUpstream::start("text/event-stream", vec![chunk(&body)]).await;
+    let gw = gateway(&up.url(), &up.url(), 5).await;
+    let req = json!({"model": "openrouter/v/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let (status, ct, lines) = gw.post_stream("/v1/chat/completions", req.clone()).await;
+    assert_eq!((status, ct.as_str()), (502, "application/json"));
+    let body: Value = serde_json::from_str(&lines.concat()).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("overloaded"),
+        "{body}"
+    );
+
+    let (status, _, lines) = gw.post_stream("/v1/chat", req).await;
+    assert_eq!(status, 502);
+    let body: Value = serde_json::from_str(&lines.concat()).unwrap();
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+}

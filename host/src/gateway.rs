@@ -712,7 +712,7 @@ impl Gateway {
                 });
             }
         };
-        Ok(ChatStream {
+        let mut stream = ChatStream {
             route,
             framer: Framer::new(framing),
             body_ended: !pending.is_empty(),
@@ -724,7 +724,21 @@ impl Gateway {
             guard: Some(guard),
             started,
             finished: false,
-        })
+        };
+        // Wait for the first chunk before answering. The client then gets the response head
+        // and the first token in one write (one wake-up less on its side), and a failure
+        // before any content (an error event first thing) is a normal HTTP error.
+        if stream.pending.is_empty() {
+            match stream.advance().await {
+                Some(Ok(first)) => stream.pending.push_back(first),
+                Some(Err(e)) => {
+                    stream.end(false);
+                    return Err(e);
+                }
+                None => {}
+            }
+        }
+        Ok(stream)
     }
 }
 

@@ -375,13 +375,14 @@ fn sse(
         let mut out = String::new();
         match s.phase {
             Phase::Over => return None,
+            // The role chunk goes out together with the first delta (or whatever comes
+            // first): one write instead of two.
             Phase::Role => {
                 s.phase = Phase::Deltas;
                 push_event(
                     &mut out,
                     &s.chunk(json!({"role": "assistant", "content": ""}), None),
                 );
-                return Some((Ok(Bytes::from(out)), s));
             }
             Phase::Deltas => {}
         }
