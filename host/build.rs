@@ -22,6 +22,10 @@ fn main() {
         workspace.join("plugins").display()
     );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
+    // The `adapter` profile and dependency versions live in the workspace manifest and lock.
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(file).display());
+    }
     println!("cargo:rerun-if-env-changed=CHATD_ADAPTER_TARGET_DIR");
 
     let target_dir = adapter_target_dir(&workspace);

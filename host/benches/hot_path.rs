@@ -112,12 +112,49 @@ fn adapter_call(bencher: Bencher, adapter: &str) {
     });
 }
 
+// The parts of `adapter_call`, to see where its time goes.
+
+/// A fresh instance, dropped outside the timing.
 #[divan::bench(args = ["ollama", "openai_compat"])]
 fn adapter_instantiate_only(bencher: Bencher, adapter: &str) {
     let f = fixture();
     let a = f.adapters.get(adapter).unwrap().clone();
     bencher.bench_local(|| {
         f.rt.block_on(async { black_box(a.instance().await.unwrap()) })
+    });
+}
+
+/// A fresh instance and its drop (returning its memory to the pool).
+#[divan::bench(args = ["ollama", "openai_compat"])]
+fn adapter_instantiate_and_drop(bencher: Bencher, adapter: &str) {
+    let f = fixture();
+    let a = f.adapters.get(adapter).unwrap().clone();
+    bencher.bench_local(|| {
+        f.rt.block_on(async { drop(black_box(a.instance().await.unwrap())) })
+    });
+}
+
+/// `build-request` alone, on one reused instance.
+#[divan::bench(args = ["ollama", "ollama_cloud", "openai_compat"])]
+fn adapter_build_request_only(bencher: Bencher, adapter: &str) {
+    let f = fixture();
+    let a = f.adapters.get(adapter).unwrap().clone();
+    let mut inst = f.rt.block_on(a.instance()).unwrap();
+    let req = request("m");
+    bencher.bench_local(|| {
+        f.rt.block_on(async { black_box(inst.build_request(black_box(&req)).await.unwrap()) })
+    });
+}
+
+/// `parse-response` alone, on one reused instance.
+#[divan::bench(args = ["ollama", "ollama_cloud", "openai_compat"])]
+fn adapter_parse_response_only(bencher: Bencher, adapter: &str) {
+    let f = fixture();
+    let a = f.adapters.get(adapter).unwrap().clone();
+    let mut inst = f.rt.block_on(a.instance()).unwrap();
+    let resp = response(adapter);
+    bencher.bench_local(|| {
+        f.rt.block_on(async { black_box(inst.parse_response(black_box(&resp)).await.unwrap()) })
     });
 }
 
