@@ -520,7 +520,7 @@ impl Gateway {
             Err(error) => ReloadReport::new(trigger, &current, &current, Some(error), started),
         };
         if report.ok {
-            tracing::info!(trigger, swapped = ?report.swapped, rejected = report.rejected.len(), took_ms = report.took_ms, "reloaded");
+            tracing::info!(trigger, swapped = ?report.swapped, rejected = report.rejected.len(), took_ms = format_args!("{:.1}", report.took_ms), "reloaded");
         } else {
             tracing::error!(trigger, error = ?report.error, "reload rejected; previous config stays active");
         }
