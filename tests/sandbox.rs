@@ -184,6 +184,8 @@ async fn invalid_components_are_rejected_at_load_with_the_reason() {
         ("empty", "empty"),
         ("traps", "chatd-fixture-describe_traps"),
         ("future", "chatd-fixture-future_contract"),
+        ("missing", "chatd-fixture-missing_exports"),
+        ("mistyped", "chatd-fixture-wrong_types"),
     ];
     let gw = gateway(&upstream, &files).await;
     let (_, body) = gw.get("/v1/chat/providers").await;
@@ -220,6 +222,19 @@ async fn invalid_components_are_rejected_at_load_with_the_reason() {
             && reasons["future"].contains("0.1.0, 0.2.0"),
         "{}",
         reasons["future"]
+    );
+    assert!(
+        reasons["missing"].contains("exports do not match contract 0.2.0")
+            && reasons["missing"].contains("no function `build-request`"),
+        "{}",
+        reasons["missing"]
+    );
+    // Calls skip the per-instance type check, so a type mismatch must be caught at load.
+    assert!(
+        reasons["mistyped"].contains("exports do not match contract 0.2.0")
+            && reasons["mistyped"].contains("function `describe` has the wrong type"),
+        "{}",
+        reasons["mistyped"]
     );
     let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("future/m")).await;
     assert_eq!(status, 404, "{body}");

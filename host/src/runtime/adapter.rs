@@ -12,7 +12,7 @@ use wasmtime::component::{
 
 use super::bindings::{
     AdapterError, AdapterInfo, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
-    HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent, v0_1, v0_2,
+    HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
 };
 use super::sandbox::Sandbox;
 use super::{CallError, LoadError, Runtime};
@@ -103,6 +103,10 @@ impl Exports {
                 .ok_or_else(|| format!("the exported instance has no function `{name}`"))
         };
         let adapter = interface("adapter")?;
+        let describe = func(&adapter, "describe")?;
+        let build_request = func(&adapter, "build-request")?;
+        let parse_response = func(&adapter, "parse-response")?;
+        let parse_stream_event = func(&adapter, "parse-stream-event")?;
         let models = if contract.has_models() {
             let models = interface("models")?;
             Some(ModelsExports {
@@ -113,22 +117,24 @@ impl Exports {
             None
         };
         Ok(Exports {
-            describe: func(&adapter, "describe")?,
-            build_request: func(&adapter, "build-request")?,
-            parse_response: func(&adapter, "parse-response")?,
-            parse_stream_event: func(&adapter, "parse-stream-event")?,
+            describe,
+            build_request,
+            parse_response,
+            parse_stream_event,
             models,
         })
     }
 
-    /// Checks every export against the Rust types the calls use. Must succeed once (at load)
-    /// before [`AdapterInstance::typed`] may skip the check.
-    fn typecheck(&self, instance: &Instance, store: &mut Store<Sandbox>) -> wasmtime::Result<()> {
+    /// Checks every export against the Rust types the calls use, naming the first that
+    /// differs. Must succeed once (at load) before [`AdapterInstance::typed`] may skip the
+    /// check.
+    fn typecheck(&self, instance: &Instance, store: &mut Store<Sandbox>) -> Result<(), String> {
         fn check<P, R>(
             instance: &Instance,
             store: &mut Store<Sandbox>,
             index: &ComponentExportIndex,
-        ) -> wasmtime::Result<()>
+            name: &str,
+        ) -> Result<(), String>
         where
             P: ComponentNamedList + Lower,
             R: ComponentNamedList + Lift,
@@ -136,25 +142,39 @@ impl Exports {
             instance
                 .get_typed_func::<P, R>(&mut *store, index)
                 .map(drop)
+                .map_err(|e| format!("function `{name}` has the wrong type: {}", error_chain(&e)))
         }
-        check::<DescribeParams, DescribeResults>(instance, store, &self.describe)?;
-        check::<BuildRequestParams, BuildRequestResults>(instance, store, &self.build_request)?;
-        check::<ParseResponseParams, ParseResponseResults>(instance, store, &self.parse_response)?;
+        check::<DescribeParams, DescribeResults>(instance, store, &self.describe, "describe")?;
+        check::<BuildRequestParams, BuildRequestResults>(
+            instance,
+            store,
+            &self.build_request,
+            "build-request",
+        )?;
+        check::<ParseResponseParams, ParseResponseResults>(
+            instance,
+            store,
+            &self.parse_response,
+            "parse-response",
+        )?;
         check::<ParseStreamEventParams, ParseStreamEventResults>(
             instance,
             store,
             &self.parse_stream_event,
+            "parse-stream-event",
         )?;
         if let Some(m) = &self.models {
             check::<BuildModelsRequestParams, BuildModelsRequestResults>(
                 instance,
                 store,
                 &m.build_models_request,
+                "build-models-request",
             )?;
             check::<ParseModelsResponseParams, ParseModelsResponseResults>(
                 instance,
                 store,
                 &m.parse_models_response,
+                "parse-models-response",
             )?;
         }
         Ok(())
@@ -211,12 +231,6 @@ impl Adapter {
             version: contract,
             message,
         };
-        // The generated bindings validate the exports with the clearest messages.
-        match contract {
-            ContractVersion::V0_1 => v0_1::PluginPre::new(instance_pre.clone()).map(drop),
-            ContractVersion::V0_2 => v0_2::PluginPre::new(instance_pre.clone()).map(drop),
-        }
-        .map_err(|e| exports_error(error_chain(&e)))?;
         let exports = Exports::resolve(&component, contract).map_err(exports_error)?;
         let mut adapter = Adapter {
             name: name.to_owned(),
@@ -233,13 +247,12 @@ impl Adapter {
             CallError::Trap(message) => LoadError::Instantiate(message),
             other => LoadError::Describe(other.to_string()),
         })?;
-        // Type mismatches between the component and the contract surface here. Calls skip
-        // the check from now on, so it must pass before the adapter is used.
+        // Calls skip the type check from now on, so it must pass before the adapter is used.
         let (store, instance_ref) = (&mut instance.store, &instance.instance);
         adapter
             .exports
             .typecheck(instance_ref, store)
-            .map_err(|e| LoadError::Instantiate(error_chain(&e)))?;
+            .map_err(exports_error)?;
         adapter.info = instance
             .describe()
             .await

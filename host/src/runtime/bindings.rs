@@ -1,27 +1,16 @@
-//! Host bindings for every contract version chatd serves.
+//! The contract's types, and the contract versions chatd serves.
 //!
-//! The newest version's types are chatd's own; older versions whose types are structurally
-//! identical reuse them through `with`, so serving an old adapter needs no conversion code.
-//! A future version that changes a type gets its own module plus `From` conversions here.
+//! The types are generated from the newest version's WIT. Every served version whose types
+//! are structurally identical (0.1.0 is 0.2.0 without the `models` interface) is called with
+//! them directly: the component model compares types by structure, and the loader checks
+//! each export of each adapter against them once (`adapter::Exports::typecheck`). A future
+//! version that changes a type gets its own generated module plus conversions here.
 
 /// `lakehouse:provider@0.2.0`: 0.1.0 plus upstream model discovery.
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit/0.2.0",
         world: "plugin",
-        exports: { default: async },
-    });
-}
-
-/// `lakehouse:provider@0.1.0`: chat request/response and stream events.
-pub mod v0_1 {
-    wasmtime::component::bindgen!({
-        path: "../wit/0.1.0",
-        world: "plugin",
-        exports: { default: async },
-        with: {
-            "lakehouse:provider/types@0.1.0": super::v0_2::lakehouse::provider::types,
-        },
     });
 }
 
