@@ -7,11 +7,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chatd::routing::{RouteTable, resolve};
-use chatd::runtime::bindings::{ChatRequest, HttpResponse, Message, StreamEvent};
+use chatd::runtime::bindings::StreamEvent;
 use chatd::runtime::library::AdapterSet;
 use chatd::runtime::{Runtime, RuntimeConfig};
 use chatd::upstream::Framer;
 use divan::{Bencher, black_box};
+
+mod common;
+use common::{request, response};
 
 fn main() {
     divan::main();
@@ -35,60 +38,6 @@ fn fixture() -> &'static Fixture {
         });
         Fixture { rt, adapters }
     })
-}
-
-/// A request of about 2 KB: a system prompt and a few turns.
-fn request(model: &str) -> ChatRequest {
-    let turn = "Explain the difference between a mutex and a semaphore, briefly. ".repeat(6);
-    ChatRequest {
-        model: model.into(),
-        messages: (0..5)
-            .map(|i| Message {
-                role: if i == 0 {
-                    "system"
-                } else if i % 2 == 1 {
-                    "user"
-                } else {
-                    "assistant"
-                }
-                .into(),
-                content: turn.clone(),
-                tool_calls: None,
-                tool_call_id: None,
-                name: None,
-            })
-            .collect(),
-        max_tokens: Some(256),
-        temperature: Some(0.2),
-        top_p: None,
-        stop: vec![],
-        json_mode: false,
-        think: None,
-        stream: false,
-        tools: None,
-        tool_choice: None,
-    }
-}
-
-/// An upstream answer of about 2 KB in the adapter's dialect.
-fn response(adapter: &str) -> HttpResponse {
-    let text = "A mutex admits one holder; a semaphore admits up to N. ".repeat(32);
-    let body = match adapter {
-        "ollama" => {
-            serde_json::json!({"model": "m", "message": {"role": "assistant", "content": text}, "done": true, "done_reason": "stop", "prompt_eval_count": 400, "eval_count": 300})
-        }
-        "ollama_cloud" => {
-            serde_json::json!({"model": "m", "response": text, "done": true, "done_reason": "stop", "prompt_eval_count": 400, "eval_count": 300})
-        }
-        _ => {
-            serde_json::json!({"id": "x", "object": "chat.completion", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 400, "completion_tokens": 300}})
-        }
-    };
-    HttpResponse {
-        status: 200,
-        headers: vec![("content-type".into(), "application/json".into())],
-        body: serde_json::to_vec(&body).unwrap(),
-    }
 }
 
 #[divan::bench(args = ["ollama", "ollama_cloud", "openai_compat"])]
@@ -260,13 +209,12 @@ fn openai_request_json_parse(bencher: Bencher) {
     });
 }
 
-mod sync_experiment {
-    wasmtime::component::bindgen!({ path: "../wit/0.2.0", world: "plugin" });
-}
-
+/// Design evidence, kept to be re-run: the `adapter_call` work through synchronous wasmtime
+/// calls on a bare store, with and without the epoch instrumentation chatd needs. It measured
+/// no faster than chatd's async path (45-57 vs 32 us), so chatd calls adapters asynchronously.
 #[divan::bench(args = [false, true])]
 fn sync_adapter_call_experiment(bencher: Bencher, with_async_engine_config: bool) {
-    use sync_experiment::lakehouse::provider::types as t;
+    use chatd::runtime::bindings::v0_2::PluginPre;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.linear_memory_keep_resident(4 << 20)
         .pagemap_scan(wasmtime::Enabled::Auto);
@@ -276,43 +224,10 @@ fn sync_adapter_call_experiment(bencher: Bencher, with_async_engine_config: bool
         cfg.epoch_interruption(true);
     }
     let engine = wasmtime::Engine::new(&cfg).unwrap();
-    let bytes = chatd::runtime::library::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "openai_compat")
-        .unwrap()
-        .1;
-    let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
-    let mut linker = wasmtime::component::Linker::<()>::new(&engine);
-    linker.define_unknown_imports_as_traps(&component).unwrap();
-    let pre = sync_experiment::PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
-    let turn = "Explain the difference between a mutex and a semaphore, briefly. ".repeat(6);
-    let req = t::ChatRequest {
-        model: "m".into(),
-        messages: (0..5)
-            .map(|_| t::Message {
-                role: "user".into(),
-                content: turn.clone(),
-                tool_calls: None,
-                tool_call_id: None,
-                name: None,
-            })
-            .collect(),
-        max_tokens: Some(256),
-        temperature: Some(0.2),
-        top_p: None,
-        stop: vec![],
-        json_mode: false,
-        think: None,
-        stream: false,
-        tools: None,
-        tool_choice: None,
-    };
-    let r = response("openai_compat");
-    let resp = t::HttpResponse {
-        status: r.status,
-        headers: r.headers,
-        body: r.body,
-    };
+    let (component, linker) = common::openai_compat(&engine);
+    let pre = PluginPre::new(linker.instantiate_pre(&component).unwrap()).unwrap();
+    let req = request("m");
+    let resp = response("openai_compat");
     bencher.bench_local(|| {
         let mut store = wasmtime::Store::new(&engine, ());
         if with_async_engine_config {

@@ -11,10 +11,10 @@ fn main() {
     divan::main();
 }
 
-mod bindings {
-    wasmtime::component::bindgen!({ path: "../wit/0.2.0", world: "plugin" });
-}
-use bindings::lakehouse::provider::types as t;
+mod common;
+
+use chatd::runtime::bindings::v0_2::Plugin;
+use chatd::runtime::bindings::{ChatRequest, HttpResponse};
 
 #[derive(Debug, Clone, Copy)]
 enum Bound {
@@ -25,10 +25,10 @@ enum Bound {
 
 struct Setup {
     store: wasmtime::Store<()>,
-    plugin: bindings::Plugin,
-    small: t::HttpResponse,
-    large: t::HttpResponse,
-    request: t::ChatRequest,
+    plugin: Plugin,
+    small: HttpResponse,
+    large: HttpResponse,
+    request: ChatRequest,
 }
 
 fn setup(bound: Bound) -> Setup {
@@ -43,58 +43,20 @@ fn setup(bound: Bound) -> Setup {
         }
     }
     let engine = wasmtime::Engine::new(&cfg).unwrap();
-    let bytes = chatd::runtime::library::BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "openai_compat")
-        .unwrap()
-        .1;
-    let component = wasmtime::component::Component::new(&engine, bytes).unwrap();
-    let mut linker = wasmtime::component::Linker::<()>::new(&engine);
-    linker.define_unknown_imports_as_traps(&component).unwrap();
+    let (component, linker) = common::openai_compat(&engine);
     let mut store = wasmtime::Store::new(&engine, ());
     match bound {
         Bound::None => {}
         Bound::Epoch => store.set_epoch_deadline(u64::MAX / 2),
         Bound::Fuel => store.set_fuel(u64::MAX / 2).unwrap(),
     }
-    let plugin = bindings::Plugin::instantiate(&mut store, &component, &linker).unwrap();
-    let answer = |n: usize| {
-        let text = "A mutex admits one holder; a semaphore admits up to N. ".repeat(n);
-        let body = serde_json::json!({"id": "x", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 400, "completion_tokens": 300}});
-        t::HttpResponse {
-            status: 200,
-            headers: vec![],
-            body: serde_json::to_vec(&body).unwrap(),
-        }
-    };
-    let turn = "Explain the difference between a mutex and a semaphore, briefly. ".repeat(6);
-    let request = t::ChatRequest {
-        model: "m".into(),
-        messages: (0..5)
-            .map(|_| t::Message {
-                role: "user".into(),
-                content: turn.clone(),
-                tool_calls: None,
-                tool_call_id: None,
-                name: None,
-            })
-            .collect(),
-        max_tokens: Some(256),
-        temperature: Some(0.2),
-        top_p: None,
-        stop: vec![],
-        json_mode: false,
-        think: None,
-        stream: false,
-        tools: None,
-        tool_choice: None,
-    };
+    let plugin = Plugin::instantiate(&mut store, &component, &linker).unwrap();
     Setup {
         store,
         plugin,
-        small: answer(32),
-        large: answer(1024),
-        request,
+        small: common::openai_answer(32),
+        large: common::openai_answer(1024),
+        request: common::request("m"),
     }
 }
 
