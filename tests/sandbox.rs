@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{TestGateway, component};
+use support::{ScriptedUpstream, Step, TestGateway, component};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -147,6 +147,80 @@ async fn a_memory_hog_hits_its_limit_with_a_clear_error() {
         grown_mib < 256,
         "RSS grew by {grown_mib} MiB over 24 memory hogs"
     );
+}
+
+/// Sandbox slots bound adapter calls, not requests: with a single slot, requests whose
+/// upstream is still working (a stream between events, a plain request awaiting its answer)
+/// leave it free for everyone else. LLM calls last seconds to minutes; holding an instance
+/// for that long would cap concurrent requests at `max_instances`.
+#[tokio::test]
+async fn requests_waiting_on_their_upstream_hold_no_adapter_slot() {
+    let first = format!(
+        "{}\n",
+        json!({"model": "m", "message": {"role": "assistant", "content": "first"}, "done": false})
+    );
+    // Sends one event, then keeps the connection open without finishing the body.
+    let hanging = ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![Step::Chunk(first.into_bytes()), Step::Hang],
+    )
+    .await;
+    let healthy = MockServer::start().await;
+    ollama_ok(&healthy).await;
+    let config = format!(
+        r#"
+        [chatd]
+        default_provider = "healthy"
+        timeout_secs = 60
+        adapters_dir = "{{dir}}/adapters"
+        [chatd.sandbox]
+        max_instances = 1
+        [chatd.providers.hanging]
+        adapter = "ollama"
+        base_url = "{}"
+        [chatd.providers.healthy]
+        adapter = "ollama"
+        base_url = "{}"
+        "#,
+        hanging.url(),
+        healthy.uri()
+    );
+    // A file in adapters_dir gives this gateway its own runtime, with the one slot.
+    let gw = TestGateway::start_with_files(&config, &[("adapters/README", b"none here")]).await;
+    let client = reqwest::Client::new();
+    let mut stream = client
+        .post(format!("{}/v1/chat", gw.url))
+        .json(&json!({"model": "hanging/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let event = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&event).contains("first"));
+    let waiting = tokio::spawn(
+        client
+            .post(format!("{}/v1/chat", gw.url))
+            .json(&TestGateway::chat("hanging/m"))
+            .send(),
+    );
+    let observed = hanging.observed.clone();
+    support::eventually(
+        "the plain request to reach the upstream",
+        Duration::from_secs(10),
+        || observed.lock().unwrap().requests.len() == 2,
+    )
+    .await;
+
+    for _ in 0..3 {
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("healthy/m")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["content"], "healthy");
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the plain request should still be waiting"
+    );
+    drop(stream);
 }
 
 fn rss_kib() -> u64 {

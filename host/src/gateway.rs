@@ -568,15 +568,18 @@ impl Gateway {
         provider: &Provider,
         request: &ChatRequest,
     ) -> Result<ChatResponse, GatewayError> {
-        let mut instance = instance(provider).await?;
-        let http_request = instance
+        // One instance per adapter call, none while the upstream works: a request waiting
+        // seconds for a model holds no sandbox slot and no instance memory.
+        let http_request = instance(provider)
+            .await?
             .build_request(request)
             .await
             .map_err(|e| adapter_failed(provider, e))?
             .map_err(|e| provider.upstream_error(e, None))?;
         let response = self.upstream.send(&provider.target, http_request).await?;
         let retry_after = retry_after(&response);
-        instance
+        instance(provider)
+            .await?
             .parse_response(&response)
             .await
             .map_err(|e| adapter_failed(provider, e))?
@@ -639,8 +642,8 @@ impl Gateway {
     }
 
     async fn fetch_models(&self, provider: &Provider) -> Result<Vec<ModelInfo>, GatewayError> {
-        let mut instance = instance(provider).await?;
-        let Some(request) = instance
+        let Some(request) = instance(provider)
+            .await?
             .build_models_request()
             .await
             .map_err(|e| adapter_failed(provider, e))?
@@ -649,7 +652,8 @@ impl Gateway {
         };
         let response = self.upstream.send(&provider.target, request).await?;
         let retry_after = retry_after(&response);
-        instance
+        instance(provider)
+            .await?
             .parse_models_response(&response)
             .await
             .map_err(|e| adapter_failed(provider, e))?
@@ -664,7 +668,6 @@ impl Gateway {
         request.model = route.model.clone();
         request.stream = true;
         let guard = provider.stats.start();
-        let mut instance = instance(&provider).await?;
         if !provider.adapter.info.supports_streaming {
             return Err(GatewayError::Unsupported {
                 provider: provider.name.clone(),
@@ -674,7 +677,8 @@ impl Gateway {
                 ),
             });
         }
-        let http_request = instance
+        let http_request = instance(&provider)
+            .await?
             .build_request(&request)
             .await
             .map_err(|e| adapter_failed(&provider, e))?
@@ -688,7 +692,8 @@ impl Gateway {
             Opened::Stream(open) => (Box::pin(open.response.bytes_stream()), VecDeque::new()),
             Opened::Whole(response) => {
                 let retry_after = retry_after(&response);
-                let whole = instance
+                let whole = instance(&provider)
+                    .await?
                     .parse_response(&response)
                     .await
                     .map_err(|e| adapter_failed(&provider, e))?
@@ -697,7 +702,8 @@ impl Gateway {
             }
             Opened::Refused(error_response) => {
                 let retry_after = retry_after(&error_response);
-                let parsed = instance
+                let parsed = instance(&provider)
+                    .await?
                     .parse_response(&error_response)
                     .await
                     .map_err(|e| adapter_failed(&provider, e))?;
@@ -719,7 +725,7 @@ impl Gateway {
             saw_end: !pending.is_empty(),
             pending,
             body,
-            instance,
+            instance: None,
             provider,
             guard: Some(guard),
             started,
@@ -785,7 +791,9 @@ pub struct ChatStream {
     /// How the model name was routed.
     pub route: Route,
     provider: Arc<Provider>,
-    instance: AdapterInstance,
+    /// Parses the events of one upstream read; dropped before waiting for the next read, so
+    /// a stream holds no sandbox slot while the model thinks.
+    instance: Option<AdapterInstance>,
     framer: Framer,
     body: ByteStream,
     body_ended: bool,
@@ -838,13 +846,25 @@ impl ChatStream {
         let provider = self.provider.clone();
         loop {
             if let Some(event) = self.framer.next_event() {
-                let parsed = match self.instance.parse_stream_event(&event).await {
+                let instance = match self.instance.take() {
+                    Some(instance) => instance,
+                    None => match instance(&provider).await {
+                        Ok(instance) => instance,
+                        Err(e) => return Some(Err(e)),
+                    },
+                };
+                let instance = self.instance.insert(instance);
+                let parsed = match instance.parse_stream_event(&event).await {
                     Ok(parsed) => parsed,
                     Err(e) => return Some(Err(adapter_failed(&provider, e))),
                 };
                 match parsed {
                     Ok(Some(chunk)) => {
                         self.saw_end |= chunk.done || chunk.finish.is_some();
+                        // Kept only for events of the same read, not while the client reads.
+                        if !self.framer.has_event() {
+                            self.instance = None;
+                        }
                         return Some(Ok(chunk));
                     }
                     Ok(None) => continue,
@@ -863,6 +883,7 @@ impl ChatStream {
                     }))
                 };
             }
+            self.instance = None;
             let timeout = provider.target.timeout;
             match tokio::time::timeout(timeout, self.body.next()).await {
                 Err(_) => {

@@ -324,6 +324,11 @@ impl Framer {
         self.dispatch();
     }
 
+    /// Whether a complete event is waiting.
+    pub fn has_event(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
     /// The next complete event, if any.
     pub fn next_event(&mut self) -> Option<StreamEvent> {
         self.ready.pop_front()

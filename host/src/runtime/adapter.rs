@@ -265,7 +265,7 @@ impl Adapter {
         Ok(adapter)
     }
 
-    /// A fresh, isolated instance for one request (or one stream).
+    /// A fresh, isolated instance for one adapter call (or the events of one upstream read).
     pub async fn instance(&self) -> Result<AdapterInstance, CallError> {
         let permit = self.runtime.acquire_slot().await?;
         let mut store = self.runtime.new_store();
@@ -291,7 +291,7 @@ impl Adapter {
     }
 }
 
-/// One adapter instance: used for one request, then dropped. Its memory is never shared
+/// One adapter instance: used for one call, then dropped. Its memory is never shared
 /// with another request.
 pub struct AdapterInstance {
     store: Store<Sandbox>,

@@ -1,9 +1,10 @@
 //! The adapter runtime: one wasmtime engine, adapters compiled once at load and pre-linked,
-//! and a fresh pooled instance per request.
+//! and a fresh pooled instance per adapter call.
 //!
 //! Why this shape: instantiating from an `InstancePre` into a pooling allocator slot costs
-//! tens of microseconds, so every request gets its own instance (no state can leak between
-//! requests) without a measurable price. Calls are async so a guest that writes to stderr
+//! a few microseconds, so every call gets its own instance (no state can leak between
+//! requests) and no instance is held while the upstream works (a request waiting a minute
+//! for a model holds no slot and no instance memory). Calls are async so a guest that writes to stderr
 //! (every panic does) works on tokio threads, and so a busy guest yields at every epoch tick.
 
 pub mod adapter;
@@ -152,6 +153,10 @@ impl Runtime {
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .epoch_interruption(true)
             .wasm_component_model(true);
+        if std::env::var_os("CHATD_WASM_PERFMAP").is_some_and(|v| v == "1") {
+            // Lets `perf report` name adapter functions instead of bare JIT addresses.
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| format!("cannot start wasmtime: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
