@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::json::write_object;
 use crate::types::{HttpRequest, StreamFraming};
 
 /// The `accept` header of a request whose answer streams in `framing` when `stream` is set and
@@ -32,9 +33,11 @@ pub fn post_json(
         method: "POST".into(),
         path: path.into(),
         headers,
-        // `to_vec` writes bytes directly; `to_string` goes through `fmt::Write` (measurably
-        // slower in the guest). Serialising a JSON map cannot fail.
-        body: serde_json::to_vec(&body).unwrap_or_default(),
+        body: {
+            let mut bytes = Vec::new();
+            write_object(&mut bytes, &body);
+            bytes
+        },
     }
 }
 

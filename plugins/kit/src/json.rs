@@ -1,6 +1,6 @@
-//! Reading upstream JSON and the JSON text fields of a chat request.
+//! Reading upstream JSON and the JSON text fields of a chat request; writing request bodies.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::errors::{invalid, malformed};
 use crate::types::AdapterError;
@@ -56,11 +56,167 @@ pub fn token_count(value: &Value) -> Option<u32> {
     value.as_u64().and_then(|count| u32::try_from(count).ok())
 }
 
+/// Appends the JSON object `map` to `out`, compact: byte for byte what `serde_json::to_vec`
+/// writes.
+///
+/// Why not `serde_json::to_vec`: it looks for characters to escape one byte at a time, which
+/// in the guest costs ~1.5 ns a byte — 30% of building a 2 KB chat request, most of whose bytes
+/// are message text. Here strings are checked eight bytes at a time; numbers, booleans and
+/// null are still written by serde_json.
+#[inline]
+pub fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    out.push(b'{');
+    for (index, (key, value)) in map.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, value);
+    }
+    out.push(b'}');
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::String(text) => write_str(out, text),
+        Value::Object(map) => write_object(out, map),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item);
+            }
+            out.push(b']');
+        }
+        // Null, booleans and numbers cannot fail to serialise, and writing to a Vec cannot fail.
+        scalar => serde_json::to_writer(&mut *out, scalar).unwrap_or_default(),
+    }
+}
+
+/// Appends `text` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\\` and
+/// control characters; everything else (including non-ASCII) as is.
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `word` is zero (exact as a yes/no, the classic bit trick).
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut run_start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
+            // Bytes below 0x20, then '"' and '\\' (XOR turns a match into a zero byte).
+            let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
+            if !control && !has_zero(word ^ (ONES * 0x22)) && !has_zero(word ^ (ONES * 0x5c)) {
+                i += 8;
+                continue;
+            }
+        }
+        let byte = bytes[i];
+        let short = match byte {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            0x08 => Some(b'b'),
+            0x09 => Some(b't'),
+            0x0a => Some(b'n'),
+            0x0c => Some(b'f'),
+            0x0d => Some(b'r'),
+            _ => None,
+        };
+        if short.is_some() || byte < 0x20 {
+            out.extend_from_slice(&bytes[run_start..i]);
+            match short {
+                Some(letter) => out.extend_from_slice(&[b'\\', letter]),
+                None => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.extend_from_slice(&[
+                        HEX[usize::from(byte >> 4)],
+                        HEX[usize::from(byte & 0xf)],
+                    ]);
+                }
+            }
+            run_start = i + 1;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&bytes[run_start..]);
+    out.push(b'"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::{invalid_request, malformed_response};
     use serde_json::json;
+
+    fn written(value: &Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_value(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        // Every byte that could need escaping, at every offset of an 8-byte word, between
+        // runs long enough to take the word-at-a-time path.
+        let mut cases: Vec<String> = (0u8..0x80)
+            .flat_map(|byte| {
+                (0..17).map(move |offset| {
+                    let mut text = "abcdefghijklmnopq".to_owned();
+                    text.insert(offset, char::from(byte));
+                    text
+                })
+            })
+            .collect();
+        cases.extend(
+            [
+                "",
+                "\"",
+                "\\\\",
+                "Grüße, 日本 🎉 \u{7f} \u{80} \u{2028}",
+                "line\r\nbreak\ttab\u{0}nul\u{1f}\u{8}\u{c}",
+                "a mutex admits one holder; a semaphore admits up to N. \"quoted\" C:\\path",
+            ]
+            .map(str::to_owned),
+        );
+        for text in cases {
+            let value = Value::String(text.clone());
+            assert_eq!(
+                String::from_utf8(written(&value)).unwrap(),
+                serde_json::to_string(&value).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn objects_and_arrays_match_serde_json_byte_for_byte() {
+        let value = json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi \"there\"\n"}, {"role": "assistant", "content": null}],
+            "options": {"temperature": 0.2, "top_p": 1.0, "num_predict": 256, "stop": ["\n\n", "END"]},
+            "stream": false,
+            "think": true,
+            "empty": {},
+            "none": [],
+            "big": 18446744073709551615u64,
+            "negative": -3,
+            "tiny": 1e-300
+        });
+        let Value::Object(map) = &value else {
+            unreachable!()
+        };
+        let mut out = Vec::new();
+        write_object(&mut out, map);
+        assert_eq!(out, serde_json::to_vec(&value).unwrap());
+    }
 
     #[test]
     fn json_objects_only() {
