@@ -254,6 +254,7 @@ fn register(
         target: Target {
             provider: name.to_owned(),
             adapter: adapter.name.clone(),
+            base: url::Url::parse(&base_url).map_err(|e| format!("base URL {base_url}: {e}"))?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             timeout: config.timeout_for(pc),
             headers,

@@ -55,12 +55,31 @@ pub struct Target {
     pub adapter: String,
     /// Base URL without a trailing slash.
     pub base_url: String,
+    /// The base URL parsed once at load: per request only the path is set, the scheme and
+    /// host (IDNA processing included) are not parsed again.
+    pub base: url::Url,
     /// Bound on one exchange (streams: on each gap between chunks).
     pub timeout: Duration,
     /// Static headers and the auth header (marked sensitive), prepared at load.
     pub headers: HeaderMap,
     /// Header names the adapter must not override (the auth header, if any).
     pub reserved: Vec<HeaderName>,
+}
+
+impl Target {
+    /// The URL of `path` (absolute, maybe with a query) under the base URL: the base's path,
+    /// then `path`, as `format!("{base_url}{path}")` would parse.
+    pub fn url_for(&self, path: &str) -> url::Url {
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let mut url = self.base.clone();
+        let full = format!("{}{path}", self.base.path().trim_end_matches('/'));
+        url.set_path(&full);
+        url.set_query(query);
+        url
+    }
 }
 
 /// The shared upstream client.
@@ -167,7 +186,7 @@ impl Upstream {
                 req.path
             )));
         }
-        let url = format!("{}{}", target.base_url, req.path);
+        let url = target.url_for(&req.path);
         let mut headers = target.headers.clone();
         for (name, value) in req.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -196,7 +215,9 @@ impl Upstream {
     ) -> Result<HttpResponse, GatewayError> {
         let status = response.status().as_u16();
         let headers = header_pairs(response.headers());
-        let mut body = BytesMut::new();
+        // Sized from content-length when the upstream sends one: one allocation, no regrowth.
+        let expected = response.content_length().unwrap_or(0) as usize;
+        let mut body = Vec::with_capacity(expected.min(self.max_body_bytes));
         while let Some(chunk) = response
             .chunk()
             .await
@@ -213,7 +234,7 @@ impl Upstream {
         Ok(HttpResponse {
             status,
             headers,
-            body: body.to_vec(),
+            body,
         })
     }
 }
@@ -385,6 +406,38 @@ impl Framer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_under_the_base_match_plain_concatenation() {
+        for base in [
+            "http://127.0.0.1:11434",
+            "http://127.0.0.1:11434/",
+            "https://openrouter.ai/api/v1",
+            "https://openrouter.ai/api/v1/",
+            "http://[::1]:8080/x%20y",
+        ] {
+            let target = Target {
+                provider: "p".into(),
+                adapter: "a".into(),
+                base: url::Url::parse(base).unwrap(),
+                base_url: base.trim_end_matches('/').into(),
+                timeout: Duration::from_secs(1),
+                headers: HeaderMap::new(),
+                reserved: Vec::new(),
+            };
+            for path in [
+                "/chat/completions",
+                "/api/tags",
+                "/models?limit=100&after=a%2Fb",
+                "/v1/a b/ü",
+                "/",
+                "/x?",
+            ] {
+                let expected = url::Url::parse(&format!("{}{path}", target.base_url)).unwrap();
+                assert_eq!(target.url_for(path), expected, "{base} + {path}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
