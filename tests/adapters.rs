@@ -399,3 +399,41 @@ async fn a_key_quoted_back_by_the_upstream_is_scrubbed() {
     assert!(!text.contains(KEY), "key leaked: {text}");
     assert!(text.contains("invalid key ***"), "{text}");
 }
+
+/// Megabytes of text with characters that need escaping, both ways through each adapter: the
+/// guest's request-body writer must keep every byte, within the default 64 MiB of instance
+/// memory.
+#[tokio::test]
+async fn megabyte_messages_and_answers_cross_the_sandbox_intact() {
+    let text = "line \"one\"\n\ttab \\ back, Grüße 日本 🎉 \u{1} end. ".repeat(40_000);
+    assert!(text.len() > 2_000_000);
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ollama_answer(&text)))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(openai_answer(&text)))
+        .mount(&upstream)
+        .await;
+    let gw = gateway(&upstream).await;
+    for model in ["ollama/m", "openrouter/v/m"] {
+        let request = json!({"model": model, "messages": [
+            {"role": "system", "content": text},
+            {"role": "user", "content": "summarise"},
+        ]});
+        let (status, _, reply) = gw.post("/v1/chat", request).await;
+        assert_eq!(status, 200, "{model}: {}", reply["error"]);
+        assert!(reply["content"] == text, "{model}: answer altered");
+    }
+    for req in upstream.received_requests().await.unwrap() {
+        let sent = body(&req);
+        assert!(
+            sent["messages"][0]["content"] == text,
+            "request text altered"
+        );
+        assert_eq!(sent["messages"][1]["content"], "summarise");
+    }
+}

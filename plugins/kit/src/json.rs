@@ -99,10 +99,12 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 /// Appends `text` as a JSON string, escaped exactly as serde_json escapes it: `"`, `\\` and
 /// control characters; everything else (including non-ASCII) as is.
 fn write_str(out: &mut Vec<u8>, text: &str) {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
-    // Whether any byte of `word` is zero (exact as a yes/no, the classic bit trick).
-    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    // High bit set in a byte whose value is zero / below 0x20 (exact as a yes/no for the whole
+    // word: the classic bit trick).
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word;
+    let control = |word: u64| word.wrapping_sub(ONES * 0x20) & !word;
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
@@ -110,13 +112,16 @@ fn write_str(out: &mut Vec<u8>, text: &str) {
     let mut i = 0;
     while i < bytes.len() {
         if let Some(chunk) = bytes.get(i..i + 8) {
-            let word = u64::from_ne_bytes(chunk.try_into().unwrap_or_default());
-            // Bytes below 0x20, then '"' and '\\' (XOR turns a match into a zero byte).
-            let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0;
-            if !control && !has_zero(word ^ (ONES * 0x22)) && !has_zero(word ^ (ONES * 0x5c)) {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+            // Bytes below 0x20, '"' or '\\' (XOR turns a match into a zero byte).
+            let special =
+                (control(word) | zero(word ^ (ONES * 0x22)) | zero(word ^ (ONES * 0x5c))) & HIGHS;
+            if special == 0 {
                 i += 8;
                 continue;
             }
+            // The lowest flagged byte is a true match (a false flag can only sit above one).
+            i += (special.trailing_zeros() / 8) as usize;
         }
         let byte = bytes[i];
         let short = match byte {

@@ -53,16 +53,18 @@ pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>
 
 /// Parses a complete `/api/chat` response of any status.
 pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
-    let body = ollama::json_body(response)?;
+    let mut body = ollama::json_body(response)?;
     let message = body
-        .get("message")
+        .get_mut("message")
         .filter(|message| message.is_object())
         .ok_or_else(|| malformed("response has no \"message\" object"))?;
-    let content = match &message["content"] {
-        Value::String(content) => content.clone(),
+    // Taken, not cloned: the answer text is most of the body.
+    let content = match message["content"].take() {
+        Value::String(content) => content,
         Value::Null => String::new(),
         _ => return Err(malformed("message.content is not a string")),
     };
+    let message = &body["message"];
     let tool_calls = ollama::tool_calls_to_openai(&message["tool_calls"], false)?;
     Ok(ollama::chat_response(
         &body,

@@ -316,9 +316,23 @@ fn garbage_2xx_bodies_are_malformed() {
         malformed_response(parse_response(&response(200, "[1]"))),
         "response body is not a JSON object"
     );
+    for body in [
+        r#"{"model":"m"}"#,
+        r#"{"message":"hi"}"#,
+        r#"{"message":[1]}"#,
+    ] {
+        assert_eq!(
+            malformed_response(parse_response(&response(200, body))),
+            "response has no \"message\" object",
+            "{body}"
+        );
+    }
     assert_eq!(
-        malformed_response(parse_response(&response(200, r#"{"model":"m"}"#))),
-        "response has no \"message\" object"
+        malformed_response(parse_response(&response(
+            200,
+            r#"{"message":{"content":1}}"#
+        ))),
+        "message.content is not a string"
     );
     assert_eq!(
         malformed_response(parse_response(&response(

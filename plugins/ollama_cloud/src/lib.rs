@@ -75,13 +75,15 @@ pub fn flatten(messages: &[Message]) -> String {
 
 /// Parses a complete `/api/generate` response of any status.
 pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
-    let body = ollama::json_body(response)?;
-    let content = body["response"]
-        .as_str()
-        .ok_or_else(|| malformed("response has no \"response\" text"))?;
+    let mut body = ollama::json_body(response)?;
+    // Taken, not cloned: the answer text is most of the body.
+    let content = match body["response"].take() {
+        serde_json::Value::String(content) => content,
+        _ => return Err(malformed("response has no \"response\" text")),
+    };
     Ok(ollama::chat_response(
         &body,
-        content.to_owned(),
+        content,
         &body["thinking"],
         None,
     ))

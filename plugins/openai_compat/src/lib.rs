@@ -89,25 +89,27 @@ pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>
 
 /// Parses a complete `/chat/completions` response of any status.
 pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
-    let body = successful_json(response)?;
+    let mut body = successful_json(response)?;
     let choice = body["choices"]
-        .as_array()
-        .and_then(|choices| choices.first())
+        .as_array_mut()
+        .and_then(|choices| choices.first_mut())
         .ok_or_else(|| malformed("upstream returned zero choices"))?;
-    let message = &choice["message"];
-    if !message.is_object() {
-        return Err(malformed("choices[0].message is missing"));
-    }
-    let content = match &message["content"] {
-        Value::String(content) => content.clone(),
+    let done_reason = choice["finish_reason"].as_str().map(str::to_owned);
+    let message = choice
+        .get_mut("message")
+        .filter(|message| message.is_object())
+        .ok_or_else(|| malformed("choices[0].message is missing"))?;
+    // Taken, not cloned: the answer text is most of the body.
+    let content = match message["content"].take() {
+        Value::String(content) => content,
         Value::Null => String::new(),
         _ => return Err(malformed("choices[0].message.content is not a string")),
     };
     let tool_calls = non_empty_array(&message["tool_calls"]);
-    let done_reason = choice["finish_reason"].as_str().map(str::to_owned);
+    let reasoning = reasoning(message);
     Ok(ChatResponse {
         content,
-        reasoning: reasoning(message),
+        reasoning,
         model: body["model"].as_str().unwrap_or_default().to_owned(),
         input_tokens: token_count(&body["usage"]["prompt_tokens"]),
         output_tokens: token_count(&body["usage"]["completion_tokens"]),

@@ -311,9 +311,23 @@ fn garbage_2xx_bodies_are_malformed() {
         malformed_response(parse_response(&response(200, r#""text""#))),
         "response body is not a JSON object"
     );
+    for body in [
+        r#"{"choices":[{}]}"#,
+        r#"{"choices":[5]}"#,
+        r#"{"choices":[{"message":"hi"}]}"#,
+    ] {
+        assert_eq!(
+            malformed_response(parse_response(&response(200, body))),
+            "choices[0].message is missing",
+            "{body}"
+        );
+    }
     assert_eq!(
-        malformed_response(parse_response(&response(200, r#"{"choices":[{}]}"#))),
-        "choices[0].message is missing"
+        malformed_response(parse_response(&response(
+            200,
+            r#"{"choices":[{"message":{"content":7}}]}"#
+        ))),
+        "choices[0].message.content is not a string"
     );
 }
 
