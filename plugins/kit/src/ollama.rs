@@ -136,9 +136,12 @@ pub fn tags_request() -> HttpRequest {
     get_json("/api/tags", &[])
 }
 
-/// The model names of a `/api/tags` response of any status.
+/// The models of a `/api/tags` response of any status, each made by `make` from its name.
 #[inline]
-pub fn tags(response: &HttpResponse) -> Result<Vec<String>, AdapterError> {
+pub fn tags<T>(
+    response: &HttpResponse,
+    make: impl Fn(String) -> T,
+) -> Result<Vec<T>, AdapterError> {
     let body = json_body(response)?;
     let models = body["models"]
         .as_array()
@@ -150,7 +153,7 @@ pub fn tags(response: &HttpResponse) -> Result<Vec<String>, AdapterError> {
             model["name"]
                 .as_str()
                 .or_else(|| model["model"].as_str())
-                .map(str::to_owned)
+                .map(|name| make(name.to_owned()))
                 .ok_or_else(|| malformed(format!("models[{index}] has no name")))
         })
         .collect()
@@ -333,13 +336,20 @@ mod tests {
             (built.method.as_str(), built.path.as_str()),
             ("GET", "/api/tags")
         );
-        let names = tags(&response(200, r#"{"models":[{"name":"a"},{"model":"b"}]}"#)).unwrap();
+        let names = tags(
+            &response(200, r#"{"models":[{"name":"a"},{"model":"b"}]}"#),
+            |n| n,
+        )
+        .unwrap();
         assert_eq!(names, ["a", "b"]);
         for (body, expected) in [
             ("{}", "response has no \"models\" array"),
             (r#"{"models":[{}]}"#, "models[0] has no name"),
         ] {
-            assert_eq!(malformed_response(tags(&response(200, body))), expected);
+            assert_eq!(
+                malformed_response(tags(&response(200, body), |n| n)),
+                expected
+            );
         }
     }
 

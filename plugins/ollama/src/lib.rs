@@ -95,15 +95,11 @@ pub fn build_models_request() -> HttpRequest {
 
 /// Parses a `/api/tags` response of any status.
 pub fn parse_models_response(response: &HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
-    let names = ollama::tags(response)?;
-    Ok(names
-        .into_iter()
-        .map(|id| ModelInfo {
-            id,
-            owned_by: None,
-            created: None,
-        })
-        .collect())
+    ollama::tags(response, |id| ModelInfo {
+        id,
+        owned_by: None,
+        created: None,
+    })
 }
 
 /// Converts one chat turn to Ollama's message shape.

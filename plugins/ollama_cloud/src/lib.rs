@@ -105,15 +105,11 @@ pub fn build_models_request() -> HttpRequest {
 
 /// Parses a `/api/tags` response of any status.
 pub fn parse_models_response(response: &HttpResponse) -> Result<Vec<ModelInfo>, AdapterError> {
-    let names = ollama::tags(response)?;
-    Ok(names
-        .into_iter()
-        .map(|id| ModelInfo {
-            id,
-            owned_by: None,
-            created: None,
-        })
-        .collect())
+    ollama::tags(response, |id| ModelInfo {
+        id,
+        owned_by: None,
+        created: None,
+    })
 }
 
 /// A role with its first letter upper-cased ("user" becomes "User").
