@@ -197,14 +197,14 @@ fn register(
             .unwrap_or_default();
         format!("adapter {:?} failed to load: {why}", pc.adapter)
     })?;
-    let base_url = match &pc.base_url {
-        Some(url) => url.as_str().to_owned(),
+    let base = match &pc.base_url {
+        Some(url) => url.clone(),
         None => {
             let url = url::Url::parse(&adapter.info.default_base_url)
                 .map_err(|e| format!("adapter default base URL is invalid: {e}"))?;
             crate::config::check_base_url(&url)
                 .map_err(|e| format!("adapter default base URL {url}: {e}"))?;
-            url.as_str().to_owned()
+            url
         }
     };
     let mut headers = HeaderMap::new();
@@ -254,8 +254,7 @@ fn register(
         target: Target {
             provider: name.to_owned(),
             adapter: adapter.name.clone(),
-            base: url::Url::parse(&base_url).map_err(|e| format!("base URL {base_url}: {e}"))?,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            base,
             timeout: config.timeout_for(pc),
             headers,
             reserved,
@@ -594,7 +593,7 @@ impl Gateway {
         let snap = self.snapshot();
         let ttl = Duration::from_secs(snap.config.chatd.models_cache_secs);
         let fetches = snap.providers.values().map(|p| async move {
-            let key = format!("{}|{}", p.adapter.sha256, p.target.base_url);
+            let key = format!("{}|{}", p.adapter.sha256, p.target.base_url());
             if let Some(hit) = self.cached_models(&p.name, &key, ttl) {
                 return (p.name.clone(), Ok(hit));
             }

@@ -163,7 +163,7 @@ fn log_registry(snap: &Snapshot) {
             provider = %p.name,
             adapter = %p.adapter.name,
             version = %p.adapter.info.version,
-            base_url = %p.target.base_url,
+            base_url = %p.target.base_url(),
             key = %p.key_source.as_ref().map_or("none needed".to_owned(), |s| s.to_string()),
             "provider registered"
         );
@@ -257,7 +257,9 @@ async fn check(config_path: &Path) -> Result<ExitCode, String> {
             .map_or("no key needed".to_owned(), |s| format!("key from {s}"));
         println!(
             "provider {}: registered (adapter {}, {}, {key})",
-            p.name, p.adapter.name, p.target.base_url
+            p.name,
+            p.adapter.name,
+            p.target.base_url()
         );
     }
     for (name, reason) in &snap.unregistered {

@@ -53,9 +53,7 @@ pub struct Target {
     pub provider: String,
     /// Adapter name, for error messages.
     pub adapter: String,
-    /// Base URL without a trailing slash.
-    pub base_url: String,
-    /// The base URL parsed once at load: per request only the path is set, the scheme and
+    /// The base URL, parsed once at load: per request only the path is set, the scheme and
     /// host (IDNA processing included) are not parsed again.
     pub base: url::Url,
     /// Bound on one exchange (streams: on each gap between chunks).
@@ -67,8 +65,13 @@ pub struct Target {
 }
 
 impl Target {
+    /// The base URL as configured, without a trailing slash (for logs, listings, cache keys).
+    pub fn base_url(&self) -> &str {
+        self.base.as_str().trim_end_matches('/')
+    }
+
     /// The URL of `path` (absolute, maybe with a query) under the base URL: the base's path,
-    /// then `path`, as `format!("{base_url}{path}")` would parse.
+    /// then `path`, as `format!("{}{path}", self.base_url())` would parse.
     pub fn url_for(&self, path: &str) -> url::Url {
         let (path, query) = match path.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -419,7 +422,6 @@ mod tests {
                 provider: "p".into(),
                 adapter: "a".into(),
                 base: url::Url::parse(base).unwrap(),
-                base_url: base.trim_end_matches('/').into(),
                 timeout: Duration::from_secs(1),
                 headers: HeaderMap::new(),
                 reserved: Vec::new(),
@@ -432,7 +434,7 @@ mod tests {
                 "/",
                 "/x?",
             ] {
-                let expected = url::Url::parse(&format!("{}{path}", target.base_url)).unwrap();
+                let expected = url::Url::parse(&format!("{}{path}", target.base_url())).unwrap();
                 assert_eq!(target.url_for(path), expected, "{base} + {path}");
             }
         }

@@ -260,7 +260,7 @@ pub async fn providers(State(state): State<AppState>) -> Response {
             json!({
                 "name": p.name,
                 "adapter": adapter_json(&p.adapter, last_error),
-                "base_url": p.target.base_url,
+                "base_url": p.target.base_url(),
                 "default": &p.name == default,
                 "key_source": p.key_source.as_ref().map(|s| s.to_string()),
                 "telemetry": p.stats.snapshot(),

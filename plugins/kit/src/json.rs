@@ -41,6 +41,17 @@ pub fn finite(field: &str, value: f64) -> Result<Value, AdapterError> {
         .ok_or_else(|| invalid(format!("{field} must be a finite number")))
 }
 
+/// The text at `value`, taken out of it (answer text is most of a body: no copy); null is
+/// empty text, anything else is malformed (`field` names it in the error).
+#[inline]
+pub fn take_text(value: &mut Value, field: &str) -> Result<String, AdapterError> {
+    match value.take() {
+        Value::String(text) => Ok(text),
+        Value::Null => Ok(String::new()),
+        _ => Err(malformed(format!("{field} is not a string"))),
+    }
+}
+
 /// A string value, unless it is absent or empty.
 #[inline]
 pub fn non_empty(value: &Value) -> Option<String> {
@@ -272,6 +283,18 @@ mod tests {
             "top_p must be a finite number"
         );
         assert!(finite("temperature", f64::NAN).is_err());
+    }
+
+    #[test]
+    fn text_is_taken_null_is_empty_and_others_are_malformed() {
+        let mut body = json!({"content": "hi", "none": null, "n": 5});
+        assert_eq!(take_text(&mut body["content"], "content").unwrap(), "hi");
+        assert_eq!(body["content"], Value::Null, "taken, not copied");
+        assert_eq!(take_text(&mut body["none"], "none").unwrap(), "");
+        assert_eq!(
+            malformed_response(take_text(&mut body["n"], "message.content")),
+            "message.content is not a string"
+        );
     }
 
     #[test]

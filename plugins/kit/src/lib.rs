@@ -57,7 +57,9 @@ pub use errors::{
 };
 pub use finish::{answer_finish, finish_reason};
 pub use http::{accept, get_json, post_json};
-pub use json::{finite, json_object, non_empty, parse_json, parse_json_array, token_count};
+pub use json::{
+    finite, json_object, non_empty, parse_json, parse_json_array, take_text, token_count,
+};
 pub use stream::{carries_something, empty_chunk};
 
 /// Defines `struct Component` and implements the generated `adapter` and `models` export traits

@@ -20,7 +20,9 @@ use chatd_adapter_kit::types::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, HttpRequest, HttpResponse,
     Message, StreamChunk, StreamEvent, StreamFraming,
 };
-use chatd_adapter_kit::{carries_something, malformed, ollama, parse_json, parse_json_array};
+use chatd_adapter_kit::{
+    carries_something, malformed, ollama, parse_json, parse_json_array, take_text,
+};
 use exports::lakehouse::provider::models::ModelInfo;
 use serde_json::{Map, Value};
 
@@ -58,12 +60,7 @@ pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterEr
         .get_mut("message")
         .filter(|message| message.is_object())
         .ok_or_else(|| malformed("response has no \"message\" object"))?;
-    // Taken, not cloned: the answer text is most of the body.
-    let content = match message["content"].take() {
-        Value::String(content) => content,
-        Value::Null => String::new(),
-        _ => return Err(malformed("message.content is not a string")),
-    };
+    let content = take_text(&mut message["content"], "message.content")?;
     let message = &body["message"];
     let tool_calls = ollama::tool_calls_to_openai(&message["tool_calls"], false)?;
     Ok(ollama::chat_response(

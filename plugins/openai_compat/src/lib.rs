@@ -23,7 +23,7 @@ use chatd_adapter_kit::types::{
 use chatd_adapter_kit::{
     ErrorShape, accept, answer_finish, carries_something, empty_chunk, finish_reason, finite,
     get_json, json_object, malformed, non_empty, openai, parse_json, parse_json_array, post_json,
-    token_count, upstream,
+    take_text, token_count, upstream,
 };
 use exports::lakehouse::provider::models::ModelInfo;
 use serde_json::{Map, Value, json};
@@ -99,12 +99,7 @@ pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterEr
         .get_mut("message")
         .filter(|message| message.is_object())
         .ok_or_else(|| malformed("choices[0].message is missing"))?;
-    // Taken, not cloned: the answer text is most of the body.
-    let content = match message["content"].take() {
-        Value::String(content) => content,
-        Value::Null => String::new(),
-        _ => return Err(malformed("choices[0].message.content is not a string")),
-    };
+    let content = take_text(&mut message["content"], "choices[0].message.content")?;
     let tool_calls = non_empty_array(&message["tool_calls"]);
     let reasoning = reasoning(message);
     Ok(ChatResponse {
