@@ -547,3 +547,40 @@ async fn anthropic_errors_map_like_every_other_adapter() {
             .contains("Number of requests exceeded")
     );
 }
+
+/// The built-in adapters and the anthropic drop-in are `no_std`: they import nothing but the
+/// contract's type-only interface, so an instance carries no WASI state or import trampolines (instantiating one costs about half
+/// what a std component does). A dependency that pulls std back in shows up here.
+#[test]
+fn no_std_adapters_import_nothing() {
+    use chatd::runtime::library::BUILTIN;
+    use chatd::runtime::{Runtime, RuntimeConfig};
+    use wasmtime::component::Component;
+
+    let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+    let engine = runtime.engine();
+    let anthropic = std::fs::read(component("chatd-adapter-anthropic")).unwrap();
+    let adapters = BUILTIN
+        .iter()
+        .map(|(name, bytes)| (*name, *bytes))
+        .chain([("anthropic", anthropic.as_slice())]);
+    for (name, bytes) in adapters {
+        let component = Component::new(engine, bytes).unwrap();
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(engine)
+            .map(|(import, _)| import.to_owned())
+            .filter(|import| import != "lakehouse:provider/types@0.2.0")
+            .collect();
+        assert!(imports.is_empty(), "{name} imports {imports:?}");
+    }
+    // A std fixture does import WASI, so the assertion above can fail.
+    let std_fixture = Component::from_file(engine, component("chatd-fixture-echo_v1")).unwrap();
+    assert!(
+        std_fixture
+            .component_type()
+            .imports(engine)
+            .any(|(import, _)| import.starts_with("wasi:")),
+        "the std fixture should import WASI"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! Rust's `wasm32-wasip2` std imports a few WASI interfaces (stdio, environment, exit), and
 //! components built through `cargo component` (wasip1 + adapter) import more (filesystem,
-//! clocks, random). The host links all of WASI so such components load, but with nothing
+//! clocks, random); the built-in adapters are `no_std` and import none (cheaper to
+//! instantiate). The host links all of WASI so std components load, but with nothing
 //! granted: no preopened directories, no environment variables, no arguments, no sockets or
 //! name lookups, a clock frozen at zero and deterministic "randomness". stdout is discarded;
 //! stderr goes to a small in-memory buffer so a panic message can be logged.

@@ -7,6 +7,12 @@
 //! top-level `system` field, and consecutive turns of one role are merged because Anthropic
 //! requires user and assistant turns to alternate.
 
+// No std in the component (see the kit's `guest` module for why); native builds, which exist
+// for the unit tests, link it.
+#![no_std]
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
 // No `world:`: the package has exactly one world, so the bindings need not depend on its name.
 wit_bindgen::generate!({
     path: "../../wit/0.2.0",
@@ -19,6 +25,7 @@ chatd_adapter_kit::component!();
 #[cfg(target_arch = "wasm32")]
 export!(Component);
 
+use chatd_adapter_kit::prelude::*;
 use chatd_adapter_kit::types::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, FinishReason, HttpRequest,
     HttpResponse, Message, StreamChunk, StreamEvent, StreamFraming,

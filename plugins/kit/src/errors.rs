@@ -1,5 +1,6 @@
 //! Adapter errors, and the errors upstream responses stand for.
 
+use crate::prelude::*;
 use serde_json::Value;
 
 use crate::json::json_object;

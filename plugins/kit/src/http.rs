@@ -1,5 +1,6 @@
 //! Building the HTTP requests adapters hand to the host.
 
+use crate::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::json::write_object;

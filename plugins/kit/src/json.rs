@@ -1,5 +1,6 @@
 //! Reading upstream JSON and the JSON text fields of a chat request; writing request bodies.
 
+use crate::prelude::*;
 use serde_json::{Map, Value};
 
 use crate::errors::{invalid, malformed};
@@ -102,8 +103,13 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        // Null, booleans and numbers cannot fail to serialise, and writing to a Vec cannot fail.
-        scalar => serde_json::to_writer(&mut *out, scalar).unwrap_or_default(),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        // serde_json's own number formatting (itoa / ryu); a number cannot fail to serialise.
+        Value::Number(number) => {
+            out.extend_from_slice(serde_json::to_string(number).unwrap_or_default().as_bytes())
+        }
     }
 }
 

@@ -27,6 +27,12 @@
 //! `cdylib` and an `rlib`, as the adapters are, so without it every helper would stay a call
 //! into this crate instead of being inlined where it is used, and the components would grow.
 
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(test, feature = "testing"))]
+extern crate std;
+
 mod bindings {
     // A world that only imports the types interface: the types get generated (none is used by
     // a function here, hence `generate_unused_types`), and no export glue is.
@@ -43,6 +49,8 @@ pub use bindings::lakehouse::provider::types;
 
 mod errors;
 mod finish;
+#[cfg(all(target_arch = "wasm32", target_os = "wasi", feature = "runtime"))]
+mod guest;
 mod http;
 mod json;
 pub mod ollama;
@@ -61,6 +69,16 @@ pub use json::{
     finite, json_object, non_empty, parse_json, parse_json_array, take_text, token_count,
 };
 pub use stream::{carries_something, empty_chunk};
+
+/// The `alloc` names a `#![no_std]` adapter uses where std code would use the std prelude's.
+pub mod prelude {
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::format;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec;
+    pub use alloc::vec::Vec;
+}
 
 /// Defines `struct Component` and implements the generated `adapter` and `models` export traits
 /// for it, every call delegating to the adapter crate's plain functions of the same names:

@@ -2,6 +2,7 @@
 //! flags, stream the same NDJSON lines (apart from where the text is), report errors the same
 //! way, and list models through `/api/tags`.
 
+use crate::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::errors::{ErrorShape, invalid, json_body as checked_json_body, malformed, upstream};

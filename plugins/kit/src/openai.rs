@@ -1,6 +1,7 @@
 //! OpenAI Chat Completions shapes, which the contract uses for tool calls: what adapters for
 //! other APIs need to produce or read them.
 
+use crate::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::errors::{invalid, malformed};

@@ -1,5 +1,6 @@
 //! Helpers for the adapters' unit tests (feature `testing`).
 
+use crate::prelude::*;
 use serde_json::Value;
 
 use crate::types::{

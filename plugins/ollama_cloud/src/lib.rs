@@ -18,6 +18,12 @@
 //!
 //! `/api/generate` has no tool calling, so requests with tools are refused.
 
+// No std in the component (see the kit's `guest` module for why); native builds, which exist
+// for the unit tests, link it.
+#![no_std]
+#[cfg(not(target_arch = "wasm32"))]
+extern crate std;
+
 // No `world:`: the package has exactly one world, so the bindings need not depend on its name.
 wit_bindgen::generate!({
     path: "../../wit/0.2.0",
@@ -30,6 +36,7 @@ chatd_adapter_kit::component!();
 #[cfg(target_arch = "wasm32")]
 export!(Component);
 
+use chatd_adapter_kit::prelude::*;
 use chatd_adapter_kit::types::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, HttpRequest, HttpResponse,
     Message, StreamChunk, StreamEvent, StreamFraming,
