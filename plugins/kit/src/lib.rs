@@ -22,6 +22,9 @@
 //! - [`openai`] holds OpenAI Chat Completions shapes that adapters for other APIs produce.
 //! - `testing` (feature `testing`, for the adapters' unit tests) builds requests and unpacks
 //!   errors.
+//! - The kit is `no_std` (with `alloc`), like the adapters: [`prelude`] has the `alloc` names
+//!   they use, and the feature `runtime` supplies what a component without std needs on wasm
+//!   (allocator, panic handler, `cabi_realloc`; see `guest.rs` for why the adapters go without).
 //!
 //! The public functions are `#[inline]`: cargo does not run LTO for a crate that is both a
 //! `cdylib` and an `rlib`, as the adapters are, so without it every helper would stay a call
