@@ -4,8 +4,10 @@
 //! Why this shape: instantiating from an `InstancePre` into a pooling allocator slot costs
 //! a few microseconds, so every call gets its own instance (no state can leak between
 //! requests) and no instance is held while the upstream works (a request waiting a minute
-//! for a model holds no slot and no instance memory). Calls are async so a guest that writes to stderr
-//! (every panic does) works on tokio threads, and so a busy guest yields at every epoch tick.
+//! for a model holds no slot and no instance memory). The built-in adapters are `no_std`
+//! (no WASI imports), which halves what instantiation costs. Calls are async so a guest that
+//! writes to stderr (a std guest's panic does) works on tokio threads, and so a busy guest
+//! yields at every epoch tick.
 
 pub mod adapter;
 pub mod bindings;
