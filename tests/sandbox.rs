@@ -549,8 +549,9 @@ async fn anthropic_errors_map_like_every_other_adapter() {
 }
 
 /// The built-in adapters and the anthropic drop-in are `no_std`: they import nothing but the
-/// contract's type-only interface, so an instance carries no WASI state or import trampolines (instantiating one costs about half
-/// what a std component does). A dependency that pulls std back in shows up here.
+/// contract's type-only interface, so an instance carries no WASI state or import trampolines
+/// (instantiating one costs about half what a std component does). A dependency that pulls std
+/// back in shows up here.
 #[test]
 fn no_std_adapters_import_nothing() {
     use chatd::runtime::library::BUILTIN;

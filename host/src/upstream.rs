@@ -409,6 +409,8 @@ impl Framer {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn urls_under_the_base_match_plain_concatenation() {
         for base in [
@@ -439,8 +441,6 @@ mod tests {
             }
         }
     }
-
-    use super::*;
 
     #[test]
     fn json_content_types_are_recognised() {

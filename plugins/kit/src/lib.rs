@@ -26,9 +26,10 @@
 //!   they use, and the feature `runtime` supplies what a component without std needs on wasm
 //!   (allocator, panic handler, `cabi_realloc`; see `guest.rs` for why the adapters go without).
 //!
-//! The public functions are `#[inline]`: cargo does not run LTO for a crate that is both a
-//! `cdylib` and an `rlib`, as the adapters are, so without it every helper would stay a call
-//! into this crate instead of being inlined where it is used, and the components would grow.
+//! The public functions are `#[inline]`, from when the adapters were also `rlib`s, which cargo
+//! builds without LTO: every helper would otherwise have stayed a call into this crate. The
+//! adapters are `cdylib`-only now and built with LTO, so the attributes are no longer needed
+//! for that, and harmless.
 
 #![no_std]
 
