@@ -344,8 +344,6 @@ pub enum StartError {
     #[error("{0}")]
     Runtime(String),
     #[error("{0}")]
-    Http(String),
-    #[error("{0}")]
     Config(String),
 }
 
@@ -444,8 +442,7 @@ impl Gateway {
         adapters: AdapterSet,
     ) -> Result<Arc<Gateway>, StartError> {
         Snapshot::check_adapters(&config, &adapters).map_err(StartError::Config)?;
-        let upstream =
-            Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
+        let upstream = Upstream::new(config.chatd.max_upstream_body_bytes);
         let stats = StatsRegistry::default();
         let config_path = config.path.clone();
         let (adapters_dir, _) = tokio::sync::watch::channel(config.chatd.adapters_dir.clone());
@@ -689,7 +686,7 @@ impl Gateway {
             .open_stream(&provider.target, http_request, framing)
             .await?;
         let (body, pending): (ByteStream, _) = match opened {
-            Opened::Stream(open) => (Box::pin(open.response.bytes_stream()), VecDeque::new()),
+            Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
             Opened::Whole(response) => {
                 let retry_after = retry_after(&response);
                 let whole = instance(&provider)
@@ -783,7 +780,7 @@ fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
 }
 
 type ByteStream =
-    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = hyper::Result<bytes::Bytes>> + Send>>;
 
 /// A streamed answer in progress. Dropping it (the client went away) drops the upstream
 /// connection, which cancels the upstream request.
@@ -899,7 +896,7 @@ impl ChatStream {
                 Ok(Some(Err(e))) => {
                     return Some(Err(GatewayError::UpstreamStream {
                         provider: provider.name.clone(),
-                        message: crate::upstream::unreachable(&provider.target, &e).to_string(),
+                        message: crate::upstream::describe(&e),
                     }));
                 }
                 Ok(Some(Ok(bytes))) => {
