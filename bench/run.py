@@ -273,7 +273,7 @@ key_env = "CHATD_BENCH_KEY"
         return f"http://127.0.0.1:{port}", proc
 
     def start_passthrough(self) -> tuple[str, subprocess.Popen]:
-        """The floor of chatd's own stack: axum + reqwest forwarding, nothing else."""
+        """The floor of chatd's own stack: axum + hyper-client forwarding, nothing else."""
         port = free_port()
         log_path = self.tmp / "passthrough.log"
         proc = self.procs.start("passthrough", [self.bin / "passthrough", "--bind", f"127.0.0.1:{port}",
@@ -379,9 +379,9 @@ general_settings:
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
         ]
-        passthrough = self.peer("axum+reqwest passthrough", self.start_passthrough)
+        passthrough = self.peer("axum+hyper passthrough", self.start_passthrough)
         if passthrough:
-            targets.append(Target("axum+reqwest passthrough (no chatd)", oa, passthrough[0] + oa,
+            targets.append(Target("axum+hyper passthrough (no chatd)", oa, passthrough[0] + oa,
                                   openai_body("m"), proc=passthrough[1]))
         if not with_peers:
             return targets

@@ -1,13 +1,15 @@
-//! A bare axum + reqwest reverse proxy: `POST <path>` is sent to `<upstream><path>` with its
+//! A bare axum + hyper-client reverse proxy: `POST <path>` is sent to `<upstream><path>` with its
 //! body and content type, and the upstream's status, content type and body (streamed) come
 //! back. It exists only to measure what chatd's HTTP stack costs before chatd does anything.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Request, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use clap::Parser;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 #[derive(Parser)]
 struct Args {
@@ -19,19 +21,22 @@ struct Args {
     upstream: String,
 }
 
+type Client = hyper_util::client::legacy::Client<HttpConnector, http_body_util::Full<Bytes>>;
+
 #[derive(Clone)]
 struct Proxy {
-    client: reqwest::Client,
+    client: Client,
     upstream: String,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .build()
-        .expect("HTTP client");
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .build(connector);
     let proxy = Proxy {
         client,
         upstream: args.upstream.trim_end_matches('/').to_owned(),
@@ -53,23 +58,21 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut request = proxy
-        .client
-        .post(format!("{}{}", proxy.upstream, uri.path()))
-        .body(body);
+    let mut request = Request::post(format!("{}{}", proxy.upstream, uri.path()));
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         request = request.header(header::CONTENT_TYPE, ct);
     }
-    match request.send().await {
+    let Ok(request) = request.body(http_body_util::Full::new(body)) else {
+        return (StatusCode::BAD_REQUEST, "bad request URI").into_response();
+    };
+    match proxy.client.request(request).await {
         Ok(upstream) => {
-            let status =
-                StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            let mut response = Response::builder().status(status);
+            let mut response = Response::builder().status(upstream.status());
             if let Some(ct) = upstream.headers().get(header::CONTENT_TYPE) {
                 response = response.header(header::CONTENT_TYPE, ct.as_bytes());
             }
             response
-                .body(Body::from_stream(upstream.bytes_stream()))
+                .body(Body::new(upstream.into_body()))
                 .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
         }
         Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
