@@ -166,6 +166,50 @@ async fn sse_with_comments_split_anywhere_and_usage_when_asked() {
 }
 
 #[tokio::test]
+async fn finish_reason_goes_out_without_waiting_for_the_upstream_to_end() {
+    // The upstream names the finish reason, then stalls before its usage event: the client
+    // learns the answer is complete before that, here before the gateway gives up.
+    let chunk_of = |delta: Value, finish: Value| {
+        let event = json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        chunk(&format!("data: {event}\n\n"))
+    };
+    let up = ScriptedUpstream::start(
+        "text/event-stream",
+        vec![
+            chunk_of(json!({"content": "done soon"}), Value::Null),
+            chunk_of(json!({}), json!("length")),
+            Step::Hang,
+        ],
+    )
+    .await;
+    let gw = gateway(&up.url(), &up.url(), 1).await;
+    let req = json!({"model": "openrouter/vendor/m", "stream": true,
+                     "stream_options": {"include_usage": true},
+                     "messages": [{"role": "user", "content": "hi"}]});
+    let (status, _, lines) = gw.post_stream("/v1/chat/completions", req).await;
+    assert_eq!(status, 200);
+    let events = sse_data(&lines);
+    let finish = events
+        .iter()
+        .position(|e| e["choices"][0]["finish_reason"] == "length")
+        .unwrap_or_else(|| panic!("no finish chunk: {events:?}"));
+    let error = events
+        .iter()
+        .position(|e| e.get("error").is_some())
+        .unwrap_or_else(|| panic!("the stall ends in an error event: {events:?}"));
+    assert!(finish < error, "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| !e["choices"][0]["finish_reason"].is_null())
+            .count(),
+        1,
+        "one finish chunk: {events:?}"
+    );
+}
+
+#[tokio::test]
 async fn no_usage_from_upstream_means_no_usage_downstream() {
     let body = [
         json!({"message": {"content": "a"}, "done": false}).to_string(),

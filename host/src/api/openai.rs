@@ -326,8 +326,9 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a final
-/// chunk with `finish_reason`, a usage chunk when asked (and known), then `[DONE]`. A failure
+/// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
+/// with `finish_reason` (as soon as the upstream gives one, else at the end), a usage chunk
+/// when asked (and known), then `[DONE]`. A failure
 /// midway becomes an `{"error": ...}` event and the stream ends.
 fn sse(
     stream: ChatStream,
@@ -345,6 +346,7 @@ fn sse(
         created: u64,
         phase: Phase,
         finish: Option<FinishReason>,
+        sent_finish: bool,
         saw_tool_calls: bool,
         input_tokens: Option<u32>,
         output_tokens: Option<u32>,
@@ -367,6 +369,7 @@ fn sse(
         created: now_secs(),
         phase: Phase::Role,
         finish: None,
+        sent_finish: false,
         saw_tool_calls: false,
         input_tokens: None,
         output_tokens: None,
@@ -403,8 +406,20 @@ fn sse(
                         s.saw_tool_calls = true;
                         delta.insert("tool_calls".into(), calls);
                     }
-                    if !delta.is_empty() {
+                    let mut emitted = !delta.is_empty();
+                    if emitted {
                         push_event(&mut out, &s.chunk(Value::Object(delta), None));
+                    }
+                    // The finish chunk goes out as soon as the upstream names the reason:
+                    // an upstream asked for usage sends it in a later event, and a client
+                    // should not wait for that to learn the answer is complete.
+                    if s.finish.is_some() && !s.sent_finish {
+                        s.sent_finish = true;
+                        let reason = finish_reason(s.finish, s.saw_tool_calls);
+                        push_event(&mut out, &s.chunk(json!({}), Some(reason)));
+                        emitted = true;
+                    }
+                    if emitted {
                         return Some((Ok(Bytes::from(out)), s));
                     }
                 }
@@ -416,8 +431,10 @@ fn sse(
                 }
                 None => {
                     s.phase = Phase::Over;
-                    let reason = finish_reason(s.finish, s.saw_tool_calls);
-                    push_event(&mut out, &s.chunk(json!({}), Some(reason)));
+                    if !s.sent_finish {
+                        let reason = finish_reason(s.finish, s.saw_tool_calls);
+                        push_event(&mut out, &s.chunk(json!({}), Some(reason)));
+                    }
                     if s.shape.include_usage
                         && let Some(usage) = usage(s.input_tokens, s.output_tokens)
                     {
