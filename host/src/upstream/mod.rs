@@ -110,7 +110,11 @@ fn is_plain_path(path: &str) -> bool {
     path.bytes()
         .all(|b| b.is_ascii_alphanumeric() || KEPT.contains(&b))
         && !path.contains("/.")
-        && !path.to_ascii_lowercase().contains("%2e")
+        // An encoded dot is a dot segment to the URL parser.
+        && !path
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'e'))
 }
 
 /// The shared upstream client.
