@@ -344,6 +344,8 @@ pub enum StartError {
     #[error("{0}")]
     Runtime(String),
     #[error("{0}")]
+    Http(String),
+    #[error("{0}")]
     Config(String),
 }
 
@@ -442,7 +444,8 @@ impl Gateway {
         adapters: AdapterSet,
     ) -> Result<Arc<Gateway>, StartError> {
         Snapshot::check_adapters(&config, &adapters).map_err(StartError::Config)?;
-        let upstream = Upstream::new(config.chatd.max_upstream_body_bytes);
+        let upstream =
+            Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
         let stats = StatsRegistry::default();
         let config_path = config.path.clone();
         let (adapters_dir, _) = tokio::sync::watch::channel(config.chatd.adapters_dir.clone());

@@ -18,7 +18,8 @@ use hyper_util::client::legacy::connect::proxy::Tunnel;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tower_service::Service;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,14 +62,15 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector verifying servers against the webpki roots, offering h2 and HTTP/1.1.
-    pub fn new(proxies: Arc<Proxies>) -> Connector {
+    /// A connector verifying servers against the webpki roots (plus `extra_roots`), offering
+    /// h2 and HTTP/1.1.
+    pub fn new(proxies: Arc<Proxies>, extra_roots: Vec<CertificateDer<'static>>) -> Connector {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(TCP_KEEPALIVE));
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let mut tls = tls_config();
+        let mut tls = tls_config(extra_roots);
         let direct = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
@@ -116,15 +118,48 @@ impl Connector {
 
 /// Root certificates and protocol versions, with the ring provider chosen explicitly so the
 /// choice does not depend on which other crates enable which rustls features.
-fn tls_config() -> rustls::ClientConfig {
-    let roots = rustls::RootCertStore {
+fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    // Checked by `extra_roots_from_env` already; a failure here cannot happen.
+    let _ = roots.add_parsable_certificates(extra_roots);
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+/// The variable naming a PEM file of extra root certificates (an internal CA, or the CA of a
+/// TLS-inspecting egress proxy), trusted besides the bundled webpki roots.
+pub const EXTRA_CA_VAR: &str = "CHATD_EXTRA_CA_CERTS";
+
+/// The certificates of the file `CHATD_EXTRA_CA_CERTS` names, if set. Every certificate in
+/// it must be a usable trust anchor: a typo'd bundle fails the start instead of leaving
+/// upstreams to fail one by one.
+pub fn extra_roots_from_env() -> Result<Vec<CertificateDer<'static>>, String> {
+    let Some(path) = std::env::var_os(EXTRA_CA_VAR).filter(|p| !p.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let shown = std::path::Path::new(&path).display().to_string();
+    let certs = CertificateDer::pem_file_iter(&path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{EXTRA_CA_VAR}={shown}: cannot read PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{EXTRA_CA_VAR}={shown}: no certificate in the file (expected PEM \"BEGIN CERTIFICATE\" blocks)"
+        ));
+    }
+    let mut store = rustls::RootCertStore::empty();
+    let (_, unusable) = store.add_parsable_certificates(certs.iter().cloned());
+    if unusable > 0 {
+        return Err(format!(
+            "{EXTRA_CA_VAR}={shown}: {unusable} of {} certificates cannot be trust anchors",
+            certs.len()
+        ));
+    }
+    Ok(certs)
 }
 
 /// The connect deadline passed, as the error chain reports it.

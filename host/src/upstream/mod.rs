@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use connect::Proxies;
+pub use connect::{EXTRA_CA_VAR, Proxies};
 pub use framing::{FrameTooLong, Framer};
 
 use crate::error::GatewayError;
@@ -160,18 +160,19 @@ impl Upstream {
     /// Builds the client. One client (one connection pool) serves every provider. Redirects
     /// are not followed: a provider's redirect is an answer to surface, not something to
     /// follow with the key attached.
-    pub fn new(max_body_bytes: usize) -> Upstream {
+    pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
+        let extra_roots = connect::extra_roots_from_env()?;
         let proxies = Arc::new(Proxies::from_env());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connect::Connector::new(proxies.clone()));
-        Upstream {
+            .build(connect::Connector::new(proxies.clone(), extra_roots));
+        Ok(Upstream {
             client,
             proxies,
             max_body_bytes,
-        }
+        })
     }
 
     /// Sends a request and reads the whole response, all within the target's timeout.
