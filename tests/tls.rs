@@ -35,8 +35,8 @@ struct TlsUpstream {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-/// An OpenAI-compatible upstream over TLS offering `alpn` (e.g. h2 and http/1.1).
-async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
+/// A TLS acceptor with the test CA's `localhost` certificate, offering `alpn`.
+fn acceptor(alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let dir = workspace().join("tests/fixtures/tls");
     let chain = vec![CertificateDer::from_pem_file(dir.join("server.pem")).unwrap()];
     let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
@@ -48,7 +48,12 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
         .with_single_cert(chain, key)
         .unwrap();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// An OpenAI-compatible upstream over TLS offering `alpn` (e.g. h2 and http/1.1).
+async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
+    let acceptor = acceptor(alpn);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -105,7 +110,7 @@ async fn tls_upstream(alpn: &[&[u8]]) -> TlsUpstream {
     }
 }
 
-fn config(base_url: &str) -> String {
+fn config_text(base_url: &str) -> String {
     format!(
         r#"
         [chatd]
@@ -144,7 +149,7 @@ async fn post(chatd: &ChatdProcess) -> (u16, Value) {
 async fn https_upstream_with_an_extra_ca_speaks_h2_over_one_connection() {
     let up = tls_upstream(&[b"h2", b"http/1.1"]).await;
     let chatd = ChatdProcess::start(
-        &config(&format!("https://localhost:{}/v1", up.addr.port())),
+        &config_text(&format!("https://localhost:{}/v1", up.addr.port())),
         &[
             ("CHATD_EXTRA_CA_CERTS", &ca_file()),
             ("CHATD_TLS_TEST_KEY", KEY),
@@ -174,7 +179,7 @@ async fn https_upstream_with_an_extra_ca_speaks_h2_over_one_connection() {
 async fn https_upstream_without_alpn_h2_falls_back_to_http1() {
     let up = tls_upstream(&[b"http/1.1"]).await;
     let chatd = ChatdProcess::start(
-        &config(&format!("https://127.0.0.1:{}/v1", up.addr.port())),
+        &config_text(&format!("https://127.0.0.1:{}/v1", up.addr.port())),
         &[
             ("CHATD_EXTRA_CA_CERTS", &ca_file()),
             ("CHATD_TLS_TEST_KEY", KEY),
@@ -190,7 +195,7 @@ async fn https_upstream_without_alpn_h2_falls_back_to_http1() {
 async fn an_untrusted_certificate_is_a_502_and_nothing_is_sent() {
     let up = tls_upstream(&[b"h2", b"http/1.1"]).await;
     let chatd = ChatdProcess::start(
-        &config(&format!("https://localhost:{}/v1", up.addr.port())),
+        &config_text(&format!("https://localhost:{}/v1", up.addr.port())),
         &[("CHATD_TLS_TEST_KEY", KEY), ("NO_PROXY", "*")],
     );
     let (status, reply) = post(&chatd).await;
@@ -204,11 +209,54 @@ async fn an_untrusted_certificate_is_a_502_and_nothing_is_sent() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_https_proxy_gets_http1_connect_even_when_it_offers_h2() {
+    // A TLS proxy offering h2 first: CONNECT is an HTTP/1.1 request, so chatd must not
+    // negotiate h2 with the proxy (only with upstreams, inside the tunnel).
+    let acceptor = acceptor(&[b"h2", b"http/1.1"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(tcp).await.unwrap();
+        let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tx.send((alpn, String::from_utf8_lossy(&head).into_owned()));
+        let reply = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n";
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut tls, reply).await;
+    });
+    let chatd = ChatdProcess::start(
+        &config_text("https://upstream.example/v1"),
+        &[
+            ("CHATD_EXTRA_CA_CERTS", &ca_file()),
+            ("CHATD_TLS_TEST_KEY", KEY),
+            ("HTTPS_PROXY", &format!("https://localhost:{port}")),
+            ("NO_PROXY", ""),
+        ],
+    );
+    let (status, reply) = post(&chatd).await;
+    assert_eq!(status, 502, "{reply}");
+    let (alpn, head) = rx.await.unwrap();
+    assert_ne!(alpn.as_deref(), Some(&b"h2"[..]), "{head}");
+    assert!(
+        head.starts_with("CONNECT upstream.example:443 HTTP/1.1\r\n"),
+        "{head}"
+    );
+}
+
 #[test]
 fn a_bad_extra_ca_file_stops_the_start_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("lakehouse.toml");
-    std::fs::write(&config_path, config("https://localhost:1/v1")).unwrap();
+    std::fs::write(&config_path, config_text("https://localhost:1/v1")).unwrap();
     let not_pem = dir.path().join("not-a-bundle.txt");
     std::fs::write(&not_pem, "just text\n").unwrap();
     for (value, expected) in [

@@ -54,8 +54,10 @@ impl Proxies {
 /// The connector behind the upstream client's pool.
 #[derive(Clone)]
 pub struct Connector {
-    /// Direct TCP or TLS; also what reaches a proxy.
+    /// Direct TCP or TLS to an upstream (ALPN h2 or HTTP/1.1).
     direct: HttpsConnector<HttpConnector>,
+    /// TCP or TLS to a proxy: HTTP/1.1 only, the protocol of CONNECT and of forwarding.
+    to_proxy: HttpsConnector<HttpConnector>,
     /// TLS inside a CONNECT tunnel (same roots and ALPN as `direct`).
     tls: tokio_rustls::TlsConnector,
     proxies: Arc<Proxies>,
@@ -76,10 +78,16 @@ impl Connector {
             .https_or_http()
             .enable_http1()
             .enable_http2()
+            .wrap_connector(tcp.clone());
+        let to_proxy = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
             .wrap_connector(tcp);
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Connector {
             direct,
+            to_proxy,
             tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
             proxies,
         }
@@ -93,11 +101,11 @@ impl Connector {
         };
         if dst.scheme() != Some(&Scheme::HTTPS) {
             // Forwarding: the proxy gets absolute-form requests on this connection.
-            let io = self.direct.call(proxy.uri().clone()).await?;
+            let io = self.to_proxy.call(proxy.uri().clone()).await?;
             let connected = io.connected().proxy(true);
             return Ok(Conn::new(io, connected));
         }
-        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.direct.clone());
+        let mut tunnel = Tunnel::new(proxy.uri().clone(), self.to_proxy.clone());
         if let Some(auth) = proxy.basic_auth() {
             tunnel = tunnel.with_auth(auth.clone());
         }
