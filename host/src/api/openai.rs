@@ -328,8 +328,8 @@ fn now_secs() -> u64 {
 
 /// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
 /// with `finish_reason` (as soon as the upstream gives one, else at the end), a usage chunk
-/// when asked (and known), then `[DONE]`. A failure
-/// midway becomes an `{"error": ...}` event and the stream ends.
+/// when asked (and known), then `[DONE]`. A failure midway becomes an `{"error": ...}` event
+/// and the stream ends.
 fn sse(
     stream: ChatStream,
     shape: Shape,

@@ -64,15 +64,14 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector verifying servers against the webpki roots (plus `extra_roots`), offering
-    /// h2 and HTTP/1.1.
-    pub fn new(proxies: Arc<Proxies>, extra_roots: Vec<CertificateDer<'static>>) -> Connector {
+    /// A connector verifying servers against `roots`, offering h2 and HTTP/1.1.
+    pub fn new(proxies: Arc<Proxies>, roots: rustls::RootCertStore) -> Connector {
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_keepalive(Some(TCP_KEEPALIVE));
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let mut tls = tls_config(extra_roots);
+        let mut tls = tls_config(roots);
         let direct = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
@@ -124,14 +123,9 @@ impl Connector {
     }
 }
 
-/// Root certificates and protocol versions, with the ring provider chosen explicitly so the
-/// choice does not depend on which other crates enable which rustls features.
-fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientConfig {
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    // Checked by `extra_roots_from_env` already; a failure here cannot happen.
-    let _ = roots.add_parsable_certificates(extra_roots);
+/// Protocol versions and `roots`, with the ring provider chosen explicitly so the choice does
+/// not depend on which other crates enable which rustls features.
+fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
@@ -141,14 +135,17 @@ fn tls_config(extra_roots: Vec<CertificateDer<'static>>) -> rustls::ClientConfig
 
 /// The variable naming a PEM file of extra root certificates (an internal CA, or the CA of a
 /// TLS-inspecting egress proxy), trusted besides the bundled webpki roots.
-pub const EXTRA_CA_VAR: &str = "CHATD_EXTRA_CA_CERTS";
+const EXTRA_CA_VAR: &str = "CHATD_EXTRA_CA_CERTS";
 
-/// The certificates of the file `CHATD_EXTRA_CA_CERTS` names, if set. Every certificate in
-/// it must be a usable trust anchor: a typo'd bundle fails the start instead of leaving
-/// upstreams to fail one by one.
-pub fn extra_roots_from_env() -> Result<Vec<CertificateDer<'static>>, String> {
+/// The bundled webpki roots, plus the certificates of the file `CHATD_EXTRA_CA_CERTS` names
+/// when it is set. Every certificate in that file must be a usable trust anchor: a typo'd
+/// bundle fails the start instead of leaving upstreams to fail one by one.
+pub fn roots_from_env() -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
     let Some(path) = std::env::var_os(EXTRA_CA_VAR).filter(|p| !p.is_empty()) else {
-        return Ok(Vec::new());
+        return Ok(roots);
     };
     let shown = std::path::Path::new(&path).display().to_string();
     let certs = CertificateDer::pem_file_iter(&path)
@@ -159,15 +156,14 @@ pub fn extra_roots_from_env() -> Result<Vec<CertificateDer<'static>>, String> {
             "{EXTRA_CA_VAR}={shown}: no certificate in the file (expected PEM \"BEGIN CERTIFICATE\" blocks)"
         ));
     }
-    let mut store = rustls::RootCertStore::empty();
-    let (_, unusable) = store.add_parsable_certificates(certs.iter().cloned());
+    let total = certs.len();
+    let (_, unusable) = roots.add_parsable_certificates(certs);
     if unusable > 0 {
         return Err(format!(
-            "{EXTRA_CA_VAR}={shown}: {unusable} of {} certificates cannot be trust anchors",
-            certs.len()
+            "{EXTRA_CA_VAR}={shown}: {unusable} of {total} certificates cannot be trust anchors"
         ));
     }
-    Ok(certs)
+    Ok(roots)
 }
 
 /// The connect deadline passed, as the error chain reports it.

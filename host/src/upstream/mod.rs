@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use connect::{EXTRA_CA_VAR, Proxies};
 pub use framing::{FrameTooLong, Framer};
+
+use connect::Proxies;
 
 use crate::error::GatewayError;
 use crate::runtime::CallError;
@@ -134,8 +135,7 @@ pub type BodyStream = BodyDataStream<Incoming>;
 
 /// A streamed exchange: a 2xx response whose body is read incrementally.
 pub struct OpenStream {
-    /// The response, body not yet read.
-    pub response: Response<Incoming>,
+    response: Response<Incoming>,
 }
 
 impl OpenStream {
@@ -161,13 +161,13 @@ impl Upstream {
     /// are not followed: a provider's redirect is an answer to surface, not something to
     /// follow with the key attached.
     pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
-        let extra_roots = connect::extra_roots_from_env()?;
+        let roots = connect::roots_from_env()?;
         let proxies = Arc::new(Proxies::from_env());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(connect::Connector::new(proxies.clone(), extra_roots));
+            .build(connect::Connector::new(proxies.clone(), roots));
         Ok(Upstream {
             client,
             proxies,
