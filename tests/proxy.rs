@@ -7,8 +7,8 @@ mod support;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
-use support::ChatdProcess;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{ChatdProcess, read_request};
+use tokio::io::AsyncWriteExt;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -31,19 +31,8 @@ fn config(ollama: &str) -> String {
     )
 }
 
-async fn post(chatd: &ChatdProcess, model: &str) -> (u16, Value) {
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "ping"}]});
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{}/v1/chat", chatd.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "ping"}]})
 }
 
 fn ollama_answer() -> ResponseTemplate {
@@ -69,7 +58,7 @@ async fn http_upstreams_are_forwarded_through_the_proxy_with_its_credentials() {
         &config("http://ollama.invalid:11434"),
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")],
     );
-    let (status, reply) = post(&chatd, "qwen3:8b").await;
+    let (status, reply) = chatd.post("/v1/chat", chat("qwen3:8b")).await;
     assert_eq!(status, 200, "{reply}\n{}", chatd.logs());
     assert_eq!(reply["content"], "via proxy");
 
@@ -90,18 +79,8 @@ async fn https_upstreams_are_tunnelled_and_the_proxy_never_sees_the_key() {
     let recorded = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.ends_with(b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            recorded
-                .lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&head).into_owned());
+            let head = read_request(&mut socket).await;
+            recorded.lock().unwrap().push(head);
             let _ = socket
                 .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
                 .await;
@@ -115,7 +94,7 @@ async fn https_upstreams_are_tunnelled_and_the_proxy_never_sees_the_key() {
             ("CHATD_PROXY_TEST_KEY", KEY),
         ],
     );
-    let (status, reply) = post(&chatd, "openrouter/vendor/m").await;
+    let (status, reply) = chatd.post("/v1/chat", chat("openrouter/vendor/m")).await;
     assert_eq!(status, 502, "{reply}");
     assert_eq!(reply["error"]["code"], "upstream_unreachable", "{reply}");
 
@@ -152,7 +131,7 @@ async fn no_proxy_hosts_are_reached_directly() {
             ("NO_PROXY", "localhost,127.0.0.1"),
         ],
     );
-    let (status, reply) = post(&chatd, "qwen3:8b").await;
+    let (status, reply) = chatd.post("/v1/chat", chat("qwen3:8b")).await;
     assert_eq!(status, 200, "{reply}");
 
     // Without the exception the same request goes to the dead proxy and says so.
@@ -160,7 +139,7 @@ async fn no_proxy_hosts_are_reached_directly() {
         &config(&upstream.uri()),
         &[("HTTP_PROXY", &format!("http://{dead}")), ("NO_PROXY", "")],
     );
-    let (status, reply) = post(&chatd, "qwen3:8b").await;
+    let (status, reply) = chatd.post("/v1/chat", chat("qwen3:8b")).await;
     assert_eq!(status, 502, "{reply}");
     assert_eq!(reply["error"]["code"], "upstream_unreachable");
 }

@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::ChatdProcess;
+use support::{ChatdProcess, run_chatd};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -67,17 +66,6 @@ async fn ollama_mock() -> MockServer {
     upstream
 }
 
-async fn post(chatd: &ChatdProcess, path: &str, body: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", chatd.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
-}
-
 async fn get(chatd: &ChatdProcess, path: &str) -> (u16, Value) {
     let resp = reqwest::get(format!("{}{path}", chatd.url)).await.unwrap();
     let status = resp.status().as_u16();
@@ -105,7 +93,7 @@ async fn the_six_seed_smoke_checks() {
     assert_eq!(names, ["ollama"]);
 
     // 2. A bare model goes to the default with content, token counts and latency.
-    let (status, body) = post(&chatd, "/v1/chat", chat("qwen3:8b")).await;
+    let (status, body) = chatd.post("/v1/chat", chat("qwen3:8b")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["provider"], "ollama");
     assert_eq!(body["content"], "pong");
@@ -119,7 +107,7 @@ async fn the_six_seed_smoke_checks() {
     assert!(body["latency_ms"].as_f64().unwrap() > 0.0);
 
     // 3. An explicit ollama/<m> has its prefix stripped at the upstream.
-    let (status, _) = post(&chatd, "/v1/chat", chat("ollama/qwen3:8b")).await;
+    let (status, _) = chatd.post("/v1/chat", chat("ollama/qwen3:8b")).await;
     assert_eq!(status, 200);
     let reqs = upstream.received_requests().await.unwrap();
     let last: Value = serde_json::from_slice(&reqs.last().unwrap().body).unwrap();
@@ -127,24 +115,24 @@ async fn the_six_seed_smoke_checks() {
 
     // 4. <m>:cloud without ollama_cloud registered is a 404, not a fall-through.
     let before = upstream.received_requests().await.unwrap().len();
-    let (status, body) = post(&chatd, "/v1/chat", chat("kimi-k2.6:cloud")).await;
+    let (status, body) = chatd.post("/v1/chat", chat("kimi-k2.6:cloud")).await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(upstream.received_requests().await.unwrap().len(), before);
 
     // 5. unknown/<m> falls through to the default unchanged; its upstream 404 is a 502.
-    let (status, body) = post(&chatd, "/v1/chat", chat("unknown/m")).await;
+    let (status, body) = chatd.post("/v1/chat", chat("unknown/m")).await;
     assert_eq!(status, 502, "{body}");
     let reqs = upstream.received_requests().await.unwrap();
     let last: Value = serde_json::from_slice(&reqs.last().unwrap().body).unwrap();
     assert_eq!(last["model"], "unknown/m");
 
     // 6. A missing model is a 400.
-    let (status, body) = post(
-        &chatd,
-        "/v1/chat",
-        json!({"messages": [{"role": "user", "content": "x"}]}),
-    )
-    .await;
+    let (status, body) = chatd
+        .post(
+            "/v1/chat",
+            json!({"messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["message"], "model is required");
 
@@ -178,14 +166,11 @@ async fn key_from_the_environment_is_sent_and_never_logged_or_returned() {
     );
 
     // The mock answers 401 and quotes the key back: chatd must not relay it.
-    let (status, body) = post(&chatd, "/v1/chat", chat("gpt-oss:120b:cloud")).await;
+    let (status, body) = chatd.post("/v1/chat", chat("gpt-oss:120b:cloud")).await;
     assert_eq!(status, 502);
-    let (_, completions) = post(
-        &chatd,
-        "/v1/chat/completions",
-        chat("ollama_cloud/gpt-oss:120b"),
-    )
-    .await;
+    let (_, completions) = chatd
+        .post("/v1/chat/completions", chat("ollama_cloud/gpt-oss:120b"))
+        .await;
 
     let reqs = upstream.received_requests().await.unwrap();
     let cloud = reqs
@@ -248,18 +233,6 @@ async fn sigterm_stops_gracefully() {
     assert!(chatd.logs().contains("chatd stopped"));
 }
 
-fn chatd_cmd(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
-}
-
 #[test]
 fn route_command_explains_each_rule() {
     let config = support::workspace().join("lakehouse.toml");
@@ -276,12 +249,12 @@ fn route_command_explains_each_rule() {
         ("fast", "tier \"fast\""),
     ];
     for (model, expected) in cases {
-        let (code, out) = chatd_cmd(&["route", model, "--config", config]);
+        let (code, out) = run_chatd(&["route", model, "--config", config], &[]);
         assert_eq!(code, 0, "{out}");
         assert!(out.contains(expected), "{model}: {out}");
     }
     // Not registered without a key: exit code 2 and the reason.
-    let (code, out) = chatd_cmd(&["route", "kimi-k2.6:cloud", "--config", config]);
+    let (code, out) = run_chatd(&["route", "kimi-k2.6:cloud", "--config", config], &[]);
     assert_eq!(code, 2, "{out}");
     assert!(
         out.contains("ollama_cloud") && out.contains("not registered"),
@@ -292,14 +265,11 @@ fn route_command_explains_each_rule() {
 #[test]
 fn check_command_reports_adapters_and_keys_without_printing_keys() {
     let config = support::workspace().join("lakehouse.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
-        .args(["check", "--config", config.to_str().unwrap()])
-        .env("OPENROUTER_API_KEY", "sk-or-check-secret-123")
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (code, text) = run_chatd(
+        &["check", "--config", config.to_str().unwrap()],
+        &[("OPENROUTER_API_KEY", "sk-or-check-secret-123")],
+    );
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("adapter openai_compat: ok"), "{text}");
     assert!(
         text.contains("provider openrouter: registered")
@@ -309,7 +279,7 @@ fn check_command_reports_adapters_and_keys_without_printing_keys() {
     assert!(text.contains("provider kimi: NOT registered"), "{text}");
     assert!(!text.contains("sk-or-check-secret-123"));
 
-    let (code, out) = chatd_cmd(&["check", "--config", "/nonexistent/lakehouse.toml"]);
+    let (code, out) = run_chatd(&["check", "--config", "/nonexistent/lakehouse.toml"], &[]);
     assert_ne!(code, 0);
     assert!(
         out.contains("cannot read config /nonexistent/lakehouse.toml"),
@@ -323,7 +293,7 @@ fn invalid_config_fails_fast_with_a_clear_message() {
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[chatd]\n[chatd.providers.x]\nadapter = \"nope\"\nbase_url = \"http://h\"\n[chatd.providers.ollama]\nadapter = \"ollama\"\n").unwrap();
     for command in ["check", "serve"] {
-        let (code, out) = chatd_cmd(&[command, "--config", config.to_str().unwrap()]);
+        let (code, out) = run_chatd(&[command, "--config", config.to_str().unwrap()], &[]);
         assert_ne!(code, 0, "{out}");
         assert!(
             out.contains(
@@ -333,7 +303,7 @@ fn invalid_config_fails_fast_with_a_clear_message() {
         );
     }
     std::fs::write(&config, "[chatd]\ntimeout_secs = \"soon\"\n").unwrap();
-    let (code, out) = chatd_cmd(&["serve", "--config", config.to_str().unwrap()]);
+    let (code, out) = run_chatd(&["serve", "--config", config.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
     assert!(out.contains("timeout_secs"), "{out}");
 }
@@ -341,7 +311,7 @@ fn invalid_config_fails_fast_with_a_clear_message() {
 #[test]
 fn adapters_check_validates_a_component_and_prints_its_description() {
     let good = support::component("chatd-adapter-anthropic");
-    let (code, out) = chatd_cmd(&["adapters", "check", good.to_str().unwrap()]);
+    let (code, out) = run_chatd(&["adapters", "check", good.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     for needle in [
         "valid adapter",
@@ -354,7 +324,7 @@ fn adapters_check_validates_a_component_and_prints_its_description() {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
     let legacy = support::component("chatd-fixture-legacy_v0_1");
-    let (code, out) = chatd_cmd(&["adapters", "check", legacy.to_str().unwrap()]);
+    let (code, out) = run_chatd(&["adapters", "check", legacy.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("lakehouse:provider@0.1.0")
@@ -363,7 +333,7 @@ fn adapters_check_validates_a_component_and_prints_its_description() {
     );
 
     let future = support::component("chatd-fixture-future_contract");
-    let (code, out) = chatd_cmd(&["adapters", "check", future.to_str().unwrap()]);
+    let (code, out) = run_chatd(&["adapters", "check", future.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
     assert!(
         out.contains("rejected: unsupported contract version 9.0.0"),
@@ -372,7 +342,7 @@ fn adapters_check_validates_a_component_and_prints_its_description() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.wasm");
     std::fs::write(&junk, "hello").unwrap();
-    let (code, out) = chatd_cmd(&["adapters", "check", junk.to_str().unwrap()]);
+    let (code, out) = run_chatd(&["adapters", "check", junk.to_str().unwrap()], &[]);
     assert_ne!(code, 0);
     assert!(out.contains("not a valid WebAssembly component"), "{out}");
 }
@@ -389,7 +359,10 @@ fn adapters_list_shows_what_a_config_would_load() {
     std::fs::write(dir.path().join("adapters/broken.wasm"), "nope").unwrap();
     let config = dir.path().join("lakehouse.toml");
     std::fs::write(&config, "[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\n[chatd.providers.claude]\nadapter = \"anthropic\"\nkey_env = \"NOPE\"\n").unwrap();
-    let (code, out) = chatd_cmd(&["adapters", "list", "--config", config.to_str().unwrap()]);
+    let (code, out) = run_chatd(
+        &["adapters", "list", "--config", config.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(code, 0, "{out}");
     let line = |name: &str| {
         out.lines()

@@ -17,7 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
-use support::{ChatdProcess, workspace};
+use support::{ChatdProcess, read_request, run_chatd, workspace};
 
 const KEY: &str = "sk-tls-test-7a3f";
 
@@ -131,18 +131,8 @@ fn ca_file() -> String {
         .into_owned()
 }
 
-async fn post(chatd: &ChatdProcess) -> (u16, Value) {
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{}/v1/chat", chatd.url))
-        .json(&json!({"model": "secure/m", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap())
+fn chat() -> Value {
+    json!({"model": "secure/m", "messages": [{"role": "user", "content": "hi"}]})
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -157,7 +147,7 @@ async fn https_upstream_with_an_extra_ca_speaks_h2_over_one_connection() {
         ],
     );
     for _ in 0..3 {
-        let (status, reply) = post(&chatd).await;
+        let (status, reply) = chatd.post("/v1/chat", chat()).await;
         assert_eq!(status, 200, "{reply}\n{}", chatd.logs());
         assert_eq!(reply["content"], "over tls");
     }
@@ -186,7 +176,7 @@ async fn https_upstream_without_alpn_h2_falls_back_to_http1() {
             ("NO_PROXY", "*"),
         ],
     );
-    let (status, reply) = post(&chatd).await;
+    let (status, reply) = chatd.post("/v1/chat", chat()).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(up.seen.lock().unwrap()[0].version, http::Version::HTTP_11);
 }
@@ -198,7 +188,7 @@ async fn an_untrusted_certificate_is_a_502_and_nothing_is_sent() {
         &config_text(&format!("https://localhost:{}/v1", up.addr.port())),
         &[("CHATD_TLS_TEST_KEY", KEY), ("NO_PROXY", "*")],
     );
-    let (status, reply) = post(&chatd).await;
+    let (status, reply) = chatd.post("/v1/chat", chat()).await;
     assert_eq!(status, 502, "{reply}");
     assert_eq!(reply["error"]["code"], "upstream_unreachable");
     let message = reply["error"]["message"].as_str().unwrap();
@@ -221,15 +211,8 @@ async fn an_https_proxy_gets_http1_connect_even_when_it_offers_h2() {
         let (tcp, _) = listener.accept().await.unwrap();
         let mut tls = acceptor.accept(tcp).await.unwrap();
         let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.ends_with(b"\r\n\r\n") {
-            match tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&buf[..n]),
-            }
-        }
-        let _ = tx.send((alpn, String::from_utf8_lossy(&head).into_owned()));
+        let head = read_request(&mut tls).await;
+        let _ = tx.send((alpn, head));
         let reply = b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n";
         let _ = tokio::io::AsyncWriteExt::write_all(&mut tls, reply).await;
     });
@@ -242,7 +225,7 @@ async fn an_https_proxy_gets_http1_connect_even_when_it_offers_h2() {
             ("NO_PROXY", ""),
         ],
     );
-    let (status, reply) = post(&chatd).await;
+    let (status, reply) = chatd.post("/v1/chat", chat()).await;
     assert_eq!(status, 502, "{reply}");
     let (alpn, head) = rx.await.unwrap();
     assert_ne!(alpn.as_deref(), Some(&b"h2"[..]), "{head}");
@@ -272,15 +255,20 @@ fn a_bad_extra_ca_file_stops_the_start_with_a_clear_message() {
             "cannot read PEM certificates",
         ),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
-            .args(["serve", "--bind", "127.0.0.1:0", "--config"])
-            .arg(&config_path)
-            .env("CHATD_EXTRA_CA_CERTS", &value)
-            .env("CHATD_TLS_TEST_KEY", KEY)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let (code, stderr) = run_chatd(
+            &[
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--config",
+                config_path.to_str().unwrap(),
+            ],
+            &[
+                ("CHATD_EXTRA_CA_CERTS", &value),
+                ("CHATD_TLS_TEST_KEY", KEY),
+            ],
+        );
+        assert_ne!(code, 0, "{stderr}");
         assert!(stderr.contains("CHATD_EXTRA_CA_CERTS"), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
     }

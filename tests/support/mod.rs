@@ -277,6 +277,22 @@ impl ChatdProcess {
         }
     }
 
+    /// POSTs JSON to the running binary; returns the status and the body parsed as JSON.
+    /// The client ignores proxy variables: chatd is on loopback, whatever the tests set.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap())
+    }
+
     /// Everything chatd logged so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -329,6 +345,21 @@ fn wait_for_listen(log: &Path, timeout: Duration) -> SocketAddr {
         assert!(start.elapsed() < timeout, "chatd did not start:\n{text}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `chatd <args>` to completion with extra environment (and `RUST_LOG=error`); returns
+/// the exit code and stdout followed by stderr.
+pub fn run_chatd(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 /// Blocking HTTP/1.1 request to the real binary; returns status and body.
@@ -500,7 +531,8 @@ impl ScriptedUpstream {
     }
 }
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
+/// Reads one HTTP/1.1 request (head, and the body its content-length announces) as text.
+pub async fn read_request<S: tokio::io::AsyncRead + Unpin>(sock: &mut S) -> String {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     while let Ok(n) = sock.read(&mut tmp).await {
