@@ -93,25 +93,13 @@ impl TestGateway {
             url: format!("http://{addr}"),
             gateway,
             dir,
-            client: reqwest::Client::new(),
+            client: loopback_client(),
         }
     }
 
     /// POSTs JSON; returns status, headers and the body parsed as JSON.
     pub async fn post(&self, path: &str, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-        let resp = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let json =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text}"));
-        (status, headers, json)
+        post_json(&self.client, &format!("{}{path}", self.url), body).await
     }
 
     /// POSTs raw bytes with a content type.
@@ -278,19 +266,10 @@ impl ChatdProcess {
     }
 
     /// POSTs JSON to the running binary; returns the status and the body parsed as JSON.
-    /// The client ignores proxy variables: chatd is on loopback, whatever the tests set.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let resp = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .unwrap()
-            .post(format!("{}{path}", self.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap())
+        let (status, _, json) =
+            post_json(&loopback_client(), &format!("{}{path}", self.url), body).await;
+        (status, json)
     }
 
     /// Everything chatd logged so far.
@@ -345,6 +324,26 @@ fn wait_for_listen(log: &Path, timeout: Duration) -> SocketAddr {
         assert!(start.elapsed() < timeout, "chatd did not start:\n{text}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A client for chatd on loopback: it ignores proxy variables, whatever a test sets.
+fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// POSTs JSON; returns status, headers and the body parsed as JSON.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let resp = client.post(url).json(&body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text}"));
+    (status, headers, json)
 }
 
 /// Runs `chatd <args>` to completion with extra environment (and `RUST_LOG=error`); returns
