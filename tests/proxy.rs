@@ -54,7 +54,7 @@ async fn http_upstreams_are_forwarded_through_the_proxy_with_its_credentials() {
         .mount(&proxy)
         .await;
     let proxy_url = proxy.uri().replace("http://", "http://user:secret@");
-    let chatd = ChatdProcess::start(
+    let mut chatd = ChatdProcess::start(
         &config("http://ollama.invalid:11434"),
         &[("HTTP_PROXY", &proxy_url), ("NO_PROXY", "")],
     );
@@ -67,7 +67,11 @@ async fn http_upstreams_are_forwarded_through_the_proxy_with_its_credentials() {
     // Absolute-form request line: the proxy learns where to forward from the URL.
     assert_eq!(seen[0].url.as_str(), "http://ollama.invalid:11434/api/chat");
     assert_eq!(seen[0].headers["host"], "ollama.invalid:11434");
-    assert!(!chatd.logs().contains("secret"), "{}", chatd.logs());
+    let logs = chatd.stop();
+    assert!(
+        logs.contains("status=200") && !logs.contains("secret"),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -249,7 +249,7 @@ async fn sighup_rereads_the_config_and_rejects_a_broken_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_endpoints_need_the_bearer_token() {
     let upstream = upstream().await;
-    let (chatd, _adapters) = start(&upstream, "");
+    let (mut chatd, _adapters) = start(&upstream, "");
     let post = reqwest::Method::POST;
     let (status, body) = admin(&chatd, post.clone(), "/v1/admin/reload", None).await;
     assert_eq!(
@@ -289,7 +289,11 @@ async fn admin_endpoints_need_the_bearer_token() {
             .unwrap()
             .ends_with("echo.wasm")
     );
-    assert!(!chatd.logs().contains(ADMIN_TOKEN));
+    let logs = chatd.stop();
+    assert!(
+        logs.contains("reloaded") && !logs.contains(ADMIN_TOKEN),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -398,7 +402,8 @@ async fn reload_storm_under_load_loses_no_request() {
         v1n + v2n
     );
     assert!(v1n > 0 && v2n > 0, "responses switched between versions");
-    let reloads = chatd.logs().matches("reloaded").count();
+    let mut chatd = Arc::into_inner(chatd).expect("the workers are done with chatd");
+    let reloads = chatd.stop().matches("reloaded").count();
     assert!(reloads >= 20, "expected a reload per deploy, saw {reloads}");
 }
 

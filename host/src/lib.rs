@@ -9,12 +9,14 @@
 //! - [`upstream`]: the shared HTTP client and stream framing.
 //! - [`reload`]: what triggers a reload (file watcher, SIGHUP).
 //! - [`api`]: the HTTP API (axum).
+//! - [`logging`]: log lines to stderr, batched.
 
 pub mod api;
 pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod keys;
+pub mod logging;
 pub mod reload;
 pub mod routing;
 pub mod runtime;

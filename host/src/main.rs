@@ -73,7 +73,9 @@ enum AdaptersCommand {
 fn main() -> ExitCode {
     bound_malloc_arenas();
     let cli = Cli::parse();
-    init_logging();
+    // Only the server logs enough for batching to matter; one-shot commands print to stdout
+    // and their log lines should interleave with it as they happen.
+    let log_guard = init_logging(matches!(cli.command, Command::Serve { .. }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -97,6 +99,8 @@ fn main() -> ExitCode {
             } => adapters_list(&config).await,
         }
     });
+    // Buffered log lines come out before the final error, in order.
+    drop(log_guard);
     match result {
         Ok(code) => code,
         Err(message) => {
@@ -125,14 +129,34 @@ fn bound_malloc_arenas() {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr, in batches when `buffered` (see [`chatd::logging`]); the guard writes out
+/// the rest when dropped.
+fn init_logging(buffered: bool) -> Option<chatd::logging::LogGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let batched = buffered
+        .then(|| chatd::logging::BufferedOutput::new(std::io::stderr()))
+        .and_then(|made| {
+            made.inspect_err(|e| {
+                eprintln!("chatd: cannot start the log writer thread ({e}); logging unbuffered")
+            })
+            .ok()
+        });
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(ansi);
+    match batched {
+        Some((output, guard)) => {
+            output.flush_on_panic();
+            subscriber.with_writer(output).init();
+            Some(guard)
+        }
+        None => {
+            subscriber.with_writer(std::io::stderr).init();
+            None
+        }
+    }
 }
 
 async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode, String> {

@@ -272,9 +272,33 @@ impl ChatdProcess {
         (status, json)
     }
 
-    /// Everything chatd logged so far.
+    /// Everything chatd has written to its log so far. Info lines reach the file in batches
+    /// (up to 50 ms late); to check what was *not* logged, use [`ChatdProcess::stop`].
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops chatd the way an operator does (SIGTERM), waits for it to exit and returns its
+    /// complete log, every buffered line written out.
+    pub fn stop(&mut self) -> String {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "chatd exited with {status}:\n{}",
+                    self.logs()
+                );
+                return self.logs();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "chatd did not stop:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends a signal to the process.
