@@ -585,3 +585,93 @@ fn no_std_adapters_import_nothing() {
         "the std fixture should import WASI"
     );
 }
+
+/// An upstream answering `/api/chat` after `delay`: a plain body, or three NDJSON lines (the
+/// last one "done") when the request asks for a stream.
+async fn tally_upstream(delay: Duration) -> MockServer {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(move |req: &Request| {
+            let streamed = String::from_utf8_lossy(&req.body).contains("\"stream\":true");
+            let body = if streamed { "a\nb\ndone\n" } else { "ok" };
+            ResponseTemplate::new(200)
+                .set_body_string(body)
+                .set_delay(delay)
+        })
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
+/// The "built=N" counts a tally answer reports, checked to be 0 or 1: the instance that
+/// parsed built this request (1) or none (0); more would mean state kept between requests.
+fn tally_counts(texts: impl IntoIterator<Item = String>) -> Vec<u32> {
+    let mut counts = Vec::new();
+    for text in texts {
+        for (at, _) in text.match_indices("built=") {
+            let digits: String = text[at + 6..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            counts.push(digits.parse::<u32>().unwrap());
+        }
+    }
+    assert!(
+        counts.iter().all(|n| *n <= 1),
+        "an instance built two requests: {counts:?}"
+    );
+    counts
+}
+
+#[tokio::test]
+async fn a_quick_answer_is_parsed_by_the_instance_that_built_the_request() {
+    let upstream = tally_upstream(Duration::ZERO).await;
+    let gw = gateway(&upstream, &[("tally", "chatd-fixture-tally")]).await;
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("tally/m")).await;
+        assert_eq!(status, 200, "{body}");
+        answers.push(body["content"].as_str().unwrap().to_owned());
+    }
+    let counts = tally_counts(answers.clone());
+    assert_eq!(counts.len(), 20, "{answers:?}");
+    // Answered within the hold time the builder parses; a loaded test machine may make the
+    // odd answer late (a fresh instance then parses it), never every one.
+    assert!(
+        counts.contains(&1),
+        "no answer was parsed by its builder: {answers:?}"
+    );
+
+    let mut streamed = Vec::new();
+    for _ in 0..5 {
+        let mut body = TestGateway::chat("tally/m");
+        body["stream"] = json!(true);
+        let (status, _, lines) = gw.post_stream("/v1/chat", body).await;
+        assert_eq!(status, 200, "{lines:?}");
+        streamed.extend(lines);
+    }
+    let counts = tally_counts(streamed.clone());
+    assert!(counts.len() >= 15, "{streamed:?}");
+    assert!(
+        counts.contains(&1),
+        "no stream event was parsed by the builder: {streamed:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_waiting_on_its_upstream_holds_no_instance() {
+    // Far beyond the hold time (10 ms): the builder is dropped while the upstream works and a
+    // fresh instance parses.
+    let upstream = tally_upstream(Duration::from_millis(300)).await;
+    let gw = gateway(&upstream, &[("tally", "chatd-fixture-tally")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("tally/m")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["content"], "built=0");
+
+    let mut request = TestGateway::chat("tally/m");
+    request["stream"] = json!(true);
+    let (status, _, lines) = gw.post_stream("/v1/chat", request).await;
+    assert_eq!(status, 200, "{lines:?}");
+    assert_eq!(tally_counts(lines.clone()), [0, 0, 0], "{lines:?}");
+}

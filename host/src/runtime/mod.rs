@@ -1,10 +1,11 @@
 //! The adapter runtime: one wasmtime engine, adapters compiled once at load and pre-linked,
-//! and a fresh pooled instance per adapter call.
+//! and fresh pooled instances for every request.
 //!
 //! Why this shape: instantiating from an `InstancePre` into a pooling allocator slot costs
-//! a few microseconds, so every call gets its own instance (no state can leak between
-//! requests) and no instance is held while the upstream works (a request waiting a minute
-//! for a model holds no slot and no instance memory). The built-in adapters are `no_std`
+//! a few microseconds, so every request gets its own instances (no state can leak between
+//! requests) and none is held long while the upstream works (the gateway keeps a builder
+//! for at most 10 ms; a request waiting a minute for a model holds no slot and no instance
+//! memory). The built-in adapters are `no_std`
 //! (no WASI imports), which halves what instantiation costs. Calls are async so a guest that
 //! writes to stderr (a std guest's panic does) works on tokio threads, and so a busy guest
 //! yields at every epoch tick.
