@@ -675,3 +675,20 @@ async fn a_request_waiting_on_its_upstream_holds_no_instance() {
     assert_eq!(status, 200, "{lines:?}");
     assert_eq!(tally_counts(lines.clone()), [0, 0, 0], "{lines:?}");
 }
+
+#[tokio::test]
+async fn no_instance_is_kept_idle_when_slots_are_scarce() {
+    // One slot: keeping the builder for the answer could make another request wait for it.
+    let upstream = tally_upstream(Duration::ZERO).await;
+    let gw = gateway_with(
+        &upstream,
+        &[("tally", "chatd-fixture-tally")],
+        "[chatd.sandbox]\nmax_instances = 1\n",
+    )
+    .await;
+    for _ in 0..3 {
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("tally/m")).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["content"], "built=0");
+    }
+}

@@ -945,11 +945,16 @@ impl ChatStream {
 pub const KEEP_INSTANCE_WHILE_WAITING: Duration = Duration::from_millis(10);
 
 /// Awaits `work` while holding `instance` for at most [`KEEP_INSTANCE_WHILE_WAITING`]; the
-/// instance comes back only if `work` finished within that time.
+/// instance comes back only if `work` finished within that time. When slots are scarce
+/// (see [`AdapterInstance::may_idle`]) it is dropped at once.
 async fn hold_while<T>(
     instance: AdapterInstance,
     work: impl std::future::Future<Output = T>,
 ) -> (T, Option<AdapterInstance>) {
+    if !instance.may_idle() {
+        drop(instance);
+        return (work.await, None);
+    }
     let mut held = Some(instance);
     let release = tokio::time::sleep(KEEP_INSTANCE_WHILE_WAITING);
     tokio::pin!(work, release);

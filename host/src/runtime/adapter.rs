@@ -286,7 +286,8 @@ impl Adapter {
             exports: self.exports,
             ticks,
             budget,
-            _permit: permit,
+            permit,
+            slots: self.runtime.config().max_instances as usize,
         })
     }
 }
@@ -299,10 +300,20 @@ pub struct AdapterInstance {
     exports: Exports,
     ticks: u32,
     budget: std::time::Duration,
-    _permit: OwnedSemaphorePermit,
+    /// This instance's slot, given back when it is dropped.
+    permit: OwnedSemaphorePermit,
+    /// Slots in all.
+    slots: usize,
 }
 
 impl AdapterInstance {
+    /// Whether this instance may be kept idle for a while (for a request's next call): only
+    /// while at least half of all instance slots are free, so an idle instance never makes
+    /// another call wait for a slot.
+    pub fn may_idle(&self) -> bool {
+        self.permit.semaphore().available_permits() * 2 >= self.slots
+    }
+
     /// The adapter's self-description.
     pub async fn describe(&mut self) -> Result<AdapterInfo, CallError> {
         let func = self.typed::<DescribeParams, DescribeResults>(self.exports.describe);
