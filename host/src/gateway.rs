@@ -799,8 +799,9 @@ pub struct ChatStream {
     /// How the model name was routed.
     pub route: Route,
     provider: Arc<Provider>,
-    /// Parses the events of one upstream read; dropped before waiting for the next read, so
-    /// a stream holds no sandbox slot while the model thinks.
+    /// Parses the events of one upstream read; dropped once they are parsed (or, for the
+    /// request's builder, at most [`KEEP_INSTANCE_WHILE_WAITING`] into the wait for the
+    /// first read), so a stream holds no sandbox slot while the model thinks.
     instance: Option<AdapterInstance>,
     framer: Framer,
     body: ByteStream,
