@@ -134,6 +134,15 @@ async fn the_six_seed_smoke_checks() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["message"], "model is required");
 
+    // A request that fails validation still logs the model it named.
+    let (status, _) = chatd
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "rejected-model", "messages": []}),
+        )
+        .await;
+    assert_eq!(status, 400);
+
     // One log line per request, naming provider, model, status and latency.
     let logs = chatd.stop();
     assert!(
@@ -141,6 +150,11 @@ async fn the_six_seed_smoke_checks() {
             && l.contains("model=\"qwen3:8b\"")
             && l.contains("status=200")
             && l.contains("latency_ms=")),
+        "{logs}"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("model=\"rejected-model\"") && l.contains("status=400")),
         "{logs}"
     );
 }

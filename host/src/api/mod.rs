@@ -163,6 +163,15 @@ pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Resp
         })
 }
 
+/// What a request that failed validation logs as its model: the model it named (so an
+/// operator can tell which client sent it), cut to 100 characters, or "-".
+pub(crate) fn named_model(model: Option<&str>) -> String {
+    match model.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(m) => m.chars().take(100).collect(),
+        None => "-".to_owned(),
+    }
+}
+
 /// One log line per request.
 pub(crate) fn log_request(
     endpoint: &str,
@@ -179,4 +188,17 @@ pub(crate) fn log_request(
         latency_ms = format_args!("{latency_ms:.3}"),
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named_model;
+
+    #[test]
+    fn a_rejected_request_logs_the_model_it_named_trimmed_and_cut() {
+        assert_eq!(named_model(None), "-");
+        assert_eq!(named_model(Some("  ")), "-");
+        assert_eq!(named_model(Some(" ollama/m ")), "ollama/m");
+        assert_eq!(named_model(Some(&"é".repeat(300))), "é".repeat(100));
+    }
 }

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::native::ms;
 use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, log_request, streaming_response};
+use super::{AppState, JsonBody, log_request, named_model, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::bindings::{ChatRequest, FinishReason};
@@ -222,10 +222,16 @@ pub async fn chat_completions(
 ) -> Response {
     const ENDPOINT: &str = "/v1/chat/completions";
     let started = std::time::Instant::now();
-    let (request, shape) = match body.and_then(|JsonBody(b)| b.into_contract()) {
+    let checked = body
+        .map_err(|e| (e, named_model(None)))
+        .and_then(|JsonBody(b)| {
+            let named = named_model(b.model.as_deref());
+            b.into_contract().map_err(|e| (e, named))
+        });
+    let (request, shape) = match checked {
         Ok(r) => r,
-        Err(e) => {
-            log_request(ENDPOINT, None, "-", e.status(), ms(started.elapsed()));
+        Err((e, named)) => {
+            log_request(ENDPOINT, None, &named, e.status(), ms(started.elapsed()));
             return openai_error(&e);
         }
     };
