@@ -237,6 +237,12 @@ async fn sighup_rereads_the_config_and_rejects_a_broken_one() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["last_reload"]["ok"], false);
+    // No request is running: no instance is alive, out of the default 1000.
+    assert_eq!(
+        body["instances"],
+        json!({"in_use": 0, "max": 1000}),
+        "{body}"
+    );
     assert!(
         body["last_reload"]["error"]
             .as_str()

@@ -38,6 +38,11 @@ async fn gateway(upstream: &MockServer, files: &[(&str, &str)]) -> TestGateway {
 }
 
 async fn gateway_with(upstream: &MockServer, files: &[(&str, &str)], extra: &str) -> TestGateway {
+    gateway_at(&upstream.uri(), files, extra).await
+}
+
+/// Like [`gateway_with`], for an upstream at `base_url`.
+async fn gateway_at(base_url: &str, files: &[(&str, &str)], extra: &str) -> TestGateway {
     let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
     let mut contents = vec![(
         "keys.env".to_owned(),
@@ -55,11 +60,8 @@ async fn gateway_with(upstream: &MockServer, files: &[(&str, &str)], extra: &str
         .iter()
         .map(|(n, b)| (n.as_str(), b.as_slice()))
         .collect();
-    TestGateway::start_with_files(
-        &format!("{}\n{extra}", config(&upstream.uri(), &names)),
-        &contents,
-    )
-    .await
+    TestGateway::start_with_files(&format!("{}\n{extra}", config(base_url, &names)), &contents)
+        .await
 }
 
 async fn ollama_ok(upstream: &MockServer) {
@@ -676,6 +678,133 @@ async fn a_request_waiting_on_its_upstream_holds_no_instance() {
     assert_eq!(tally_counts(lines.clone()), [0, 0, 0], "{lines:?}");
 }
 
+/// The "parsed=N" counts of a tally stream's events, in order: how many events the instance
+/// that parsed each one had parsed by then.
+fn parsed_counts(lines: &[String]) -> Vec<u32> {
+    let mut counts = Vec::new();
+    for line in lines {
+        for (at, _) in line.match_indices("parsed=") {
+            let digits: String = line[at + 7..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            counts.push(digits.parse::<u32>().unwrap());
+        }
+    }
+    counts
+}
+
+/// An NDJSON upstream sending `lines` lines `gap` apart (one upstream read each), then "done".
+async fn paced_stream(gap: Duration, lines: usize) -> ScriptedUpstream {
+    let mut steps = Vec::new();
+    for i in 0..lines {
+        steps.push(Step::Chunk(format!("line{i}\n").into_bytes()));
+        steps.push(Step::Sleep(gap));
+    }
+    steps.push(Step::Chunk(b"done\n".to_vec()));
+    ScriptedUpstream::start("application/x-ndjson", steps).await
+}
+
+/// Streams `tally/m` from `gw` and returns the answer's lines.
+async fn tally_stream(gw: &TestGateway) -> Vec<String> {
+    let mut body = TestGateway::chat("tally/m");
+    body["stream"] = json!(true);
+    let (status, _, lines) = gw.post_stream("/v1/chat", body).await;
+    assert_eq!(status, 200, "{lines:?}");
+    tally_counts(lines.clone());
+    lines
+}
+
+#[tokio::test]
+async fn a_fast_stream_parses_its_events_in_one_instance() {
+    // Lines 1 ms apart, each its own upstream read: the instance that parsed one is still
+    // kept (idle < 10 ms) for the next.
+    let upstream = paced_stream(Duration::from_millis(1), 6).await;
+    let gw = gateway_at(&upstream.url(), &[("tally", "chatd-fixture-tally")], "").await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let lines = tally_stream(&gw).await;
+        let counts = parsed_counts(&lines);
+        assert_eq!(counts.len(), 7, "{lines:?}");
+        seen.push(counts);
+    }
+    // A loaded machine may stall the odd gap past the hold time (a fresh instance then
+    // continues), never every one.
+    assert!(
+        seen.iter().flatten().any(|n| *n >= 4),
+        "no instance parsed more than one read's events: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_stream_holds_no_instance_between_events() {
+    // Far beyond the hold time: every event is parsed by a fresh instance.
+    let upstream = paced_stream(Duration::from_millis(150), 3).await;
+    let gw = gateway_at(&upstream.url(), &[("tally", "chatd-fixture-tally")], "").await;
+    let lines = tally_stream(&gw).await;
+    assert_eq!(parsed_counts(&lines), [1, 1, 1, 1], "{lines:?}");
+    // The first line comes with the response head (its builder may parse it); the others
+    // come after 150 ms each.
+    assert_eq!(tally_counts(lines.clone())[1..], [0, 0, 0], "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_stream_waiting_on_its_upstream_releases_its_instance() {
+    // One line, then the upstream goes quiet: the instance that parsed the line is kept at
+    // most 10 ms into the wait, then its slot is free again.
+    let upstream = ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![Step::Chunk(b"line0\n".to_vec()), Step::Hang],
+    )
+    .await;
+    let gw = gateway_at(
+        &upstream.url(),
+        &[("tally", "chatd-fixture-tally")],
+        "[chatd.sandbox]\nmax_instances = 4\n",
+    )
+    .await;
+    let mut stream = reqwest::Client::new()
+        .post(format!("{}/v1/chat", gw.url))
+        .json(&json!({"model": "tally/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("parsed=1"));
+    let runtime = gw.gateway.runtime().clone();
+    // Well before the upstream timeout (5 s), which would end the stream and free it too.
+    support::eventually(
+        "the idle instance to be released",
+        Duration::from_secs(3),
+        || runtime.instances_in_use() == 0,
+    )
+    .await;
+    drop(stream);
+}
+
+#[tokio::test]
+async fn a_stream_takes_a_fresh_instance_after_many_events() {
+    // Bounds what a guest leaking a little per event can accumulate on a long stream.
+    let mut body = String::new();
+    for i in 0..1100 {
+        body.push_str(&format!("line{i}\n"));
+    }
+    body.push_str("done\n");
+    let upstream =
+        ScriptedUpstream::start("application/x-ndjson", vec![Step::Chunk(body.into_bytes())]).await;
+    let gw = gateway_at(&upstream.url(), &[("tally", "chatd-fixture-tally")], "").await;
+    let lines = tally_stream(&gw).await;
+    let counts = parsed_counts(&lines);
+    assert_eq!(counts.len(), 1101);
+    assert_eq!(counts.iter().max(), Some(&1000), "{counts:?}");
+    assert_eq!(counts[999], 1000);
+    assert_eq!(
+        counts[1000], 1,
+        "the 1001st event should get a fresh instance"
+    );
+}
+
 #[tokio::test]
 async fn no_instance_is_kept_idle_when_slots_are_scarce() {
     // One slot: keeping the builder for the answer could make another request wait for it.
@@ -691,4 +820,13 @@ async fn no_instance_is_kept_idle_when_slots_are_scarce() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["content"], "built=0");
     }
+    let upstream = paced_stream(Duration::from_millis(1), 4).await;
+    let gw = gateway_at(
+        &upstream.url(),
+        &[("tally", "chatd-fixture-tally")],
+        "[chatd.sandbox]\nmax_instances = 1\n",
+    )
+    .await;
+    let lines = tally_stream(&gw).await;
+    assert_eq!(parsed_counts(&lines), [1, 1, 1, 1, 1], "{lines:?}");
 }

@@ -575,7 +575,7 @@ impl Gateway {
             .map_err(|e| adapter_failed(provider, e))?
             .map_err(|e| provider.upstream_error(e, None))?;
         let send = self.upstream.send(&provider.target, http_request);
-        let (response, kept) = hold_while(builder, send).await;
+        let (response, kept) = hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, send).await;
         let response = response?;
         let retry_after = retry_after(&response);
         let mut parser = match kept {
@@ -690,7 +690,8 @@ impl Gateway {
         let open = self
             .upstream
             .open_stream(&provider.target, http_request, framing);
-        let (opened, mut kept) = hold_while(builder, open).await;
+        let (opened, mut kept) =
+            hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
         let mut parser = async || match kept.take() {
             Some(instance) => Ok(instance),
             None => instance(&provider).await,
@@ -734,6 +735,8 @@ impl Gateway {
             body,
             // The first events usually arrive with the response head.
             instance: kept,
+            idle_since: Instant::now(),
+            instance_events: 0,
             provider,
             guard: Some(guard),
             started,
@@ -799,10 +802,14 @@ pub struct ChatStream {
     /// How the model name was routed.
     pub route: Route,
     provider: Arc<Provider>,
-    /// Parses the events of one upstream read; dropped once they are parsed (or, for the
-    /// request's builder, at most [`KEEP_INSTANCE_WHILE_WAITING`] into the wait for the
-    /// first read), so a stream holds no sandbox slot while the model thinks.
+    /// Parses the stream's events (at first the request's builder). Kept between events only
+    /// while they come quickly: once it has been idle for [`KEEP_INSTANCE_IDLE`] it is
+    /// dropped, so a stream holds no sandbox slot while the model thinks.
     instance: Option<AdapterInstance>,
+    /// When `instance` last finished a call.
+    idle_since: Instant,
+    /// Events `instance` has parsed.
+    instance_events: u32,
     framer: Framer,
     body: ByteStream,
     body_ended: bool,
@@ -855,25 +862,29 @@ impl ChatStream {
         let provider = self.provider.clone();
         loop {
             if let Some(event) = self.framer.next_event() {
-                let instance = match self.instance.take() {
+                let mut parser = match self.take_instance() {
                     Some(instance) => instance,
                     None => match instance(&provider).await {
-                        Ok(instance) => instance,
+                        Ok(instance) => {
+                            self.instance_events = 0;
+                            instance
+                        }
                         Err(e) => return Some(Err(e)),
                     },
                 };
-                let instance = self.instance.insert(instance);
-                let parsed = match instance.parse_stream_event(&event).await {
+                // A failed call drops the instance: a trapped instance is not used again.
+                let parsed = match parser.parse_stream_event(&event).await {
                     Ok(parsed) => parsed,
                     Err(e) => return Some(Err(adapter_failed(&provider, e))),
                 };
+                self.instance_events += 1;
+                if parser.may_idle() {
+                    self.instance = Some(parser);
+                    self.idle_since = Instant::now();
+                }
                 match parsed {
                     Ok(Some(chunk)) => {
                         self.saw_end |= chunk.done || chunk.finish.is_some();
-                        // Kept only for events of the same read, not while the client reads.
-                        if !self.framer.has_event() {
-                            self.instance = None;
-                        }
                         return Some(Ok(chunk));
                     }
                     Ok(None) => continue,
@@ -894,11 +905,11 @@ impl ChatStream {
             }
             let timeout = provider.target.timeout;
             let read = tokio::time::timeout(timeout, self.body.next());
-            // An instance still held here (the request's builder, before the first read) is
-            // kept only while the next bytes come quickly.
+            // An instance still held here is kept only while the next bytes come quickly.
             let read = match self.instance.take() {
                 Some(held) => {
-                    let (read, kept) = hold_while(held, read).await;
+                    let (read, kept) =
+                        hold_while(held, self.idle_since + KEEP_INSTANCE_IDLE, read).await;
                     self.instance = kept;
                     read
                 }
@@ -934,22 +945,41 @@ impl ChatStream {
     }
 }
 
-/// How long a request keeps the instance that built its upstream request while the upstream
-/// works, so that a quick answer is parsed by the same instance.
+/// How long a request keeps an idle adapter instance for its next call: the builder while the
+/// upstream works (so a quick answer is parsed by the same instance), a stream's parser
+/// between events.
 ///
 /// An instance costs ~8 µs of CPU to create and drop (the memory reset included) at 64
 /// concurrent requests, a tenth of a request's CPU; reusing it for the answer saves one of
-/// the two per request. The bound keeps what the one-instance-per-call design gave: a request
-/// that waits longer for its model (most LLM calls) holds no sandbox slot and no instance
-/// memory while it waits, and parses the answer in a fresh instance. Both calls serve the
-/// same request, so nothing can leak between requests either way.
-pub const KEEP_INSTANCE_WHILE_WAITING: Duration = Duration::from_millis(10);
+/// the two per request, and a fast stream (tokens a few ms apart) parses all its events in
+/// one instance instead of one per upstream read. The bound keeps what the
+/// one-instance-per-call design gave: a request that waits longer for its model (most LLM
+/// calls, most gaps between tokens) holds no sandbox slot and no instance memory while it
+/// waits, and gets a fresh instance when the answer comes. All calls on one instance serve
+/// the same request, so nothing can leak between requests either way.
+pub const KEEP_INSTANCE_IDLE: Duration = Duration::from_millis(10);
 
-/// Awaits `work` while holding `instance` for at most [`KEEP_INSTANCE_WHILE_WAITING`]; the
-/// instance comes back only if `work` finished within that time. When slots are scarce
-/// (see [`AdapterInstance::may_idle`]) it is dropped at once.
+/// Events one instance parses before a stream takes a fresh one, so that a guest that leaks
+/// a little memory per event cannot reach its memory limit on a long stream.
+pub const EVENTS_PER_INSTANCE: u32 = 1000;
+
+impl ChatStream {
+    /// The kept parser, unless it has been idle too long (the client was slow to take the
+    /// last chunk) or has parsed [`EVENTS_PER_INSTANCE`] events.
+    fn take_instance(&mut self) -> Option<AdapterInstance> {
+        let instance = self.instance.take()?;
+        (self.idle_since.elapsed() <= KEEP_INSTANCE_IDLE
+            && self.instance_events < EVENTS_PER_INSTANCE)
+            .then_some(instance)
+    }
+}
+
+/// Awaits `work` while holding `instance` until `deadline` at most; the instance comes back
+/// only if `work` finished by then. When slots are scarce (see
+/// [`AdapterInstance::may_idle`]) it is dropped at once.
 async fn hold_while<T>(
     instance: AdapterInstance,
+    deadline: Instant,
     work: impl std::future::Future<Output = T>,
 ) -> (T, Option<AdapterInstance>) {
     if !instance.may_idle() {
@@ -957,7 +987,7 @@ async fn hold_while<T>(
         return (work.await, None);
     }
     let mut held = Some(instance);
-    let release = tokio::time::sleep(KEEP_INSTANCE_WHILE_WAITING);
+    let release = tokio::time::sleep_until(deadline.into());
     tokio::pin!(work, release);
     loop {
         tokio::select! {

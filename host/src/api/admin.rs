@@ -108,6 +108,10 @@ pub async fn adapters(State(state): State<AppState>) -> Response {
         "adapters_dir": snap.config.chatd.adapters_dir.as_ref().map(|d| d.display().to_string()),
         "adapters_dir_error": snap.adapters.dir_error,
         "last_reload": state.gateway.last_reload(),
+        "instances": {
+            "in_use": state.gateway.runtime().instances_in_use(),
+            "max": state.gateway.runtime().config().max_instances,
+        },
     }))
     .into_response()
 }

@@ -3,12 +3,11 @@
 //!
 //! Why this shape: instantiating from an `InstancePre` into a pooling allocator slot costs
 //! a few microseconds, so every request gets its own instances (no state can leak between
-//! requests) and none is held long while the upstream works (the gateway keeps a builder
-//! for at most 10 ms; a request waiting a minute for a model holds no slot and no instance
-//! memory). The built-in adapters are `no_std`
-//! (no WASI imports), which halves what instantiation costs. Calls are async so a guest that
-//! writes to stderr (a std guest's panic does) works on tokio threads, and so a busy guest
-//! yields at every epoch tick.
+//! requests) and none is held long while the upstream works (the gateway keeps an idle
+//! instance for at most 10 ms; a request waiting a minute for a model holds no slot and no
+//! instance memory). The built-in adapters are `no_std` (no WASI imports), which halves what
+//! instantiation costs. Calls are async so a guest that writes to stderr (a std guest's panic
+//! does) works on tokio threads, and so a busy guest yields at every epoch tick.
 
 pub mod adapter;
 pub mod bindings;
@@ -217,6 +216,16 @@ impl Runtime {
         store.limiter(|s| s);
         store.epoch_deadline_callback(Sandbox::on_epoch);
         store
+    }
+
+    /// Adapter instances alive now (calls running, and instances kept for a request's next
+    /// call), out of `config().max_instances`.
+    pub fn instances_in_use(&self) -> u32 {
+        let free = self.inner.slots.available_permits();
+        self.inner
+            .config
+            .max_instances
+            .saturating_sub(u32::try_from(free).unwrap_or(u32::MAX))
     }
 
     /// Waits for a free instance slot, at most [`SLOT_WAIT`]: waiting smooths bursts, the
