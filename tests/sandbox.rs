@@ -659,6 +659,14 @@ async fn a_quick_answer_is_parsed_by_the_instance_that_built_the_request() {
         counts.contains(&1),
         "no stream event was parsed by the builder: {streamed:?}"
     );
+    // Instances are released once their requests are answered (the last one just after).
+    let runtime = gw.gateway.runtime().clone();
+    support::eventually(
+        "every instance to be released",
+        Duration::from_secs(3),
+        || runtime.instances_in_use() == 0,
+    )
+    .await;
 }
 
 #[tokio::test]
