@@ -606,19 +606,26 @@ async fn tally_upstream(delay: Duration) -> MockServer {
     upstream
 }
 
-/// The "built=N" counts a tally answer reports, checked to be 0 or 1: the instance that
-/// parsed built this request (1) or none (0); more would mean state kept between requests.
-fn tally_counts(texts: impl IntoIterator<Item = String>) -> Vec<u32> {
-    let mut counts = Vec::new();
+/// The numbers after each `label` ("built=", "parsed=") in `texts`, in order.
+fn numbers_after<S: AsRef<str>>(texts: impl IntoIterator<Item = S>, label: &str) -> Vec<u32> {
+    let mut numbers = Vec::new();
     for text in texts {
-        for (at, _) in text.match_indices("built=") {
-            let digits: String = text[at + 6..]
+        let text = text.as_ref();
+        for (at, _) in text.match_indices(label) {
+            let digits: String = text[at + label.len()..]
                 .chars()
                 .take_while(char::is_ascii_digit)
                 .collect();
-            counts.push(digits.parse::<u32>().unwrap());
+            numbers.push(digits.parse::<u32>().unwrap());
         }
     }
+    numbers
+}
+
+/// The "built=N" counts a tally answer reports, checked to be 0 or 1: the instance that
+/// parsed built this request (1) or none (0); more would mean state kept between requests.
+fn tally_counts(texts: impl IntoIterator<Item = String>) -> Vec<u32> {
+    let counts = numbers_after(texts, "built=");
     assert!(
         counts.iter().all(|n| *n <= 1),
         "an instance built two requests: {counts:?}"
@@ -689,17 +696,7 @@ async fn a_request_waiting_on_its_upstream_holds_no_instance() {
 /// The "parsed=N" counts of a tally stream's events, in order: how many events the instance
 /// that parsed each one had parsed by then.
 fn parsed_counts(lines: &[String]) -> Vec<u32> {
-    let mut counts = Vec::new();
-    for line in lines {
-        for (at, _) in line.match_indices("parsed=") {
-            let digits: String = line[at + 7..]
-                .chars()
-                .take_while(char::is_ascii_digit)
-                .collect();
-            counts.push(digits.parse::<u32>().unwrap());
-        }
-    }
-    counts
+    numbers_after(lines, "parsed=")
 }
 
 /// An NDJSON upstream sending `lines` lines `gap` apart (one upstream read each), then "done".
