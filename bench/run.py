@@ -620,7 +620,9 @@ def machine_and_versions(load_at_start, chatd_bin: Path) -> list[str]:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor() or "?")
     rev = cmd_output(["git", "rev-parse", "--short", "HEAD"], REPO) or "?"
-    if cmd_output(["git", "status", "--porcelain", "--untracked-files=no"], REPO):
+    # The results of an earlier run (a soak right after a full run) are not source changes.
+    if cmd_output(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                   ":(exclude)bench/results"], REPO):
         rev += " (+ uncommitted changes)"
     versions = [f"chatd {rev}, {binary_id(chatd_bin)}", cmd_output(["rustc", "-V"])]
     litellm_py = PEERS / "litellm-venv" / "bin" / "python"
