@@ -835,3 +835,33 @@ async fn no_instance_is_kept_idle_when_slots_are_scarce() {
     let lines = tally_stream(&gw).await;
     assert_eq!(parsed_counts(&lines), [1, 1, 1, 1, 1], "{lines:?}");
 }
+
+#[tokio::test]
+async fn the_epoch_clock_rests_while_no_instance_is_alive() {
+    // Its own runtime: the shared one is in use by the other tests of this binary.
+    let runtime = chatd::runtime::Runtime::new(chatd::runtime::RuntimeConfig::default()).unwrap();
+    let adapters = chatd::runtime::library::AdapterSet::load(
+        &runtime,
+        None,
+        &chatd::runtime::library::AdapterSet::default(),
+    )
+    .await;
+    let adapter = adapters.get("ollama").unwrap().clone();
+    // Loading used instances; once they are gone the clock parks after its next tick.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = runtime.epoch_ticks();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle = runtime.epoch_ticks() - before;
+    // Ticking, 300 ms would be ~60 ticks; parked, at most its once-a-second check.
+    assert!(idle <= 2, "{idle} epoch ticks while no instance was alive");
+
+    let instance = adapter.instance().await.unwrap();
+    let before = runtime.epoch_ticks();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy = runtime.epoch_ticks() - before;
+    assert!(
+        busy >= 5,
+        "only {busy} epoch ticks while an instance was alive"
+    );
+    drop(instance);
+}

@@ -265,7 +265,7 @@ impl Adapter {
         Ok(adapter)
     }
 
-    /// A fresh, isolated instance for one adapter call (or the events of one upstream read).
+    /// A fresh, isolated instance, used for the calls of one request at most.
     pub async fn instance(&self) -> Result<AdapterInstance, CallError> {
         let permit = self.runtime.acquire_slot().await?;
         let mut store = self.runtime.new_store();
@@ -292,8 +292,8 @@ impl Adapter {
     }
 }
 
-/// One adapter instance: used for one call, then dropped. Its memory is never shared
-/// with another request.
+/// One adapter instance: used for one request's calls, then dropped. Its memory is never
+/// shared with another request.
 pub struct AdapterInstance {
     store: Store<Sandbox>,
     instance: Instance,

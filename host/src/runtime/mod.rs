@@ -15,6 +15,7 @@ pub mod library;
 pub mod sandbox;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,9 +26,13 @@ pub use adapter::{Adapter, AdapterInstance, AdapterSource};
 pub use bindings::ContractVersion;
 use sandbox::{OutOfTime, Sandbox, SandboxLimits};
 
-/// How often the engine's epoch advances: the granularity of the per-call time budget and of
-/// yielding to the executor while a guest runs.
+/// How often the engine's epoch advances while adapter instances are alive: the granularity
+/// of the per-call time budget and of yielding to the executor while a guest runs.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How long the epoch clock sleeps at most while no adapter instance is alive (it is woken as
+/// soon as one is created). Bounded so the thread notices when its engine is gone.
+const IDLE_EPOCH_SLEEP: Duration = Duration::from_secs(1);
 
 /// How long a request waits for a free adapter instance slot before a 503.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
@@ -129,6 +134,7 @@ struct Inner {
     limits: SandboxLimits,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+    clock: EpochClock,
 }
 
 impl Runtime {
@@ -163,7 +169,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| format!("cannot link WASI: {e}"))?;
-        spawn_epoch_clock(&engine)?;
+        let slots = Arc::new(Semaphore::new(n as usize));
+        let clock = EpochClock::start(&engine, slots.clone(), n as usize)?;
         let ticks = config
             .call_budget
             .as_micros()
@@ -178,7 +185,8 @@ impl Runtime {
                 linker,
                 limits,
                 config,
-                slots: Arc::new(Semaphore::new(n as usize)),
+                slots,
+                clock,
             }),
         })
     }
@@ -233,24 +241,58 @@ impl Runtime {
     pub(crate) async fn acquire_slot(&self) -> Result<OwnedSemaphorePermit, CallError> {
         let slots = self.inner.slots.clone();
         match tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
+            Ok(Ok(permit)) => {
+                self.inner.clock.wake();
+                Ok(permit)
+            }
             _ => Err(CallError::Capacity),
         }
     }
+
+    /// How many times the epoch clock has ticked (it pauses while no instance is alive).
+    pub fn epoch_ticks(&self) -> u64 {
+        self.inner.clock.ticks.load(Ordering::Relaxed)
+    }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the engine is dropped.
-fn spawn_epoch_clock(engine: &Engine) -> Result<(), String> {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("chatd-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
+/// The thread that advances the engine's epoch every [`EPOCH_TICK`] while any adapter
+/// instance is alive, so that an idle chatd does not wake up 200 times a second.
+struct EpochClock {
+    thread: std::thread::Thread,
+    ticks: Arc<AtomicU64>,
+}
+
+impl EpochClock {
+    /// Starts the clock; it stops once the engine is dropped.
+    fn start(engine: &Engine, slots: Arc<Semaphore>, max: usize) -> Result<EpochClock, String> {
+        let weak = engine.weak();
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counter = ticks.clone();
+        let handle = std::thread::Builder::new()
+            .name("chatd-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(EPOCH_TICK);
+                    // An instance created after this check unparks the thread (park returns at
+                    // once if that happened before it), so no call misses its ticks for long.
+                    if slots.available_permits() == max {
+                        std::thread::park_timeout(IDLE_EPOCH_SLEEP);
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
+        Ok(EpochClock {
+            thread: handle.thread().clone(),
+            ticks,
         })
-        .map(drop)
-        .map_err(|e| format!("cannot start the epoch thread: {e}"))
+    }
+
+    /// Makes sure the clock runs: called whenever an instance slot is taken. Cheap unless the
+    /// clock was parked.
+    fn wake(&self) {
+        self.thread.unpark();
+    }
 }
