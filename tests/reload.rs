@@ -237,10 +237,11 @@ async fn sighup_rereads_the_config_and_rejects_a_broken_one() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(body["last_reload"]["ok"], false);
-    // No request is running: no instance is alive, out of the default 1000.
-    assert_eq!(
-        body["instances"],
-        json!({"in_use": 0, "max": 1000}),
+    // Out of the default 1000 slots, at most the instance of the request just answered is
+    // still alive (it is released just after its response is written).
+    assert_eq!(body["instances"]["max"], 1000, "{body}");
+    assert!(
+        body["instances"]["in_use"].as_u64().is_some_and(|n| n <= 1),
         "{body}"
     );
     assert!(

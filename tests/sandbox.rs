@@ -190,12 +190,12 @@ async fn requests_waiting_on_their_upstream_hold_no_adapter_slot() {
     // A file in adapters_dir gives this gateway its own runtime, with the one slot.
     let gw = TestGateway::start_with_files(&config, &[("adapters/README", b"none here")]).await;
     let client = reqwest::Client::new();
-    let mut stream = client
-        .post(format!("{}/v1/chat", gw.url))
-        .json(&json!({"model": "hanging/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let mut stream = gw
+        .send(
+            "/v1/chat",
+            json!({"model": "hanging/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(stream.status(), 200);
     let event = stream.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&event).contains("first"));
@@ -768,12 +768,9 @@ async fn a_stream_waiting_on_its_upstream_releases_its_instance() {
         "[chatd.sandbox]\nmax_instances = 4\n",
     )
     .await;
-    let mut stream = reqwest::Client::new()
-        .post(format!("{}/v1/chat", gw.url))
-        .json(&json!({"model": "tally/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let mut request = TestGateway::chat("tally/m");
+    request["stream"] = json!(true);
+    let mut stream = gw.send("/v1/chat", request).await;
     assert_eq!(stream.status(), 200);
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("parsed=1"));

@@ -328,12 +328,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
     let gw = gateway(&up.url(), &up.url(), 30).await;
     let req =
         json!({"model": "q", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let mut resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat", gw.url))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let mut resp = gw.send("/v1/chat", req).await;
     let first = resp.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("first"));
     drop(resp);
@@ -360,12 +355,7 @@ async fn upstream_error_status_before_streaming_is_a_normal_http_error() {
     let gw = gateway(&upstream.uri(), &upstream.uri(), 5).await;
     let req =
         json!({"model": "q", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat/completions", gw.url))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let resp = gw.send("/v1/chat/completions", req).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "3");
     let body: Value = resp.json().await.unwrap();

@@ -130,14 +130,19 @@ impl TestGateway {
 
     /// POSTs and returns the raw streamed body split into lines, plus the status and
     /// content type.
-    pub async fn post_stream(&self, path: &str, body: Value) -> (u16, String, Vec<String>) {
-        let resp = self
-            .client
+    /// Sends `POST path` with a JSON body and returns the response unread (for tests that read
+    /// a stream chunk by chunk or look at headers first).
+    pub async fn send(&self, path: &str, body: Value) -> reqwest::Response {
+        self.client
             .post(format!("{}{path}", self.url))
             .json(&body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    pub async fn post_stream(&self, path: &str, body: Value) -> (u16, String, Vec<String>) {
+        let resp = self.send(path, body).await;
         let status = resp.status().as_u16();
         let ct = resp
             .headers()

@@ -163,6 +163,18 @@ pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Resp
         })
 }
 
+/// Turns a request body into what the gateway needs with `convert`; on failure also returns
+/// what to log as its model (see [`named_model`]), read from the body with `model`.
+pub(crate) fn checked<B, T>(
+    body: Result<JsonBody<B>, GatewayError>,
+    model: impl FnOnce(&B) -> Option<&str>,
+    convert: impl FnOnce(B) -> Result<T, GatewayError>,
+) -> Result<T, (GatewayError, String)> {
+    let JsonBody(body) = body.map_err(|e| (e, named_model(None)))?;
+    let named = named_model(model(&body));
+    convert(body).map_err(|e| (e, named))
+}
+
 /// What a request that failed validation logs as its model: the model it named (so an
 /// operator can tell which client sent it), cut to 100 characters, or "-".
 pub(crate) fn named_model(model: Option<&str>) -> String {

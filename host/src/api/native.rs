@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, log_request, named_model, native_error, streaming_response};
+use super::{AppState, JsonBody, checked, log_request, native_error, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::Adapter;
@@ -93,13 +93,11 @@ pub async fn chat(
     body: Result<JsonBody<NativeChatRequest>, GatewayError>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let checked = body
-        .map_err(|e| (e, named_model(None)))
-        .and_then(|JsonBody(b)| {
-            let named = named_model(b.model.as_deref());
-            b.into_contract().map_err(|e| (e, named))
-        });
-    let request = match checked {
+    let request = match checked(
+        body,
+        |b| b.model.as_deref(),
+        NativeChatRequest::into_contract,
+    ) {
         Ok(r) => r,
         Err((e, named)) => {
             log_request("/v1/chat", None, &named, e.status(), ms(started.elapsed()));

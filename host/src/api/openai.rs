@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::native::ms;
 use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, log_request, named_model, streaming_response};
+use super::{AppState, JsonBody, checked, log_request, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::bindings::{ChatRequest, FinishReason};
@@ -222,13 +222,11 @@ pub async fn chat_completions(
 ) -> Response {
     const ENDPOINT: &str = "/v1/chat/completions";
     let started = std::time::Instant::now();
-    let checked = body
-        .map_err(|e| (e, named_model(None)))
-        .and_then(|JsonBody(b)| {
-            let named = named_model(b.model.as_deref());
-            b.into_contract().map_err(|e| (e, named))
-        });
-    let (request, shape) = match checked {
+    let (request, shape) = match checked(
+        body,
+        |b| b.model.as_deref(),
+        CompletionsRequest::into_contract,
+    ) {
         Ok(r) => r,
         Err((e, named)) => {
             log_request(ENDPOINT, None, &named, e.status(), ms(started.elapsed()));
