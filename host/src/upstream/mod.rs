@@ -93,6 +93,32 @@ impl Target {
         url
     }
 
+    /// The headers of one request: the operator's and the key's (prepared at load), then the
+    /// adapter's except those the host owns or the key reserves, then chatd's `User-Agent`
+    /// unless the adapter named one. Operator-configured headers win over the adapter's.
+    pub fn request_headers(
+        &self,
+        from_adapter: Vec<(String, String)>,
+    ) -> Result<HeaderMap, String> {
+        let mut headers = self.headers.clone();
+        for (name, value) in from_adapter {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            if HOST_OWNED.contains(&name.as_str()) || self.reserved.contains(&name) {
+                continue;
+            }
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("invalid value for header {name}"))?;
+            if !self.headers.contains_key(&name) {
+                headers.insert(name, value);
+            }
+        }
+        if !headers.contains_key(header::USER_AGENT) {
+            headers.insert(header::USER_AGENT, USER_AGENT);
+        }
+        Ok(headers)
+    }
+
     /// The request URI for `path`: the same URL as [`Target::url_for`], without going
     /// through the URL parser when `path` holds nothing it would rewrite (percent-encoding,
     /// dot segments), which is every path the bundled adapters build.
@@ -243,23 +269,7 @@ impl Upstream {
         let uri = target
             .uri_for(&req.path)
             .map_err(|e| bad(format!("request path {:?}: {e}", req.path)))?;
-        let mut headers = target.headers.clone();
-        for (name, value) in req.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| bad(format!("invalid header name {name:?}")))?;
-            if HOST_OWNED.contains(&name.as_str()) || target.reserved.contains(&name) {
-                continue;
-            }
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| bad(format!("invalid value for header {name}")))?;
-            // Operator-configured headers win over the adapter's.
-            if !target.headers.contains_key(&name) {
-                headers.insert(name, value);
-            }
-        }
-        if !headers.contains_key(header::USER_AGENT) {
-            headers.insert(header::USER_AGENT, USER_AGENT);
-        }
+        let mut headers = target.request_headers(req.headers).map_err(bad)?;
         if let Some(auth) = self.proxies.forward_auth(&uri) {
             headers.insert(header::PROXY_AUTHORIZATION, auth);
         }
