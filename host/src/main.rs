@@ -76,7 +76,8 @@ fn main() -> ExitCode {
     // Only the server logs enough for batching to matter; one-shot commands print to stdout
     // and their log lines should interleave with it as they happen.
     let log_guard = init_logging(matches!(cli.command, Command::Serve { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let runtime = match chatd::runtime::drop_on_park(&mut builder)
         .enable_all()
         .build()
     {

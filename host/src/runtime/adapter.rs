@@ -314,6 +314,13 @@ impl AdapterInstance {
         self.permit.semaphore().available_permits() * 2 >= self.slots
     }
 
+    /// Gives the instance back once its request is done with it: it is dropped (memory reset,
+    /// slot freed) after the response is written, off the request's path (see `retire.rs`).
+    /// Dropping an instance instead does that work in place.
+    pub fn release(self) {
+        super::retire::retire(self);
+    }
+
     /// The adapter's self-description.
     pub async fn describe(&mut self) -> Result<AdapterInfo, CallError> {
         let func = self.typed::<DescribeParams, DescribeResults>(self.exports.describe);

@@ -12,6 +12,7 @@
 pub mod adapter;
 pub mod bindings;
 pub mod library;
+mod retire;
 pub mod sandbox;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 pub use adapter::{Adapter, AdapterInstance, AdapterSource};
 pub use bindings::ContractVersion;
+pub use retire::drop_on_park;
 use sandbox::{OutOfTime, Sandbox, SandboxLimits};
 
 /// How often the engine's epoch advances while adapter instances are alive: the granularity
