@@ -432,6 +432,26 @@ async fn upstream_answering_plain_json_to_a_stream_request_is_replayed_as_a_stre
 }
 
 #[tokio::test]
+async fn a_rate_limit_event_before_any_content_is_a_429() {
+    // OpenRouter reports a rate limit met after the stream was accepted as an error event.
+    let body = format!(
+        "data: {}\n\n",
+        json!({"error": {"message": "Rate limit exceeded", "code": 429}})
+    );
+    let up = ScriptedUpstream::start("text/event-stream", vec![chunk(&body)]).await;
+    let gw = gateway(&up.url(), &up.url(), 5).await;
+    let req = json!({"model": "openrouter/v/m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    for path in ["/v1/chat/completions", "/v1/chat"] {
+        let (status, _, lines) = gw.post_stream(path, req.clone()).await;
+        let body: Value = serde_json::from_str(&lines.concat()).unwrap();
+        assert_eq!(status, 429, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "rate_limited", "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("Rate limit exceeded"), "{message}");
+    }
+}
+
+#[tokio::test]
 async fn error_event_before_any_content_is_a_normal_http_error() {
     let body = format!(
         ": OPENROUTER PROCESSING\n\ndata: {}\n\n",

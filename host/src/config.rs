@@ -63,6 +63,13 @@ pub struct ChatdConfig {
     /// How long `GET /v1/models` reuses a provider's upstream model list.
     #[serde(default = "defaults::models_cache_secs")]
     pub models_cache_secs: u64,
+    /// How long a client may take to send a request's head, and then its body; also how
+    /// long an idle keep-alive connection stays open.
+    #[serde(default = "defaults::client_timeout_secs")]
+    pub client_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
     /// Limits every adapter runs under.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -171,6 +178,12 @@ mod defaults {
     pub fn models_cache_secs() -> u64 {
         60
     }
+    pub fn client_timeout_secs() -> u64 {
+        30
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        30
+    }
     pub fn memory_mib() -> u32 {
         64
     }
@@ -276,6 +289,10 @@ impl Config {
         if c.timeout_secs == 0 {
             return Err("chatd.timeout_secs must be at least 1".into());
         }
+        // Bounded above too: hyper adds it to `Instant::now()`, which must not overflow.
+        if !(1..=86_400).contains(&c.client_timeout_secs) {
+            return Err("chatd.client_timeout_secs must be between 1 and 86400".into());
+        }
         if c.max_body_bytes < 1024 {
             return Err("chatd.max_body_bytes must be at least 1024".into());
         }
@@ -307,6 +324,16 @@ impl Config {
     fn provider_names(&self) -> String {
         let names: Vec<&str> = self.chatd.providers.keys().map(String::as_str).collect();
         names.join(", ")
+    }
+
+    /// How long a client may take to send a request head or body (see `client_timeout_secs`).
+    pub fn client_timeout(&self) -> Duration {
+        Duration::from_secs(self.chatd.client_timeout_secs)
+    }
+
+    /// How long a shutdown waits for in-flight requests.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.chatd.shutdown_grace_secs)
     }
 
     /// The upstream timeout for a provider.
@@ -498,5 +525,12 @@ mod tests {
                 .contains("timeout_secs must be at least 1")
         );
         assert!(err("[chatd]\nbind = \"nope\"\n").contains("bind"));
+        for bad in ["0", "86401"] {
+            assert!(
+                err(&format!("[chatd]\nclient_timeout_secs = {bad}\n"))
+                    .contains("client_timeout_secs must be between 1 and 86400"),
+                "{bad}"
+            );
+        }
     }
 }

@@ -21,6 +21,9 @@ pub enum GatewayError {
     },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
+    /// The client did not send its whole request body within `client_timeout_secs`.
+    #[error("request body not received within {}s", .0.as_secs())]
+    ClientTimeout(Duration),
     #[error("{0}")]
     Route(#[from] RouteError),
     /// The adapter says the request cannot be expressed for its upstream.
@@ -92,6 +95,13 @@ impl GatewayError {
                 message: r.message,
                 retry_after: retry_after.or(r.retry_after_secs.map(|s| s.to_string())),
             },
+            // An upstream that says "rate limited" inside a body (an error event first thing
+            // in a stream, an error object sent with a 200) is rate limited all the same.
+            AdapterError::Upstream(u) if u.status == 429 => GatewayError::RateLimited {
+                provider,
+                message: u.message,
+                retry_after,
+            },
             AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
                 provider,
                 message: u.message,
@@ -116,6 +126,7 @@ impl GatewayError {
             GatewayError::Route(RouteError::NotRegistered { .. }) => StatusCode::NOT_FOUND,
             GatewayError::Route(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamStatus { .. }
             | GatewayError::UpstreamStream { .. }
@@ -140,6 +151,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => "invalid_request",
             GatewayError::Unsupported { .. } => "unsupported_by_provider",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::ClientTimeout(_) => "request_timeout",
             GatewayError::Route(RouteError::NotRegistered { .. }) => "provider_not_registered",
             GatewayError::Route(_) => "invalid_model",
             GatewayError::RateLimited { .. } => "rate_limited",
@@ -165,9 +177,10 @@ impl GatewayError {
     /// OpenAI's error `type` for this failure.
     pub fn openai_type(&self) -> &'static str {
         match self.status() {
-            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::NOT_FOUND => {
-                "invalid_request_error"
-            }
+            StatusCode::BAD_REQUEST
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::NOT_FOUND
+            | StatusCode::REQUEST_TIMEOUT => "invalid_request_error",
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             _ => "api_error",

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod native;
 pub mod openai;
+mod server;
 mod types;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use serde_json::json;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 
+pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
 
 /// Shared state of every handler.
@@ -26,22 +28,6 @@ pub use types::{ApiMessage, Content, Stop};
 pub struct AppState {
     /// The running gateway.
     pub gateway: Arc<Gateway>,
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    gateway: Arc<Gateway>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // Without TCP_NODELAY, Nagle's algorithm holds small stream chunks back until the
-    // client's delayed ACK (~40 ms on Linux): fatal for token streaming.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, router(gateway))
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// The full router.
@@ -125,8 +111,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
+        // Bounded in time as well as size: a client that stops halfway through its body would
+        // otherwise hold the request (and a graceful shutdown) open forever.
+        let patience = state.gateway.snapshot().config.client_timeout();
+        let bytes = tokio::time::timeout(patience, axum::body::to_bytes(req.into_body(), limit))
             .await
+            .map_err(|_| GatewayError::ClientTimeout(patience))?
             .map_err(|e| body_error(e, limit))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(GatewayError::bad_request(

@@ -1,0 +1,132 @@
+//! Client connections: how long chatd waits for a client, and how it shuts down.
+
+mod support;
+
+use std::time::Duration;
+
+use chatd::config::Config;
+use chatd::gateway::Gateway;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bounds every wait below so a regression fails instead of hanging the suite; far above
+/// the 1 s client timeout the tests configure.
+const GUARD: Duration = Duration::from_secs(20);
+
+/// A gateway on an ephemeral port with the given client timeout and shutdown grace; the
+/// returned sender shuts it down, and the handle finishes when `serve` returns.
+async fn start(
+    client_timeout_secs: u64,
+    grace_secs: u64,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lakehouse.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[chatd]\nclient_timeout_secs = {client_timeout_secs}\n\
+             shutdown_grace_secs = {grace_secs}\n\
+             adapters_dir = \"\"\n\
+             [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"http://127.0.0.1:9\"\n"
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&path).unwrap();
+    let (runtime, adapters) = support::shared_runtime();
+    let gateway = Gateway::from_parts(config, runtime.clone(), adapters.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chatd::api::serve(listener, gateway, async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, server, dir)
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+async fn read_to_close(conn: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(GUARD, conn.read_to_end(&mut out))
+        .await
+        .expect("the server never closed the connection")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_request_head_is_disconnected() {
+    let (addr, _stop, _server, _dir) = start(1, 30).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"POST /v1/chat HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut conn).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let (addr, _stop, _server, _dir) = start(1, 30).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"ok\""), "{answer}");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_halfway_gets_a_408() {
+    let (addr, _stop, _server, _dir) = start(1, 30).await;
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+          content-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let answer = read_to_close(&mut conn).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    let body: Value =
+        serde_json::from_str(&answer[answer.find("\r\n\r\n").unwrap() + 4..]).unwrap();
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request body not received within 1s"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_cuts_a_request_that_outlasts_the_grace() {
+    // A client timeout of an hour: only the grace can end the stalled request.
+    let (addr, stop, server, _dir) = start(3600, 1).await;
+    let mut stalled = TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /v1/chat HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    // Let the server start on the request before shutting down.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(GUARD, server)
+        .await
+        .expect("serve kept waiting for a request that would never finish")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(&addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
