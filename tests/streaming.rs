@@ -339,6 +339,14 @@ async fn client_disconnect_cancels_the_upstream_request() {
         || observed.lock().unwrap().client_closed,
     )
     .await;
+    // The client's choice, not the provider's failure.
+    let stats = gw.gateway.stats().provider("ollama");
+    support::eventually("the stream to end", Duration::from_secs(10), || {
+        stats.snapshot().in_flight == 0
+    })
+    .await;
+    let s = stats.snapshot();
+    assert_eq!((s.requests, s.errors, s.cancelled), (1, 0, 1), "{s:?}");
 }
 
 #[tokio::test]

@@ -553,7 +553,13 @@ impl Gateway {
         request.model = route.model.clone();
         request.stream = false;
         let guard = provider.stats.start();
+        let notice = CancelNotice {
+            provider: &provider.name,
+            model: &request.model,
+            started,
+        };
         let result = self.exchange(&provider, &request).await;
+        notice.disarm();
         let latency = started.elapsed();
         guard.finish(latency, result.is_ok());
         Ok(ChatOutcome {
@@ -749,7 +755,8 @@ impl Gateway {
             match stream.advance().await {
                 Some(Ok(first)) => stream.pending.push_back(first),
                 Some(Err(e)) => {
-                    stream.end(false);
+                    // Not answered yet: the handler logs this as the request's error.
+                    stream.close(false);
                     return Err(e);
                 }
                 None => {}
@@ -822,6 +829,19 @@ pub struct ChatStream {
     saw_end: bool,
 }
 
+impl Drop for ChatStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::info!(
+                provider = %self.provider.name,
+                model = %self.route.model,
+                after_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
+                "stream cancelled: the client went away"
+            );
+        }
+    }
+}
+
 impl ChatStream {
     /// The provider serving this stream.
     pub fn provider(&self) -> &str {
@@ -840,15 +860,38 @@ impl ChatStream {
         }
         let item = self.advance().await;
         match &item {
-            Some(Ok(chunk)) if chunk.done => self.end(true),
+            Some(Ok(chunk)) if chunk.done => self.end(None),
             Some(Ok(_)) => {}
-            Some(Err(_)) => self.end(false),
-            None => self.end(true),
+            Some(Err(e)) => self.end(Some(e)),
+            None => self.end(None),
         }
         item
     }
 
-    fn end(&mut self, ok: bool) {
+    /// Ends a stream that was answered: the handler logged its start, so its end gets a line
+    /// of its own (how long it ran, and why it failed if it did).
+    fn end(&mut self, error: Option<&GatewayError>) {
+        self.close(error.is_none());
+        let duration_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0);
+        match error {
+            None => tracing::info!(
+                provider = %self.provider.name,
+                model = %self.route.model,
+                duration_ms,
+                "stream finished"
+            ),
+            Some(e) => tracing::warn!(
+                provider = %self.provider.name,
+                model = %self.route.model,
+                duration_ms,
+                code = e.code(),
+                error = %e,
+                "stream failed"
+            ),
+        }
+    }
+
+    fn close(&mut self, ok: bool) {
         self.finished = true;
         if let Some(instance) = self.instance.take() {
             instance.release();
@@ -998,6 +1041,32 @@ async fn hold_while<T>(
             out = &mut work => return (out, held),
             () = &mut release, if held.is_some() => held = None,
         }
+    }
+}
+
+/// Logs a non-streamed exchange whose future was dropped before it finished (its client
+/// went away): the handler never gets to write the request's log line.
+struct CancelNotice<'a> {
+    provider: &'a str,
+    model: &'a str,
+    started: Instant,
+}
+
+impl CancelNotice<'_> {
+    /// The exchange finished: nothing to log.
+    fn disarm(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for CancelNotice<'_> {
+    fn drop(&mut self) {
+        tracing::info!(
+            provider = self.provider,
+            model = self.model,
+            after_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
+            "request cancelled: the client went away"
+        );
     }
 }
 

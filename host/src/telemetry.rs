@@ -12,6 +12,7 @@ use serde::Serialize;
 pub struct ProviderStats {
     requests: AtomicU64,
     errors: AtomicU64,
+    cancelled: AtomicU64,
     last_latency_us: AtomicU64,
     in_flight: AtomicU64,
 }
@@ -20,7 +21,10 @@ pub struct ProviderStats {
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct StatsSnapshot {
     pub requests: u64,
+    /// Requests that failed (upstream, adapter or timeout errors).
     pub errors: u64,
+    /// Requests the client abandoned before they finished (not the provider's fault).
+    pub cancelled: u64,
     pub in_flight: u64,
     /// Latency of the last finished request, in milliseconds (absent before the first).
     pub last_latency_ms: Option<f64>,
@@ -33,7 +37,7 @@ impl ProviderStats {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         RequestGuard {
             stats: self.clone(),
-            failed: true,
+            outcome: Outcome::Cancelled,
         }
     }
 
@@ -43,6 +47,7 @@ impl ProviderStats {
         StatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             last_latency_ms: (last > 0).then(|| last as f64 / 1000.0),
         }
@@ -50,16 +55,22 @@ impl ProviderStats {
 }
 
 /// Records one request's end. A guard dropped without [`RequestGuard::finish`] (the client
-/// went away, say) counts as an error.
+/// went away, or a shutdown cut the request) counts as cancelled.
 pub struct RequestGuard {
     stats: Arc<ProviderStats>,
-    failed: bool,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Ok,
+    Failed,
+    Cancelled,
 }
 
 impl RequestGuard {
     /// Records the request's latency and outcome.
     pub fn finish(mut self, latency: Duration, ok: bool) {
-        self.failed = !ok;
+        self.outcome = if ok { Outcome::Ok } else { Outcome::Failed };
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -69,8 +80,13 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if self.failed {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        let counter = match self.outcome {
+            Outcome::Ok => None,
+            Outcome::Failed => Some(&self.stats.errors),
+            Outcome::Cancelled => Some(&self.stats.cancelled),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
         }
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -101,7 +117,10 @@ mod tests {
         stats.start().finish(Duration::from_millis(3), false);
         drop(stats.start());
         let s = stats.snapshot();
-        assert_eq!((s.requests, s.errors, s.in_flight), (3, 2, 0));
+        assert_eq!(
+            (s.requests, s.errors, s.cancelled, s.in_flight),
+            (3, 1, 1, 0)
+        );
         assert_eq!(s.last_latency_ms, Some(3.0));
         let reg = StatsRegistry::default();
         assert!(Arc::ptr_eq(&reg.provider("a"), &reg.provider("a")));
