@@ -173,8 +173,14 @@ async fn bad_requests_are_400_with_a_json_error_naming_the_problem() {
             json!({"model": "ollama/", "messages": [{"role": "user", "content": "x"}]}),
             "no model after the prefix",
         ),
-        (json!({"model": 5, "messages": []}), "invalid JSON body"),
-        (json!([1, 2]), "invalid JSON body"),
+        (
+            json!({"model": 5, "messages": []}),
+            "model: invalid type: integer `5`, expected a string",
+        ),
+        (
+            json!([1, 2]),
+            "request body: invalid type: array, expected a JSON object",
+        ),
     ];
     for (request, needle) in cases {
         let (status, _, body) = gw.post("/v1/chat", request.clone()).await;
@@ -183,20 +189,257 @@ async fn bad_requests_are_400_with_a_json_error_naming_the_problem() {
         assert!(message.contains(needle), "{request}: {message}");
         assert!(body["error"]["code"].is_string());
     }
-    let (status, body) = gw
-        .post_raw("/v1/chat", b"{\"model\": \"m\", ".to_vec())
-        .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid JSON"),
-        "{body}"
-    );
+    for path in ["/v1/chat", "/v1/chat/completions"] {
+        let (status, body) = gw.post_raw(path, b"{\"model\": \"m\", ".to_vec()).await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert_eq!(
+            body["error"]["message"],
+            "invalid JSON body: EOF while parsing a value at line 1 column 15",
+            "{path}: {body}"
+        );
+        let (status, body) = gw.post_raw(path, b"{\"model\": \"m\"} x".to_vec()).await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["error"]["message"], "invalid JSON body: trailing characters at line 1 column 16",
+            "{path}: {body}"
+        );
+    }
     let (status, body) = gw.post_raw("/v1/chat", Vec::new()).await;
     assert_eq!(status, 400, "{body}");
     assert!(upstream.received_requests().await.unwrap().is_empty());
+}
+
+/// A valid chat request with `value` set at JSON pointer `at` (an array index one past the
+/// end appends).
+fn with(at: &str, value: serde_json::Value) -> serde_json::Value {
+    let mut body = json!({"model": "fast", "messages": [{"role": "user", "content": "hi"}]});
+    let (parent, key) = at.rsplit_once('/').unwrap();
+    match body.pointer_mut(parent).unwrap() {
+        serde_json::Value::Array(list) => {
+            let index: usize = key.parse().unwrap();
+            list.truncate(index);
+            list.push(value);
+        }
+        object => object[key] = value,
+    }
+    body
+}
+
+/// Posts `body` to both endpoints and checks the 400 names `param` and reads `message`
+/// (OpenAI's shape also carries `param`); nothing may reach the upstream.
+async fn assert_rejected(
+    gw: &TestGateway,
+    upstream: &MockServer,
+    body: serde_json::Value,
+    param: Option<&str>,
+    message: &str,
+) {
+    for path in ["/v1/chat", "/v1/chat/completions"] {
+        let (status, _, reply) = gw.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {reply}");
+        let error = &reply["error"];
+        assert_eq!(error["code"], "invalid_request", "{path} {body}: {reply}");
+        assert_eq!(error["message"], message, "{path} {body}: {reply}");
+        if path == "/v1/chat/completions" {
+            assert_eq!(error["type"], "invalid_request_error");
+            assert_eq!(error["param"], json!(param), "{path} {body}: {reply}");
+        }
+    }
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_json_type_names_the_field_and_what_it_must_hold() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let cases = [
+        (
+            "/temperature",
+            json!("0.5"),
+            "temperature",
+            r#"temperature: invalid type: string "0.5", expected a number"#,
+        ),
+        (
+            "/top_p",
+            json!(true),
+            "top_p",
+            "top_p: invalid type: boolean `true`, expected a number",
+        ),
+        (
+            "/max_tokens",
+            json!("10"),
+            "max_tokens",
+            r#"max_tokens: invalid type: string "10", expected a positive integer"#,
+        ),
+        (
+            "/max_tokens",
+            json!(-1),
+            "max_tokens",
+            "max_tokens: invalid value: integer `-1`, expected a positive integer",
+        ),
+        (
+            "/max_tokens",
+            json!(2.5),
+            "max_tokens",
+            "max_tokens: invalid type: floating point `2.5`, expected a positive integer",
+        ),
+        (
+            "/stream",
+            json!("true"),
+            "stream",
+            r#"stream: invalid type: string "true", expected a boolean"#,
+        ),
+        (
+            "/stop",
+            json!(1),
+            "stop",
+            "stop: expected a string or an array of strings",
+        ),
+        (
+            "/stop",
+            json!(["END", 2]),
+            "stop",
+            "stop: expected a string or an array of strings",
+        ),
+        (
+            "/messages",
+            json!("hi"),
+            "messages",
+            r#"messages: invalid type: string "hi", expected an array of messages"#,
+        ),
+        (
+            "/messages/0/content",
+            json!(1),
+            "messages[0].content",
+            "messages[0].content: expected a string or an array of content parts",
+        ),
+        (
+            "/messages/0/name",
+            json!(5),
+            "messages[0].name",
+            "messages[0].name: invalid type: integer `5`, expected a string",
+        ),
+        (
+            "/messages/0/role",
+            json!({}),
+            "messages[0].role",
+            "messages[0].role: invalid type: object, expected a string",
+        ),
+    ];
+    for (at, value, param, message) in cases {
+        assert_rejected(&gw, &upstream, with(at, value), Some(param), message).await;
+    }
+    // A later message is named by its index.
+    let body = json!({"model": "fast", "messages": [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": [{"type": "text", "text": "a"}], "tool_call_id": 7},
+    ]});
+    assert_rejected(
+        &gw,
+        &upstream,
+        body,
+        Some("messages[2].tool_call_id"),
+        "messages[2].tool_call_id: invalid type: integer `7`, expected a string",
+    )
+    .await;
+    // Missing required field inside a message.
+    assert_rejected(
+        &gw,
+        &upstream,
+        with("/messages/0", json!({"content": "hi"})),
+        Some("messages[0]"),
+        "messages[0]: missing field `role`",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn arrays_are_not_read_as_objects() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    // serde would read a struct from an array of its field values in order.
+    assert_rejected(
+        &gw,
+        &upstream,
+        json!(["fast", [["user", "hi"]]]),
+        None,
+        "request body: invalid type: array, expected a JSON object",
+    )
+    .await;
+    assert_rejected(
+        &gw,
+        &upstream,
+        with("/messages", json!([["user", "hi"]])),
+        Some("messages[0]"),
+        "messages[0]: invalid type: array, expected a JSON object",
+    )
+    .await;
+    assert_rejected(
+        &gw,
+        &upstream,
+        with("/messages/1", json!("hi")),
+        Some("messages[1]"),
+        r#"messages[1]: invalid type: string "hi", expected a JSON object"#,
+    )
+    .await;
+    assert_rejected(
+        &gw,
+        &upstream,
+        json!("hi"),
+        None,
+        r#"request body: invalid type: string "hi", expected a JSON object"#,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_native_endpoint_rejects_unknown_fields_by_name() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let mut body = TestGateway::chat("fast");
+    body["temprature"] = json!(0.2);
+    let (status, _, reply) = gw.post("/v1/chat", body.clone()).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["code"], "invalid_request");
+    assert_eq!(
+        reply["error"]["message"],
+        r#"unrecognized request field "temprature""#
+    );
+    body["max_token"] = json!(5);
+    let (status, _, reply) = gw.post("/v1/chat", body).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        r#"unrecognized request field "max_token""#
+    );
+    // Null is no excuse: the field is still not one chatd reads.
+    let mut body = TestGateway::chat("fast");
+    body["n"] = json!(null);
+    let (status, _, reply) = gw.post("/v1/chat", body).await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        r#"unrecognized request field "n""#
+    );
+    assert!(upstream.received_requests().await.unwrap().is_empty());
+    // Every documented field is still accepted.
+    let mut body = TestGateway::chat("fast");
+    for (field, value) in [
+        ("max_tokens", json!(64)),
+        ("temperature", json!(0.2)),
+        ("top_p", json!(1)),
+        ("stop", json!(["END"])),
+        ("format", json!("json")),
+        ("think", json!(false)),
+        ("stream", json!(false)),
+        ("tools", json!(null)),
+        ("tool_choice", json!(null)),
+    ] {
+        body[field] = value;
+    }
+    let (status, _, reply) = gw.post("/v1/chat", body).await;
+    assert_eq!(status, 200, "{reply}");
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))
+            .map_err(|e| types::invalid_body::<T>(&bytes, e))
     }
 }
 

@@ -8,9 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
+use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use super::{AppState, JsonBody, checked, log_request, native_error, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
@@ -19,16 +19,17 @@ use crate::runtime::bindings::ChatRequest;
 
 /// The body of `POST /v1/chat`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
 pub struct NativeChatRequest {
     #[serde(default)]
     pub model: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::messages")]
     pub messages: Option<Vec<ApiMessage>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::token_count")]
     pub max_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::number")]
     pub temperature: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::number")]
     pub top_p: Option<f64>,
     #[serde(default)]
     pub stop: Option<Stop>,
@@ -43,11 +44,22 @@ pub struct NativeChatRequest {
     pub tools: Option<Value>,
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// Every other field, refused by [`NativeChatRequest::into_contract`]: a misspelt
+    /// `temprature` must not be dropped silently. (Flattening also makes serde read the body
+    /// only from a JSON object, never from an array of field values.)
+    #[serde(flatten)]
+    extra: Map<String, Value>,
 }
 
 impl NativeChatRequest {
     /// Validates the request and converts it to the contract's request.
     pub fn into_contract(self) -> Result<ChatRequest, GatewayError> {
+        if let Some(field) = self.extra.keys().next() {
+            return Err(GatewayError::bad_param(
+                field,
+                format!("unrecognized request field {field:?}"),
+            ));
+        }
         let model = self.model.unwrap_or_default();
         if model.trim().is_empty() {
             return Err(GatewayError::bad_param("model", "model is required"));

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::native::ms;
-use super::types::{ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
+use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use super::{AppState, JsonBody, checked, log_request, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
@@ -24,18 +24,19 @@ use crate::runtime::bindings::{ChatRequest, FinishReason};
 
 /// The body of `POST /v1/chat/completions`.
 #[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
 pub struct CompletionsRequest {
     #[serde(default)]
     model: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::messages")]
     messages: Option<Vec<ApiMessage>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::token_count")]
     max_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::token_count")]
     max_completion_tokens: Option<u64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::number")]
     temperature: Option<f64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "types::number")]
     top_p: Option<f64>,
     #[serde(default)]
     stop: Option<Stop>,

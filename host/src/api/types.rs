@@ -1,7 +1,12 @@
 //! Request pieces shared by the native and the OpenAI-compatible endpoints, and their
 //! validated conversion into the contract's types.
 
+use std::fmt;
+use std::marker::PhantomData;
+
 use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{DeserializeOwned, Deserializer, Error, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::Value;
 
 use crate::error::GatewayError;
@@ -9,7 +14,8 @@ use crate::runtime::bindings::Message;
 
 /// Message content: a string, `null`, or OpenAI's array of parts (text parts only).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+// serde uses an untagged enum's `expecting` as the whole error message, not after "expected".
+#[serde(untagged, expecting = "expected a string or an array of content parts")]
 pub enum Content {
     Text(String),
     Parts(Vec<Value>),
@@ -17,7 +23,7 @@ pub enum Content {
 
 /// `stop`: one string or a list.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or an array of strings")]
 pub enum Stop {
     One(String),
     Many(Vec<String>),
@@ -36,8 +42,10 @@ impl Stop {
     }
 }
 
-/// One chat message as clients send it.
+/// One chat message as clients send it. Fields chatd does not use (OpenAI's `refusal`,
+/// `audio`, ... in a replayed assistant message) are ignored.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(expecting = "a JSON object")]
 pub struct ApiMessage {
     pub role: String,
     #[serde(default)]
@@ -249,6 +257,172 @@ pub fn convert_tools(
         ));
     }
     Ok((tools, tool_choice))
+}
+
+/// Deserializes `messages`: `null` or an array of message objects.
+pub(super) fn messages<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<ApiMessage>>, D::Error> {
+    struct Messages;
+    impl<'de> Visitor<'de> for Messages {
+        type Value = Vec<ApiMessage>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an array of messages")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut list = Vec::new();
+            while let Some(Object(message)) = seq.next_element()? {
+                list.push(message);
+            }
+            Ok(list)
+        }
+    }
+    deserializer.deserialize_option(Nullable(Messages))
+}
+
+/// Deserializes an optional number (`temperature`, `top_p`).
+pub(super) fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64>, D::Error> {
+    struct Number;
+    impl Visitor<'_> for Number {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a number")
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+    }
+    deserializer.deserialize_option(Nullable(Number))
+}
+
+/// Deserializes an optional token count (`max_tokens`); 0 passes here and is refused by
+/// [`check_sampling`], which names the field as the client spelled it.
+pub(super) fn token_count<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    struct Count;
+    impl Visitor<'_> for Count {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a positive integer")
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+    }
+    deserializer.deserialize_option(Nullable(Count))
+}
+
+/// Reads `null` as `None` and anything else with the visitor it wraps, whose `expecting`
+/// then shows in the error (serde's own visitors for `f64`, `u64`, `Vec` say "f64", "u64",
+/// "a sequence").
+struct Nullable<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for Nullable<V> {
+    type Value = Option<V::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self.0).map(Some)
+    }
+}
+
+/// A `T` read only from a JSON object: a derived struct also accepts an array of its field
+/// values in declaration order (`["user", "hi"]` as a message), which no client means.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OnlyMap<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OnlyMap<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(OnlyMap(PhantomData))
+            .map(Object)
+    }
+}
+
+/// The 400 for a body `serde_json` could not read as a `T`: a syntax error keeps its line
+/// and column; any other names the field at fault (in the message and as `param`).
+pub(super) fn invalid_body<T: DeserializeOwned>(
+    body: &[u8],
+    error: serde_json::Error,
+) -> GatewayError {
+    if !error.is_data() {
+        return GatewayError::bad_request(format!("invalid JSON body: {error}"));
+    }
+    // serde_json's error knows only a line and column. Reading the body again through
+    // serde_path_to_error finds the field path; only rejected bodies pay for the second read,
+    // so the accepted ones are parsed at full speed.
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    let (path, error) = match serde_path_to_error::deserialize::<_, T>(&mut reader) {
+        Err(e) => {
+            let path = e
+                .path()
+                .iter()
+                .next()
+                .is_some()
+                .then(|| e.path().to_string());
+            (path, e.into_inner())
+        }
+        Ok(_) => (None, error),
+    };
+    // The position is noise once the field is named, and it points past the bad value.
+    let position = format!(" at line {} column {}", error.line(), error.column());
+    let text = error.to_string();
+    let detail = json_type_names(text.strip_suffix(&position).unwrap_or(&text));
+    match path {
+        Some(path) => GatewayError::bad_param(&path, format!("{path}: {detail}")),
+        None => GatewayError::bad_request(format!("request body: {detail}")),
+    }
+}
+
+/// serde calls JSON's arrays and objects "sequence" and "map"; clients know JSON's words.
+fn json_type_names(detail: &str) -> String {
+    for (serde, json) in [("sequence", "array"), ("map", "object")] {
+        if let Some(rest) = detail.strip_prefix(&format!("invalid type: {serde},")) {
+            return format!("invalid type: {json},{rest}");
+        }
+    }
+    detail.to_owned()
 }
 
 #[cfg(test)]
