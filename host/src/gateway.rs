@@ -402,14 +402,24 @@ pub struct RejectedAdapter {
     pub error: String,
 }
 
-/// One provider's upstream model list, remembered for `models_cache_secs`.
+/// One provider's upstream model list, remembered for `models_cache_secs`; or why it could
+/// not be fetched, remembered for [`FAILED_LISTING_TTL`] at most.
 struct CachedModels {
     /// Adapter hash + base URL the list was fetched with; a reload that changes either
     /// invalidates it.
     key: String,
     fetched: Instant,
-    models: Arc<Vec<ModelInfo>>,
+    models: Result<Arc<Vec<ModelInfo>>, GatewayError>,
 }
+
+/// How long fetching one provider's model list may take, at most (less when the provider's
+/// own timeout is shorter). A listing is metadata: one hung provider must not hold
+/// `GET /v1/models` for the minutes a generation may take.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a failed listing is remembered: clients that poll `/v1/models` during an outage
+/// get the error at once instead of each waiting out [`LISTING_TIMEOUT`].
+const FAILED_LISTING_TTL: Duration = Duration::from_secs(10);
 
 /// The answer of [`Gateway::list_models`].
 #[derive(Debug, Default)]
@@ -522,7 +532,11 @@ impl Gateway {
         if report.ok {
             tracing::info!(trigger, swapped = ?report.swapped, rejected = report.rejected.len(), took_ms = format_args!("{:.1}", report.took_ms), "reloaded");
         } else {
-            tracing::error!(trigger, error = ?report.error, "reload rejected; previous config stays active");
+            tracing::error!(
+                trigger,
+                error = report.error.as_deref().unwrap_or("-"),
+                "reload rejected; previous config stays active"
+            );
         }
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         report
@@ -604,19 +618,24 @@ impl Gateway {
         let fetches = snap.providers.values().map(|p| async move {
             let key = format!("{}|{}", p.adapter.sha256, p.target.base_url());
             if let Some(hit) = self.cached_models(&p.name, &key, ttl) {
-                return (p.name.clone(), Ok(hit));
+                return (p.name.clone(), hit);
             }
-            let result = self.fetch_models(p).await.map(Arc::new);
-            if let Ok(models) = &result {
-                self.lock_models_cache().insert(
-                    p.name.clone(),
-                    CachedModels {
-                        key,
-                        fetched: Instant::now(),
-                        models: models.clone(),
-                    },
-                );
-            }
+            let limit = LISTING_TIMEOUT.min(p.target.timeout);
+            let result = match tokio::time::timeout(limit, self.fetch_models(p)).await {
+                Ok(result) => result.map(Arc::new),
+                Err(_) => Err(GatewayError::UpstreamTimeout {
+                    provider: p.name.clone(),
+                    timeout: limit,
+                }),
+            };
+            self.lock_models_cache().insert(
+                p.name.clone(),
+                CachedModels {
+                    key,
+                    fetched: Instant::now(),
+                    models: result.clone(),
+                },
+            );
             (p.name.clone(), result)
         });
         let mut listing = ModelListing {
@@ -644,9 +663,13 @@ impl Gateway {
         provider: &str,
         key: &str,
         ttl: Duration,
-    ) -> Option<Arc<Vec<ModelInfo>>> {
+    ) -> Option<Result<Arc<Vec<ModelInfo>>, GatewayError>> {
         let cache = self.lock_models_cache();
         let hit = cache.get(provider)?;
+        let ttl = match hit.models {
+            Ok(_) => ttl,
+            Err(_) => ttl.min(FAILED_LISTING_TTL),
+        };
         (hit.key == key && hit.fetched.elapsed() < ttl).then(|| hit.models.clone())
     }
 

@@ -28,7 +28,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let Some(presented) = presented else {
         let mut resp =
             GatewayError::Unauthorized("admin endpoints need Authorization: Bearer <token>".into())
@@ -116,6 +116,15 @@ pub async fn adapters(State(state): State<AppState>) -> Response {
     .into_response()
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme name is
+/// case-insensitive (RFC 9110, section 11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -123,5 +132,15 @@ mod tests {
         assert!(super::constant_time_eq(b"token", b"token"));
         assert!(!super::constant_time_eq(b"token", b"tokem"));
         assert!(!super::constant_time_eq(b"tok", b"token"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(super::bearer_token(value), Some("t0k"), "{value}");
+        }
+        for value in ["Basic t0k", "Bearert0k", "t0k"] {
+            assert_eq!(super::bearer_token(value), None, "{value}");
+        }
     }
 }

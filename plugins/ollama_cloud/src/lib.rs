@@ -59,9 +59,7 @@ pub fn describe() -> AdapterInfo {
 /// Builds the `POST /api/generate` request for a chat request.
 pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError> {
     if request.tools.is_some() {
-        return Err(invalid(
-            "ollama_cloud: tools are not supported by /api/generate",
-        ));
+        return Err(invalid("tools are not supported by /api/generate"));
     }
     let body = ollama::request_body(request, "prompt", flatten(&request.messages).into())?;
     Ok(ollama::post("/api/generate", request.stream, body))

@@ -122,10 +122,7 @@ fn tools_are_refused() {
     request.tools = Some("[]".into());
     match build_request(&request) {
         Err(AdapterError::InvalidRequest(message)) => {
-            assert_eq!(
-                message,
-                "ollama_cloud: tools are not supported by /api/generate"
-            )
+            assert_eq!(message, "tools are not supported by /api/generate")
         }
         other => panic!("expected an invalid request, got {other:?}"),
     }
