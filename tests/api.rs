@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::json;
 use support::TestGateway;
 use wiremock::matchers::{method, path};
@@ -535,6 +537,36 @@ async fn models_lists_tiers_and_upstream_models_cached() {
         .filter(|r| r.url.path() == "/api/tags")
         .count();
     assert_eq!(fetches, 1, "the second listing came from the cache");
+}
+
+#[tokio::test]
+async fn a_hung_provider_holds_the_model_list_once() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(60)))
+        .mount(&upstream)
+        .await;
+    // timeout_secs = 2 in this config: the listing gives up then, not after a minute.
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for _ in 0..3 {
+        let (status, body) = gw.get("/v1/models").await;
+        assert_eq!(status, 200);
+        assert_eq!(body["errors"][0]["provider"], "ollama", "{body}");
+        assert_eq!(body["errors"][0]["code"], "upstream_timeout", "{body}");
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not answer within 2s"),
+            "{body}"
+        );
+    }
+    let fetches = upstream.received_requests().await.unwrap().len();
+    assert_eq!(
+        fetches, 1,
+        "the failure was remembered, not retried on every call"
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 use support::{ChatdProcess, run_chatd};
 use wiremock::matchers::{method, path};
@@ -224,6 +226,39 @@ async fn unregistered_provider_is_logged_once_naming_where_chatd_looked() {
             && lines[0].contains("CHATD_SMOKE_CLOUD_KEY")
             && lines[0].contains("absent.env")
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
+    let upstream = ollama_mock().await;
+    let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+    let (status, body) = chatd.post("/v1/chat", chat("unknown/m")).await;
+    assert_eq!(status, 502, "{body}");
+    let mut streamed = chat("qwen3:8b");
+    streamed["stream"] = json!(true);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat", chatd.url))
+        .json(&streamed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("\"done\""));
+    chatd.wait_for_log("stream finished", Duration::from_secs(10));
+    let logs = chatd.stop();
+    let failed = logs
+        .lines()
+        .find(|l| l.contains("status=502"))
+        .unwrap_or_else(|| panic!("no line for the failed request: {logs}"));
+    assert!(failed.contains("WARN"), "{failed}");
+    assert!(failed.contains("upstream_error"), "{failed}");
+    assert!(failed.contains("model 'unknown/m' not found"), "{failed}");
+    let finished = logs
+        .lines()
+        .find(|l| l.contains("stream finished"))
+        .unwrap();
+    assert!(finished.contains("duration_ms="), "{finished}");
+    assert!(finished.contains("provider=ollama"), "{finished}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -174,19 +174,27 @@ pub(crate) fn named_model(model: Option<&str>) -> String {
     }
 }
 
-/// One log line per request.
-pub(crate) fn log_request(
-    endpoint: &str,
-    provider: Option<&str>,
-    model: &str,
-    status: StatusCode,
-    latency_ms: f64,
-) {
+/// The log line of a request that failed: its status, error code and message, at warn for
+/// the gateway's and upstreams' failures (5xx), at info for the client's (4xx).
+pub(crate) fn log_failure(endpoint: &str, model: &str, err: &GatewayError, latency_ms: f64) {
+    let status = err.status().as_u16();
+    let provider = err.provider().unwrap_or("-");
+    let latency_ms = format_args!("{latency_ms:.3}");
+    let code = err.code();
+    if status >= 500 {
+        tracing::warn!(endpoint, provider, model, status, latency_ms, code, error = %err, "request");
+    } else {
+        tracing::info!(endpoint, provider, model, status, latency_ms, code, error = %err, "request");
+    }
+}
+
+/// The log line of a request that was answered (for a stream: its first chunk).
+pub(crate) fn log_request(endpoint: &str, provider: &str, model: &str, latency_ms: f64) {
     tracing::info!(
         endpoint,
-        provider = provider.unwrap_or("-"),
+        provider,
         model,
-        status = status.as_u16(),
+        status = 200,
         latency_ms = format_args!("{latency_ms:.3}"),
         "request"
     );

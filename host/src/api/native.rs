@@ -4,14 +4,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, checked, log_request, native_error, streaming_response};
+use super::{
+    AppState, JsonBody, checked, log_failure, log_request, native_error, streaming_response,
+};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::Adapter;
@@ -112,7 +113,7 @@ pub async fn chat(
     ) {
         Ok(r) => r,
         Err((e, named)) => {
-            log_request("/v1/chat", None, &named, e.status(), ms(started.elapsed()));
+            log_failure("/v1/chat", &named, &e, ms(started.elapsed()));
             return native_error(&e);
         }
     };
@@ -120,36 +121,18 @@ pub async fn chat(
     if request.stream {
         return match state.gateway.chat_stream(request).await {
             Ok(stream) => {
-                log_request(
-                    "/v1/chat",
-                    Some(stream.provider()),
-                    &model,
-                    StatusCode::OK,
-                    ms(started.elapsed()),
-                );
+                log_request("/v1/chat", stream.provider(), &model, ms(started.elapsed()));
                 streaming_response("application/x-ndjson", Body::from_stream(ndjson(stream)))
             }
             Err(e) => {
-                log_request(
-                    "/v1/chat",
-                    e.provider(),
-                    &model,
-                    e.status(),
-                    ms(started.elapsed()),
-                );
+                log_failure("/v1/chat", &model, &e, ms(started.elapsed()));
                 native_error(&e)
             }
         };
     }
     match state.gateway.chat(request).await {
         Ok(out) => {
-            log_request(
-                "/v1/chat",
-                Some(&out.route.provider),
-                &model,
-                StatusCode::OK,
-                ms(out.latency),
-            );
+            log_request("/v1/chat", &out.route.provider, &model, ms(out.latency));
             let r = out.response;
             let mut body = json!({
                 "model": if r.model.is_empty() { out.route.model.clone() } else { r.model },
@@ -173,13 +156,7 @@ pub async fn chat(
             axum::Json(body).into_response()
         }
         Err(e) => {
-            log_request(
-                "/v1/chat",
-                e.provider(),
-                &model,
-                e.status(),
-                ms(started.elapsed()),
-            );
+            log_failure("/v1/chat", &model, &e, ms(started.elapsed()));
             native_error(&e)
         }
     }

@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -17,7 +16,7 @@ use serde_json::{Map, Value, json};
 
 use super::native::ms;
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, checked, log_request, streaming_response};
+use super::{AppState, JsonBody, checked, log_failure, log_request, streaming_response};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::bindings::{ChatRequest, FinishReason};
@@ -230,31 +229,19 @@ pub async fn chat_completions(
     ) {
         Ok(r) => r,
         Err((e, named)) => {
-            log_request(ENDPOINT, None, &named, e.status(), ms(started.elapsed()));
+            log_failure(ENDPOINT, &named, &e, ms(started.elapsed()));
             return openai_error(&e);
         }
     };
     let model = shape.model.clone();
     let result = if request.stream {
         state.gateway.chat_stream(request).await.map(|stream| {
-            log_request(
-                ENDPOINT,
-                Some(stream.provider()),
-                &model,
-                StatusCode::OK,
-                ms(started.elapsed()),
-            );
+            log_request(ENDPOINT, stream.provider(), &model, ms(started.elapsed()));
             streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)))
         })
     } else {
         state.gateway.chat(request).await.map(|out| {
-            log_request(
-                ENDPOINT,
-                Some(&out.route.provider),
-                &model,
-                StatusCode::OK,
-                ms(out.latency),
-            );
+            log_request(ENDPOINT, &out.route.provider, &model, ms(out.latency));
             let r = out.response;
             let tool_calls = parse_json(r.tool_calls.as_deref());
             let mut message = json!({"role": "assistant", "content": r.content});
@@ -286,13 +273,7 @@ pub async fn chat_completions(
         })
     };
     result.unwrap_or_else(|e| {
-        log_request(
-            ENDPOINT,
-            e.provider(),
-            &model,
-            e.status(),
-            ms(started.elapsed()),
-        );
+        log_failure(ENDPOINT, &model, &e, ms(started.elapsed()));
         openai_error(&e)
     })
 }
@@ -529,7 +510,7 @@ mod tests {
         ] {
             let err = req(with(f, v)).unwrap_err();
             assert_eq!(err.param(), Some(f), "{err}");
-            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
         }
     }
 
