@@ -458,6 +458,45 @@ async fn oversized_bodies_are_413_json() {
 }
 
 #[tokio::test]
+async fn compressed_bodies_are_415_json() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let client = reqwest::Client::new();
+    for path in ["/v1/chat", "/v1/chat/completions"] {
+        let resp = client
+            .post(format!("{}{path}", gw.url))
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(vec![0x1f, 0x8b, 0x08, 0x00])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 415, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(
+            body["error"]["code"], "unsupported_media_type",
+            "{path}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("\"gzip\""),
+            "{body}"
+        );
+    }
+    // "identity" is no encoding at all.
+    let resp = client
+        .post(format!("{}/v1/chat", gw.url))
+        .header("content-encoding", "identity")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_answer_json() {
     let upstream = ollama_upstream().await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;

@@ -21,6 +21,9 @@ pub enum GatewayError {
     },
     #[error("request body is larger than the {limit}-byte limit")]
     PayloadTooLarge { limit: usize },
+    /// The request body is compressed (a `Content-Encoding` chatd does not decode).
+    #[error("request bodies with Content-Encoding {0:?} are not supported; send it uncompressed")]
+    UnsupportedEncoding(String),
     /// The client did not send its whole request body within `client_timeout_secs`.
     #[error("request body not received within {}s", .0.as_secs())]
     ClientTimeout(Duration),
@@ -127,6 +130,7 @@ impl GatewayError {
             GatewayError::Route(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::UpstreamStatus { .. }
             | GatewayError::UpstreamStream { .. }
@@ -152,6 +156,7 @@ impl GatewayError {
             GatewayError::Unsupported { .. } => "unsupported_by_provider",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::ClientTimeout(_) => "request_timeout",
+            GatewayError::UnsupportedEncoding(_) => "unsupported_media_type",
             GatewayError::Route(RouteError::NotRegistered { .. }) => "provider_not_registered",
             GatewayError::Route(_) => "invalid_model",
             GatewayError::RateLimited { .. } => "rate_limited",

@@ -22,13 +22,29 @@ impl Secret {
     }
 
     /// `text` with every occurrence of this secret replaced by `***`: upstream error bodies
-    /// sometimes quote the credential they rejected.
+    /// sometimes quote the credential they rejected, and some quote it upper- or lower-cased,
+    /// so letters match regardless of ASCII case.
     pub fn redact(&self, text: String) -> String {
         // Very short values would mangle ordinary text and cannot be real keys.
-        if self.0.len() < 8 || !text.contains(&self.0) {
+        if self.0.len() < 8 {
             return text;
         }
-        text.replace(&self.0, "***")
+        // ASCII case folding keeps byte offsets, so matches found in the folded copy are
+        // char boundaries of `text` too.
+        let folded = text.to_ascii_lowercase();
+        let needle = self.0.to_ascii_lowercase();
+        if !folded.contains(&needle) {
+            return text;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for (at, _) in folded.match_indices(&needle) {
+            out.push_str(&text[last..at]);
+            out.push_str("***");
+            last = at + needle.len();
+        }
+        out.push_str(&text[last..]);
+        out
     }
 }
 
@@ -178,5 +194,9 @@ mod tests {
             "bad key *** given"
         );
         assert_eq!(Secret::new("abc").redact("abc".into()), "abc");
+        assert_eq!(
+            s.redact("SK-LIVE-123 and sk-Live-123, é sk-live-123é".into()),
+            "*** and ***, é ***é"
+        );
     }
 }

@@ -111,6 +111,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
+        // Read as JSON, a gzip body would only be reported as "invalid JSON".
+        if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
+            let encoding = String::from_utf8_lossy(encoding.as_bytes())
+                .trim()
+                .to_owned();
+            if !encoding.eq_ignore_ascii_case("identity") {
+                return Err(GatewayError::UnsupportedEncoding(encoding));
+            }
+        }
         // Bounded in time as well as size: a client that stops halfway through its body would
         // otherwise hold the request (and a graceful shutdown) open forever.
         let patience = state.gateway.snapshot().config.client_timeout();
