@@ -576,6 +576,29 @@ async fn models_lists_tiers_and_upstream_models_cached() {
         .filter(|r| r.url.path() == "/api/tags")
         .count();
     assert_eq!(fetches, 1, "the second listing came from the cache");
+
+    // One entry, as the OpenAI SDK's models.retrieve asks for it.
+    let (status, body) = gw.get("/v1/models/ollama/qwen3:8b").await;
+    assert_eq!(
+        (status, body["id"].as_str()),
+        (200, Some("ollama/qwen3:8b")),
+        "{body}"
+    );
+    let (status, body) = gw.get("/v1/models/fast").await;
+    assert_eq!(
+        (status, body["target"].as_str()),
+        (200, Some("ollama/qwen3:8b")),
+        "{body}"
+    );
+    let (status, body) = gw.get("/v1/models/ollama/nope").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the model list")
+    );
 }
 
 #[tokio::test]
@@ -601,6 +624,10 @@ async fn a_hung_provider_holds_the_model_list_once() {
             "{body}"
         );
     }
+    // A model of that provider cannot be found: its listing's failure is the answer.
+    let (status, body) = gw.get("/v1/models/ollama/qwen3:8b").await;
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_timeout", "{body}");
     let fetches = upstream.received_requests().await.unwrap().len();
     assert_eq!(
         fetches, 1,

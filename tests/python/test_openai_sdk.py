@@ -707,6 +707,19 @@ def test_listed_model_ids_route_back(client: openai.OpenAI, mocks: Mocks):
     assert len(mocks.openrouter.requests_for("anthropic/claude-x")) == before + 1
 
 
+def test_models_retrieve(client: openai.OpenAI):
+    """``models.retrieve`` finds a tier and a provider model (its id holds slashes and a
+    colon); an id that is not listed is the SDK's NotFoundError."""
+    tier = next(iter(TIERS))
+    assert client.models.retrieve(tier).id == tier
+    listed = f"openrouter/{OPENROUTER_MODELS[0]['id']}"
+    model = client.models.retrieve(listed)
+    assert (model.id, model.owned_by) == (listed, OPENROUTER_MODELS[0]["owned_by"])
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("ollama/no-such-model:1b")
+    assert "not in the model list" in caught.value.body["message"]
+
+
 # --- 7. an upstream failure in the middle of a stream --------------------------------------------
 
 

@@ -47,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/providers", get(native::providers))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{*id}", get(openai::model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

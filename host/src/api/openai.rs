@@ -8,7 +8,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use super::native::ms;
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use super::{AppState, JsonBody, checked, log_failure, log_request, streaming_response};
 use crate::error::GatewayError;
-use crate::gateway::ChatStream;
+use crate::gateway::{ChatStream, ModelListing};
 use crate::runtime::bindings::{ChatRequest, FinishReason};
 
 /// The body of `POST /v1/chat/completions`.
@@ -448,6 +448,40 @@ fn push_event(out: &mut String, value: &Value) {
 /// `errors` and does not fail the list.
 pub async fn models(State(state): State<AppState>) -> Response {
     let listing = state.gateway.list_models().await;
+    let errors: Vec<Value> = listing
+        .errors
+        .iter()
+        .map(|(provider, e)| json!({"provider": provider, "code": e.code(), "message": e.to_string()}))
+        .collect();
+    let data = model_objects(&listing);
+    axum::Json(json!({"object": "list", "data": data, "errors": errors})).into_response()
+}
+
+/// `GET /v1/models/{id}`: one entry of the model list (the OpenAI SDK's `models.retrieve`).
+pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let listing = state.gateway.list_models().await;
+    if let Some(found) = model_objects(&listing)
+        .into_iter()
+        .find(|m| m["id"] == id.as_str())
+    {
+        return axum::Json(found).into_response();
+    }
+    // Not listed because its provider's listing failed: that failure is the answer.
+    let failed = listing.errors.iter().find(|(provider, _)| {
+        id.strip_prefix(provider.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    });
+    if let Some((_, e)) = failed {
+        return openai_error(e);
+    }
+    openai_error(&GatewayError::NotFound(format!(
+        "model {id:?} is not in the model list (GET /v1/models); it may still be routable"
+    )))
+}
+
+/// The model list's entries in OpenAI's shape: the tiers, then each provider's models with
+/// the provider's name in front (so each id routes back to it).
+fn model_objects(listing: &ModelListing) -> Vec<Value> {
     let mut data = Vec::new();
     for (tier, target) in &listing.tiers {
         data.push(json!({"id": tier, "object": "model", "created": 0, "owned_by": "chatd", "target": target}));
@@ -462,12 +496,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
             }));
         }
     }
-    let errors: Vec<Value> = listing
-        .errors
-        .iter()
-        .map(|(provider, e)| json!({"provider": provider, "code": e.code(), "message": e.to_string()}))
-        .collect();
-    axum::Json(json!({"object": "list", "data": data, "errors": errors})).into_response()
+    data
 }
 
 #[cfg(test)]
