@@ -497,6 +497,75 @@ async fn compressed_bodies_are_415_json() {
 }
 
 #[tokio::test]
+async fn browsers_of_configured_origins_pass_cors() {
+    let upstream = ollama_upstream().await;
+    let text = config(&upstream.uri()).replace(
+        "models_cache_secs = 60",
+        "models_cache_secs = 60\ncors_origins = [\"https://app.example\"]",
+    );
+    let gw = TestGateway::start(&text).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/chat/completions", gw.url);
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-stainless-os",
+            )
+            .send()
+    };
+    let resp = preflight("https://app.example").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example");
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-stainless-os")
+    );
+    let resp = preflight("https://evil.example").await.unwrap();
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+
+    let resp = client
+        .post(&url)
+        .header("origin", "https://app.example")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+}
+
+#[tokio::test]
+async fn without_cors_origins_no_cors_headers_are_sent() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let resp = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/chat", gw.url))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test]
 async fn unknown_paths_and_methods_answer_json() {
     let upstream = ollama_upstream().await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;

@@ -70,6 +70,9 @@ pub struct ChatdConfig {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before they are cut.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// Browser origins allowed to call the API (CORS), `["*"]` for any; none by default.
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
     /// Limits every adapter runs under.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -293,6 +296,7 @@ impl Config {
         if !(1..=86_400).contains(&c.client_timeout_secs) {
             return Err("chatd.client_timeout_secs must be between 1 and 86400".into());
         }
+        check_cors_origins(&c.cors_origins)?;
         if c.max_body_bytes < 1024 {
             return Err("chatd.max_body_bytes must be at least 1024".into());
         }
@@ -340,6 +344,29 @@ impl Config {
     pub fn timeout_for(&self, provider: &ProviderConfig) -> Duration {
         Duration::from_secs(provider.timeout_secs.unwrap_or(self.chatd.timeout_secs))
     }
+}
+
+/// Each CORS origin is `*` alone, or `scheme://host[:port]` as a browser sends it in `Origin`.
+fn check_cors_origins(origins: &[String]) -> Result<(), String> {
+    if origins.iter().any(|o| o == "*") {
+        if origins.len() > 1 {
+            return Err(
+                "chatd.cors_origins: \"*\" allows every origin; list no others with it".into(),
+            );
+        }
+        return Ok(());
+    }
+    for origin in origins {
+        let url = url::Url::parse(origin)
+            .map_err(|e| format!("chatd.cors_origins: {origin:?} is not an origin: {e}"))?;
+        let bare = url.origin().ascii_serialization();
+        if !matches!(url.scheme(), "http" | "https") || bare != origin.trim_end_matches('/') {
+            return Err(format!(
+                "chatd.cors_origins: {origin:?} is not an origin (want scheme://host[:port], e.g. {bare:?})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), String> {
@@ -525,6 +552,27 @@ mod tests {
                 .contains("timeout_secs must be at least 1")
         );
         assert!(err("[chatd]\nbind = \"nope\"\n").contains("bind"));
+        const PROVIDER: &str = "[chatd.providers.ollama]\nadapter = \"ollama\"\n";
+        for (origins, wanted) in [
+            (r#"["*", "https://a.example"]"#, "list no others"),
+            (r#"["https://a.example/app"]"#, "not an origin"),
+            (r#"["ftp://a.example"]"#, "not an origin"),
+            (r#"["a.example"]"#, "not an origin"),
+            (r#"["https://A.example"]"#, "https://a.example"),
+        ] {
+            let e = err(&format!("[chatd]\ncors_origins = {origins}\n{PROVIDER}"));
+            assert!(
+                e.contains("cors_origins") && e.contains(wanted),
+                "{origins}: {e}"
+            );
+        }
+        for origins in [
+            r#"["*"]"#,
+            r#"["https://a.example/", "http://localhost:5173"]"#,
+        ] {
+            let text = format!("[chatd]\ncors_origins = {origins}\n{PROVIDER}");
+            assert!(parse(&text).is_ok(), "{origins}");
+        }
         for bad in ["0", "86401"] {
             assert!(
                 err(&format!("[chatd]\nclient_timeout_secs = {bad}\n"))

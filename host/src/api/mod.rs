@@ -32,6 +32,7 @@ pub struct AppState {
 
 /// The full router.
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let cors = cors_layer(&gateway.snapshot().config.chatd.cors_origins);
     let state = AppState { gateway };
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
@@ -40,7 +41,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             state.clone(),
             admin::require_token,
         ));
-    Router::new()
+    let router = Router::new()
         .merge(admin)
         .route("/healthz", get(healthz))
         .route("/v1/chat", post(native::chat))
@@ -52,8 +53,38 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
-        ))
-        .with_state(state)
+        ));
+    // No layer at all unless configured: most deployments serve programs, not browsers.
+    match cors {
+        Some(cors) => router.layer(cors).with_state(state),
+        None => router.with_state(state),
+    }
+}
+
+/// CORS for the configured browser origins (validated with the config), answering
+/// preflights itself. Request headers are mirrored: SDKs send their own (`x-stainless-*`).
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| o.trim_end_matches('/').parse().ok()),
+        )
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([header::RETRY_AFTER])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 async fn healthz() -> Response {
