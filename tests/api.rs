@@ -680,6 +680,12 @@ async fn a_hung_provider_holds_the_model_list_once() {
         .await;
     // timeout_secs = 2 in this config: the listing gives up then, not after a minute.
     let gw = TestGateway::start(&config(&upstream.uri())).await;
+    // Concurrent first calls wait for one fetch; later ones get the remembered failure.
+    let first = futures_util::future::join_all((0..4).map(|_| gw.get("/v1/models"))).await;
+    for (status, body) in first {
+        assert_eq!(status, 200);
+        assert_eq!(body["errors"][0]["code"], "upstream_timeout", "{body}");
+    }
     for _ in 0..3 {
         let (status, body) = gw.get("/v1/models").await;
         assert_eq!(status, 200);

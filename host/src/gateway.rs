@@ -360,6 +360,8 @@ pub struct Gateway {
     stats: StatsRegistry,
     config_path: PathBuf,
     models_cache: Mutex<HashMap<String, CachedModels>>,
+    /// One per provider: concurrent listings wait for one fetch instead of each making one.
+    listing_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Serialises reloads: each one builds on the snapshot the previous one installed.
     reload_lock: tokio::sync::Mutex<()>,
     last_reload: Mutex<Option<ReloadReport>>,
@@ -470,6 +472,7 @@ impl Gateway {
             stats,
             config_path,
             models_cache: Mutex::new(HashMap::new()),
+            listing_locks: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(None),
             adapters_dir,
@@ -623,6 +626,12 @@ impl Gateway {
             if let Some(hit) = self.cached_models(&p.name, &key, ttl) {
                 return (p.name.clone(), hit);
             }
+            let lock = self.listing_lock(&p.name);
+            let _fetching = lock.lock().await;
+            // Another call may have fetched the list while this one waited.
+            if let Some(hit) = self.cached_models(&p.name, &key, ttl) {
+                return (p.name.clone(), hit);
+            }
             let limit = LISTING_TIMEOUT.min(p.target.timeout);
             let result = match tokio::time::timeout(limit, self.fetch_models(p)).await {
                 Ok(result) => result.map(Arc::new),
@@ -655,6 +664,11 @@ impl Gateway {
             }
         }
         listing
+    }
+
+    fn listing_lock(&self, provider: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.listing_locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(provider.to_owned()).or_default().clone()
     }
 
     fn lock_models_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedModels>> {
