@@ -172,7 +172,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| format!("cannot link WASI: {e}"))?;
         let slots = Arc::new(Semaphore::new(n as usize));
-        let clock = EpochClock::start(&engine, slots.clone(), n as usize)?;
+        let clock = EpochClock::start(&engine, slots.clone(), n)?;
         let ticks = config
             .call_budget
             .as_micros()
@@ -231,11 +231,7 @@ impl Runtime {
     /// Adapter instances alive now (calls running, and instances kept for a request's next
     /// call), out of `config().max_instances`.
     pub fn instances_in_use(&self) -> u32 {
-        let free = self.inner.slots.available_permits();
-        self.inner
-            .config
-            .max_instances
-            .saturating_sub(u32::try_from(free).unwrap_or(u32::MAX))
+        in_use(&self.inner.slots, self.inner.config.max_instances)
     }
 
     /// Waits for a free instance slot, at most [`SLOT_WAIT`]: waiting smooths bursts, the
@@ -257,6 +253,11 @@ impl Runtime {
     }
 }
 
+/// Slots taken out of `max` (the epoch clock holds the semaphore, not the runtime).
+fn in_use(slots: &Semaphore, max: u32) -> u32 {
+    max.saturating_sub(u32::try_from(slots.available_permits()).unwrap_or(u32::MAX))
+}
+
 /// The thread that advances the engine's epoch every [`EPOCH_TICK`] while any adapter
 /// instance is alive, so that an idle chatd does not wake up 200 times a second.
 struct EpochClock {
@@ -266,7 +267,7 @@ struct EpochClock {
 
 impl EpochClock {
     /// Starts the clock; it stops once the engine is dropped.
-    fn start(engine: &Engine, slots: Arc<Semaphore>, max: usize) -> Result<EpochClock, String> {
+    fn start(engine: &Engine, slots: Arc<Semaphore>, max: u32) -> Result<EpochClock, String> {
         let weak = engine.weak();
         let ticks = Arc::new(AtomicU64::new(0));
         let counter = ticks.clone();
@@ -280,7 +281,7 @@ impl EpochClock {
                     std::thread::sleep(EPOCH_TICK);
                     // An instance created after this check unparks the thread (park returns at
                     // once if that happened before it), so no call misses its ticks for long.
-                    if slots.available_permits() == max {
+                    if in_use(&slots, max) == 0 {
                         std::thread::park_timeout(IDLE_EPOCH_SLEEP);
                     }
                 }
