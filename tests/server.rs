@@ -25,6 +25,20 @@ async fn start(
     tokio::task::JoinHandle<std::io::Result<()>>,
     tempfile::TempDir,
 ) {
+    start_with_upstream(client_timeout_secs, grace_secs, "http://127.0.0.1:9").await
+}
+
+/// Like [`start`], with the `ollama` provider at `upstream`.
+async fn start_with_upstream(
+    client_timeout_secs: u64,
+    grace_secs: u64,
+    upstream: &str,
+) -> (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lakehouse.toml");
     std::fs::write(
@@ -33,7 +47,7 @@ async fn start(
             "[chatd]\nclient_timeout_secs = {client_timeout_secs}\n\
              shutdown_grace_secs = {grace_secs}\n\
              adapters_dir = \"\"\n\
-             [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"http://127.0.0.1:9\"\n"
+             [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"{upstream}\"\n"
         ),
     )
     .unwrap();
@@ -129,4 +143,35 @@ async fn shutdown_cuts_a_request_that_outlasts_the_grace() {
         TcpStream::connect(&addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+#[tokio::test]
+async fn an_answer_may_take_longer_than_the_client_timeout() {
+    // The client timeout bounds the client sending its request, not chatd (or the upstream)
+    // preparing the answer: a model thinking for minutes must not be cut.
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(2500))
+                .set_body_json(serde_json::json!({
+                    "model": "m", "message": {"role": "assistant", "content": "slow"},
+                    "done": true, "done_reason": "stop"
+                })),
+        )
+        .mount(&upstream)
+        .await;
+    let (addr, _stop, _server, _dir) = start_with_upstream(1, 30, &upstream.uri()).await;
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/chat"))
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["content"], "slow", "{body}");
 }
