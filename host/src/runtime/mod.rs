@@ -87,13 +87,24 @@ impl CallError {
             return CallError::MemoryLimit;
         }
         let mut message = adapter::error_chain(e);
-        let stderr = sandbox.stderr();
+        let stderr = one_line(&sandbox.stderr());
         if !stderr.is_empty() {
             let stderr: String = stderr.chars().take(300).collect();
             message = format!("{message} (adapter stderr: {stderr})");
         }
         CallError::Trap(message)
     }
+}
+
+/// A guest's stderr as one line for an error message and its log line: std's hint to set
+/// `RUST_BACKTRACE` is dropped (a sandbox has no environment to set it in).
+fn one_line(stderr: &str) -> String {
+    stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 /// Settings the runtime is built with.
