@@ -502,12 +502,15 @@ pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        let first = text
+        // Some causes span lines (wasmparser prints its expected and actual magic bytes as a
+        // pretty list): keep all of it, as one line.
+        let joined = text
             .lines()
-            .next()
-            .unwrap_or("")
-            .trim()
-            .trim_end_matches(':');
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let first = joined.trim_end_matches(':');
         if first.is_empty()
             || first.starts_with("error while executing at wasm backtrace")
             || parts.iter().any(|p| p.contains(first))

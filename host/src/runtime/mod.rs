@@ -310,3 +310,22 @@ impl EpochClock {
         self.thread.unpark();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_line_load_error_is_reported_whole_on_one_line() {
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        // Not even a wasm header: the parser lists the expected and actual bytes over lines.
+        let Err(LoadError::Compile(message)) = runtime.compile(b"junk") else {
+            panic!("junk compiled");
+        };
+        assert!(!message.contains('\n'), "{message:?}");
+        assert!(
+            message.contains("expected=[") && message.contains("actual="),
+            "{message}"
+        );
+    }
+}
