@@ -875,7 +875,7 @@ impl Drop for ChatStream {
             tracing::info!(
                 provider = %self.provider.name,
                 model = %self.route.model,
-                after_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
+                after_ms = format_args!("{:.3}", elapsed_ms(self.started)),
                 "stream cancelled: the client went away"
             );
         }
@@ -912,7 +912,7 @@ impl ChatStream {
     /// of its own (how long it ran, and why it failed if it did).
     fn end(&mut self, error: Option<&GatewayError>) {
         self.close(error.is_none());
-        let duration_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0);
+        let duration_ms = format_args!("{:.3}", elapsed_ms(self.started));
         match error {
             None => tracing::info!(
                 provider = %self.provider.name,
@@ -1084,6 +1084,11 @@ async fn hold_while<T>(
     }
 }
 
+/// Milliseconds since `started`, for log lines.
+fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
 /// Logs a non-streamed exchange whose future was dropped before it finished (its client
 /// went away): the handler never gets to write the request's log line.
 struct CancelNotice<'a> {
@@ -1104,7 +1109,7 @@ impl Drop for CancelNotice<'_> {
         tracing::info!(
             provider = self.provider,
             model = self.model,
-            after_ms = format_args!("{:.3}", self.started.elapsed().as_secs_f64() * 1000.0),
+            after_ms = format_args!("{:.3}", elapsed_ms(self.started)),
             "request cancelled: the client went away"
         );
     }

@@ -134,7 +134,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = GatewayError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.gateway.snapshot().config.chatd.max_body_bytes;
+        // One snapshot for both limits: this runs on every request.
+        let snap = state.gateway.snapshot();
+        let limit = snap.config.chatd.max_body_bytes;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -154,7 +156,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         }
         // Bounded in time as well as size: a client that stops halfway through its body would
         // otherwise hold the request (and a graceful shutdown) open forever.
-        let patience = state.gateway.snapshot().config.client_timeout();
+        let patience = snap.config.client_timeout();
         let bytes = tokio::time::timeout(patience, axum::body::to_bytes(req.into_body(), limit))
             .await
             .map_err(|_| GatewayError::ClientTimeout(patience))?
