@@ -25,14 +25,15 @@ async fn start(
     tokio::task::JoinHandle<std::io::Result<()>>,
     tempfile::TempDir,
 ) {
-    start_with_upstream(client_timeout_secs, grace_secs, "http://127.0.0.1:9").await
+    start_with_upstream(client_timeout_secs, grace_secs, "http://127.0.0.1:9", "").await
 }
 
-/// Like [`start`], with the `ollama` provider at `upstream`.
+/// Like [`start`], with the `ollama` provider at `upstream` and `extra` lines in `[chatd]`.
 async fn start_with_upstream(
     client_timeout_secs: u64,
     grace_secs: u64,
     upstream: &str,
+    extra: &str,
 ) -> (
     String,
     tokio::sync::oneshot::Sender<()>,
@@ -45,7 +46,7 @@ async fn start_with_upstream(
         &path,
         format!(
             "[chatd]\nclient_timeout_secs = {client_timeout_secs}\n\
-             shutdown_grace_secs = {grace_secs}\n\
+             shutdown_grace_secs = {grace_secs}\n{extra}\n\
              adapters_dir = \"\"\n\
              [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"{upstream}\"\n"
         ),
@@ -164,7 +165,7 @@ async fn an_answer_may_take_longer_than_the_client_timeout() {
         )
         .mount(&upstream)
         .await;
-    let (addr, _stop, _server, _dir) = start_with_upstream(1, 30, &upstream.uri()).await;
+    let (addr, _stop, _server, _dir) = start_with_upstream(1, 30, &upstream.uri(), "").await;
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/v1/chat"))
         .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
@@ -174,4 +175,73 @@ async fn an_answer_may_take_longer_than_the_client_timeout() {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["content"], "slow", "{body}");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_on_every_thread() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_millis(3000))
+                .set_body_json(serde_json::json!({
+                    "model": "m", "message": {"role": "assistant", "content": "done"},
+                    "done": true, "done_reason": "stop"
+                })),
+        )
+        .mount(&upstream)
+        .await;
+    let (addr, stop, server, _dir) =
+        start_with_upstream(30, 30, &upstream.uri(), "threads = 3").await;
+    // One connection per request, so the requests spread over the threads that accept them.
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let url = format!("http://{addr}/v1/chat");
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .pool_max_idle_per_host(0)
+                    .build()
+                    .unwrap();
+                let resp = client
+                    .post(url)
+                    .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    // Every request reaches the (slow) upstream before the shutdown starts.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while upstream.received_requests().await.unwrap().len() < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !server.is_finished(),
+        "serve returned while requests were in flight"
+    );
+    for request in requests {
+        let (status, body) = tokio::time::timeout(GUARD, request).await.unwrap().unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["content"], "done", "{body}");
+    }
+    tokio::time::timeout(GUARD, server)
+        .await
+        .expect("serve did not return after its requests finished")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(&addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }

@@ -116,6 +116,8 @@ fn config_text(base_url: &str) -> String {
         [chatd]
         default_provider = "secure"
         timeout_secs = 5
+        # Each server thread has its own upstream pool: one thread, so one pooled connection.
+        threads = 1
         [chatd.providers.secure]
         adapter = "openai_compat"
         base_url = "{base_url}"

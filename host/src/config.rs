@@ -12,6 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+/// Upper bound of `chatd.threads`: each thread is an event loop with its own upstream
+/// connections; more than this is a typo, not a tuning.
+const MAX_THREADS: usize = 256;
+
 /// Everything that can be wrong with a config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,6 +77,10 @@ pub struct ChatdConfig {
     /// Browser origins allowed to call the API (CORS), `["*"]` for any; none by default.
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Threads serving client connections, each with its own event loop; one per CPU when
+    /// unset.
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// Limits every adapter runs under.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -297,6 +305,13 @@ impl Config {
             return Err("chatd.client_timeout_secs must be between 1 and 86400".into());
         }
         check_cors_origins(&c.cors_origins)?;
+        if let Some(threads) = c.threads
+            && !(1..=MAX_THREADS).contains(&threads)
+        {
+            return Err(format!(
+                "chatd.threads must be between 1 and {MAX_THREADS} (leave it out for one per CPU)"
+            ));
+        }
         if c.max_body_bytes < 1024 {
             return Err("chatd.max_body_bytes must be at least 1024".into());
         }
@@ -328,6 +343,13 @@ impl Config {
     fn provider_names(&self) -> String {
         let names: Vec<&str> = self.chatd.providers.keys().map(String::as_str).collect();
         names.join(", ")
+    }
+
+    /// How many threads serve client connections (see `threads`).
+    pub fn server_threads(&self) -> usize {
+        self.chatd.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
+        })
     }
 
     /// How long a client may take to send a request head or body (see `client_timeout_secs`).
@@ -580,5 +602,17 @@ mod tests {
                 "{bad}"
             );
         }
+        for bad in ["0", "257"] {
+            assert!(
+                err(&format!("[chatd]\nthreads = {bad}\n{PROVIDER}"))
+                    .contains("chatd.threads must be between 1 and 256"),
+                "{bad}"
+            );
+        }
+        assert!(err("[chatd]\nthreads = -1\n").contains("threads"));
+        let two = parse(&format!("[chatd]\nthreads = 2\n{PROVIDER}")).unwrap();
+        assert_eq!(two.server_threads(), 2);
+        let auto = parse(&format!("[chatd]\n{PROVIDER}")).unwrap();
+        assert!(auto.server_threads() >= 1);
     }
 }

@@ -324,6 +324,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if old.chatd.cors_origins != new.chatd.cors_origins {
         tracing::warn!("chatd.cors_origins changed: takes effect after a restart");
     }
+    if old.chatd.threads != new.chatd.threads {
+        tracing::warn!("chatd.threads changed: takes effect after a restart");
+    }
     let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
         tracing::warn!("chatd.sandbox changed: takes effect after a restart");

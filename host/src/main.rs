@@ -173,7 +173,11 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(addr = %local, "chatd listening");
+    tracing::info!(
+        addr = %local,
+        threads = gateway.snapshot().config.server_threads(),
+        "chatd listening"
+    );
     chatd::reload::spawn(gateway.clone(), hup);
     chatd::api::serve(listener, gateway.clone(), shutdown_signal())
         .await

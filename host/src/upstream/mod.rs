@@ -1,6 +1,6 @@
-//! Upstream HTTP: one shared client (hyper's pooled client, TLS by rustls, proxies from the
-//! environment), requests built by adapters sent with host-owned auth, and the framing of
-//! streamed bodies into events for the adapter.
+//! Upstream HTTP: hyper's pooled client (TLS by rustls, proxies from the environment, one
+//! connection pool per thread), requests built by adapters sent with host-owned auth, and the
+//! framing of streamed bodies into events for the adapter.
 
 mod connect;
 mod framing;
@@ -14,6 +14,7 @@ use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use thread_local::ThreadLocal;
 
 pub use framing::{FrameTooLong, Framer};
 
@@ -144,10 +145,16 @@ fn is_plain_path(path: &str) -> bool {
             .any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'e'))
 }
 
-/// The shared upstream client.
+type PooledClient = Client<connect::Connector, Full<Bytes>>;
+
+/// The upstream client: connection pools, proxies, limits.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<connect::Connector, Full<Bytes>>,
+    /// One pool per thread: each server thread runs its own event loop (see
+    /// [`crate::api::serve`]), and a connection driven by another thread's loop would make
+    /// every exchange wake that thread. Idle connections per upstream: up to one set per thread.
+    clients: Arc<ThreadLocal<PooledClient>>,
+    connector: connect::Connector,
     proxies: Arc<Proxies>,
     max_body_bytes: usize,
 }
@@ -183,21 +190,28 @@ pub enum Opened {
 }
 
 impl Upstream {
-    /// Builds the client. One client (one connection pool) serves every provider. Redirects
-    /// are not followed: a provider's redirect is an answer to surface, not something to
-    /// follow with the key attached.
+    /// Builds the client; every provider shares its pools. Redirects are not followed: a
+    /// provider's redirect is an answer to surface, not something to follow with the key
+    /// attached.
     pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
         let roots = connect::roots_from_env()?;
         let proxies = Arc::new(Proxies::from_env());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connect::Connector::new(proxies.clone(), roots));
         Ok(Upstream {
-            client,
+            clients: Arc::new(ThreadLocal::new()),
+            connector: connect::Connector::new(proxies.clone(), roots),
             proxies,
             max_body_bytes,
+        })
+    }
+
+    /// This thread's client (created on first use).
+    fn client(&self) -> &PooledClient {
+        self.clients.get_or(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .build(self.connector.clone())
         })
     }
 
@@ -210,7 +224,7 @@ impl Upstream {
         let request = self.prepare(target, req)?;
         let exchange = async {
             let response = self
-                .client
+                .client()
                 .request(request)
                 .await
                 .map_err(|e| unreachable(target, &e))?;
@@ -230,7 +244,7 @@ impl Upstream {
         framing: StreamFraming,
     ) -> Result<Opened, GatewayError> {
         let request = self.prepare(target, req)?;
-        let response = tokio::time::timeout(target.timeout, self.client.request(request))
+        let response = tokio::time::timeout(target.timeout, self.client().request(request))
             .await
             .map_err(|_| timeout(target))?
             .map_err(|e| unreachable(target, &e))?;
