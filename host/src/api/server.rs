@@ -5,21 +5,25 @@
 //! opens keep-alive connections and never uses them) holds a connection and a file
 //! descriptor forever, and a graceful shutdown waits for it forever too.
 //!
-//! Why a single-threaded runtime per thread, each accepting from the shared listening socket
-//! (the model of nginx's and Envoy's workers), rather than one work-stealing runtime: a request
+//! Why a single-threaded runtime per thread rather than one work-stealing runtime: a request
 //! is a chain of wake-ups (client connection, upstream connection, back), and with work
 //! stealing each hop can land on, and first wake, the other worker. Each thread here keeps a
 //! connection's whole request on itself, with its own upstream connection pool (see
-//! [`crate::upstream`]). Measured at 64 concurrent requests on 2 CPUs: see bench/README.md.
+//! [`crate::upstream`]) — the model of nginx's and Envoy's workers. The caller's runtime
+//! accepts and hands each connection to the thread serving the fewest: with every thread
+//! accepting from the shared socket instead, whichever thread was awake took the next
+//! connection, and a measured c=64 run ended with two thirds of the load on one thread.
+//! Measured at 64 concurrent requests on 2 CPUs: see bench/README.md.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::gateway::Gateway;
 
@@ -27,47 +31,52 @@ use crate::gateway::Gateway;
 /// descriptors), so the loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A server thread as the acceptor sees it.
+struct Worker {
+    connections: mpsc::UnboundedSender<std::net::TcpStream>,
+    /// Connections it is serving now.
+    load: Arc<AtomicUsize>,
+}
+
 /// Serves the API on `listener` until `shutdown` resolves; then stops accepting, lets
 /// in-flight requests finish for at most `chatd.shutdown_grace_secs`, and returns.
 ///
 /// Connections are served by `chatd.threads` threads of their own, whatever runtime calls
-/// this.
+/// this; the calling runtime only accepts.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = listener.into_std()?;
     let threads = gateway.snapshot().config.server_threads();
     let app = super::router(gateway.clone());
-    let (stop, stopping) = watch::channel(false);
+    let mut workers = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads {
-        // Everything that can fail happens here, so a failure is the caller's error rather
-        // than a thread that silently serves nothing.
+        // Fails here, as the caller's error, rather than as a thread that serves nothing.
         let mut builder = tokio::runtime::Builder::new_current_thread();
         let runtime = crate::runtime::drop_on_park(&mut builder)
             .enable_all()
             .build()?;
-        let own = {
-            let _entered = runtime.enter();
-            tokio::net::TcpListener::from_std(listener.try_clone()?)?
-        };
-        let (app, gateway, stopping) = (app.clone(), gateway.clone(), stopping.clone());
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let load = Arc::new(AtomicUsize::new(0));
+        let (app, gateway, counted) = (app.clone(), gateway.clone(), load.clone());
         let (done, finished_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("chatd-http-{index}"))
             .spawn(move || {
-                runtime.block_on(accept_loop(own, app, gateway, stopping));
+                runtime.block_on(serve_connections(incoming, app, gateway, counted));
                 // Tells `serve` this thread's connections are finished (or were cut after
                 // the grace period).
                 drop(done);
             })?;
+        workers.push(Worker { connections, load });
         finished.push(finished_rx);
     }
+    accept(&listener, &workers, shutdown).await;
+    // Closing the channels tells every thread to stop taking connections and shut down.
     drop(listener);
-    shutdown.await;
-    let _ = stop.send(true);
+    drop(workers);
     for thread in finished {
         // An error only means the thread ended without saying so: finished either way.
         let _ = thread.await;
@@ -75,15 +84,15 @@ pub async fn serve(
     Ok(())
 }
 
-/// One thread's share of the work: accepts from the shared socket (whichever thread is idle
-/// takes the next connection) and serves what it accepted, until told to stop.
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    gateway: Arc<Gateway>,
-    mut stopping: watch::Receiver<bool>,
+/// Accepts until `shutdown`, handing each connection to the least loaded thread.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    workers: &[Worker],
+    shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Where the search for the least loaded thread starts, rotated so ties spread out.
+    let mut next = 0;
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -95,12 +104,53 @@ async fn accept_loop(
                     continue;
                 }
             },
-            // A dropped sender is a stop too: nobody is left to serve for.
-            _ = stopping.wait_for(|stop| *stop) => break,
+            () = &mut shutdown => return,
         };
         // Without TCP_NODELAY, Nagle's algorithm holds small stream chunks back until the
         // client's delayed ACK (~40 ms on Linux): fatal for token streaming.
         let _ = tcp.set_nodelay(true);
+        let Ok(tcp) = tcp.into_std() else { continue };
+        let chosen =
+            &workers[least_loaded(workers.iter().map(|w| w.load.load(Ordering::Relaxed)), next)];
+        next = (next + 1) % workers.len();
+        chosen.load.fetch_add(1, Ordering::Relaxed);
+        if chosen.connections.send(tcp).is_err() {
+            // Only a thread that died (a panic outside any request) closes its channel.
+            chosen.load.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!("a server thread has stopped; connection dropped");
+        }
+    }
+}
+
+/// The index of the smallest load; among equal ones, the first from `start` on (wrapping),
+/// so that ties do not all go to the first thread.
+fn least_loaded(loads: impl ExactSizeIterator<Item = usize>, start: usize) -> usize {
+    let count = loads.len();
+    let loads: Vec<usize> = loads.collect();
+    (0..count)
+        .map(|i| (start + i) % count)
+        .min_by_key(|&i| loads[i])
+        .unwrap_or(0)
+}
+
+/// One thread's work: serves the connections handed to it until the acceptor closes the
+/// channel, then lets them finish within the grace period.
+async fn serve_connections(
+    mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    app: axum::Router,
+    gateway: Arc<Gateway>,
+    load: Arc<AtomicUsize>,
+) {
+    let connections = GracefulShutdown::new();
+    while let Some(tcp) = incoming.recv().await {
+        let finished = Finished(load.clone());
+        let tcp = match tokio::net::TcpStream::from_std(tcp) {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch an accepted connection");
+                continue;
+            }
+        };
         // Read per connection, so a reload changes it for the connections that follow.
         let patience = gateway.snapshot().config.client_timeout();
         let connection = http1::Builder::new()
@@ -113,9 +163,9 @@ async fn accept_loop(
         tokio::spawn(async move {
             // A client that resets or times out is its own problem, not the server's.
             let _ = connection.await;
+            drop(finished);
         });
     }
-    drop(listener);
     let grace = gateway.snapshot().config.shutdown_grace();
     if tokio::time::timeout(grace, connections.shutdown())
         .await
@@ -128,6 +178,15 @@ async fn accept_loop(
     }
 }
 
+/// Counts a connection out of its thread's load when it ends, however it ends.
+struct Finished(Arc<AtomicUsize>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Accept errors that concern one connection only (it was reset before it was accepted).
 fn is_per_connection(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
@@ -135,4 +194,36 @@ fn is_per_connection(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionAborted | ConnectionReset
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_loaded;
+
+    #[test]
+    fn connections_go_to_the_least_loaded_thread() {
+        assert_eq!(least_loaded([3, 1, 2].into_iter(), 0), 1);
+        assert_eq!(least_loaded([3, 1, 2].into_iter(), 2), 1);
+        assert_eq!(least_loaded([5].into_iter(), 0), 0);
+    }
+
+    #[test]
+    fn ties_rotate_from_the_start_index() {
+        assert_eq!(least_loaded([0, 0, 0].into_iter(), 0), 0);
+        assert_eq!(least_loaded([0, 0, 0].into_iter(), 1), 1);
+        assert_eq!(least_loaded([0, 0, 0].into_iter(), 2), 2);
+        assert_eq!(least_loaded([1, 0, 0].into_iter(), 0), 1);
+        assert_eq!(least_loaded([0, 1, 0].into_iter(), 1), 2);
+    }
+
+    #[test]
+    fn keep_alive_connections_end_up_even() {
+        // Connections that stay open: the acceptor's rule alone decides the spread.
+        let mut loads = [0usize; 2];
+        for next in 0..64 {
+            let i = least_loaded(loads.iter().copied(), next % 2);
+            loads[i] += 1;
+        }
+        assert_eq!(loads, [32, 32]);
+    }
 }
