@@ -132,6 +132,10 @@ async fn dropping_a_new_file_swaps_the_adapter_and_a_bad_file_is_rejected() {
     );
     let took = wait_for_content(&client, &chatd, "echo v2").await;
     eprintln!("file renamed into place -> new version serving: {took:?}");
+    chatd.wait_for_log(
+        r#"swapped=["echo 1.0.0 -> 2.0.0"]"#,
+        Duration::from_secs(30),
+    );
     let (_, providers) = admin(&chatd, reqwest::Method::GET, "/v1/chat/providers", None).await;
     let adapter = &providers["providers"][0]["adapter"];
     assert_eq!(adapter["version"], "2.0.0");
@@ -434,6 +438,7 @@ async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_relo
     .await;
     let (status, _) = content(&client, &chatd).await;
     assert_eq!(status, 404);
+    chatd.wait_for_log(r#"removed=["echo"]"#, Duration::from_secs(30));
 
     // Later deploys still take effect.
     deploy(
@@ -450,4 +455,5 @@ async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_relo
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    chatd.wait_for_log(r#"swapped=["echo 2.0.0 (new)"]"#, Duration::from_secs(30));
 }

@@ -324,6 +324,53 @@ fn check_command_reports_adapters_and_keys_without_printing_keys() {
 }
 
 #[test]
+fn check_fails_when_the_default_provider_cannot_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lakehouse.toml");
+    std::fs::write(
+        &config,
+        "[chatd]\ndefault_provider = \"cloud\"\nadapters_dir = \"\"\n\
+         [chatd.providers.cloud]\nadapter = \"ollama_cloud\"\nkey_env = \"CHATD_CHECK_UNSET_KEY\"\n\
+         [chatd.providers.ollama]\nadapter = \"ollama\"\n",
+    )
+    .unwrap();
+    let args = ["check", "--config", config.to_str().unwrap()];
+    let (code, out) = run_chatd(&args, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "default provider cloud: NOT registered, so bare model names cannot be served"
+        ),
+        "{out}"
+    );
+    let (code, out) = run_chatd(&args, &[("CHATD_CHECK_UNSET_KEY", "k")]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn adapters_list_columns_fit_their_longest_cell() {
+    let config = support::workspace().join("lakehouse.toml");
+    let (code, out) = run_chatd(
+        &["adapters", "list", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().filter(|l| !l.starts_with(' ')).collect();
+    let source = lines[0].find("SOURCE").expect("a header line");
+    // openai_compat serves three providers: the longest USED BY cell.
+    assert!(
+        lines.iter().any(|l| l.contains("kimi,opencode,openrouter")),
+        "{out}"
+    );
+    for line in &lines[1..] {
+        assert!(
+            line[..source].ends_with("  ") && !line[source..].starts_with(' '),
+            "SOURCE column misaligned:\n{out}"
+        );
+    }
+}
+
+#[test]
 fn invalid_config_fails_fast_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");

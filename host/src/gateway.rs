@@ -274,18 +274,28 @@ impl ReloadReport {
         error: Option<String>,
         started: Instant,
     ) -> Self {
-        let swapped = after
+        let mut swapped = Vec::new();
+        let mut versions = Vec::new();
+        for (name, entry) in &after.adapters.entries {
+            let Some(new) = entry.active.as_ref() else {
+                continue;
+            };
+            let old = before.adapters.get(name);
+            if old.is_some_and(|old| Arc::ptr_eq(old, new)) {
+                continue;
+            }
+            swapped.push(name.clone());
+            versions.push(match old {
+                Some(old) => format!("{name} {} -> {}", old.info.version, new.info.version),
+                None => format!("{name} {} (new)", new.info.version),
+            });
+        }
+        let removed = before
             .adapters
             .entries
             .iter()
-            .filter_map(|(name, entry)| {
-                let new = entry.active.as_ref()?;
-                let changed = before
-                    .adapters
-                    .get(name)
-                    .is_none_or(|old| !Arc::ptr_eq(old, new));
-                changed.then(|| name.clone())
-            })
+            .filter(|(name, entry)| entry.active.is_some() && after.adapters.get(name).is_none())
+            .map(|(name, _)| name.clone())
             .collect();
         let rejected = after
             .adapters
@@ -309,6 +319,8 @@ impl ReloadReport {
             ok: error.is_none(),
             error,
             swapped,
+            versions,
+            removed,
             rejected,
             providers: after.providers.keys().cloned().collect(),
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -394,6 +406,10 @@ pub struct ReloadReport {
     pub error: Option<String>,
     /// Adapters now serving a different version (`name`).
     pub swapped: Vec<String>,
+    /// The same swaps with their versions: `name old -> new`, or `name version (new)`.
+    pub versions: Vec<String>,
+    /// Adapters no longer loaded (their file was removed).
+    pub removed: Vec<String>,
     /// Adapter files that failed validation (the previous version keeps serving).
     pub rejected: Vec<RejectedAdapter>,
     /// Registered providers after the reload.
@@ -539,7 +555,14 @@ impl Gateway {
             Err(error) => ReloadReport::new(trigger, &current, &current, Some(error), started),
         };
         if report.ok {
-            tracing::info!(trigger, swapped = ?report.swapped, rejected = report.rejected.len(), took_ms = format_args!("{:.1}", report.took_ms), "reloaded");
+            tracing::info!(
+                trigger,
+                swapped = ?report.versions,
+                removed = ?report.removed,
+                rejected = report.rejected.len(),
+                took_ms = format_args!("{:.1}", report.took_ms),
+                "reloaded"
+            );
         } else {
             tracing::error!(
                 trigger,

@@ -130,13 +130,15 @@ fn bound_malloc_arenas() {
     }
 }
 
-/// Logs to stderr, in batches when `buffered` (see [`chatd::logging`]); the guard writes out
-/// the rest when dropped.
-fn init_logging(buffered: bool) -> Option<chatd::logging::LogGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// Logs to stderr: for the server at `info`, in batches (see [`chatd::logging`]; the guard
+/// writes out the rest when dropped); for one-shot commands only errors, since what they
+/// report (unregistered providers, rejected adapters) they print themselves. `RUST_LOG` wins.
+fn init_logging(server: bool) -> Option<chatd::logging::LogGuard> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if server { "info" } else { "error" })
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let batched = buffered
+    let batched = server
         .then(|| chatd::logging::BufferedOutput::new(std::io::stderr()))
         .and_then(|made| {
             made.inspect_err(|e| {
@@ -294,6 +296,15 @@ async fn check(config_path: &Path) -> Result<ExitCode, String> {
     for (name, reason) in &snap.unregistered {
         println!("provider {name}: NOT registered: {reason}");
     }
+    // Another unregistered provider fails only its own prefix (keys may be added later); the
+    // default one fails every bare model name, which is a broken deployment.
+    let default = &snap.config.chatd.default_provider;
+    if snap.unregistered.contains_key(default) {
+        failed = true;
+        println!(
+            "default provider {default}: NOT registered, so bare model names cannot be served"
+        );
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
@@ -358,35 +369,75 @@ fn describe_auth(auth: &chatd::runtime::bindings::AuthScheme) -> String {
 
 async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
     let snap = load(config_path).await?;
+    struct Row {
+        name: String,
+        version: String,
+        contract: String,
+        used: String,
+        source: String,
+        rejected: Option<String>,
+    }
+    let rows: Vec<Row> = snap
+        .adapters
+        .entries
+        .iter()
+        .map(|(name, entry)| {
+            let used: Vec<&str> = snap
+                .config
+                .chatd
+                .providers
+                .iter()
+                .filter(|(_, p)| &p.adapter == name)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let (version, contract, source) = match &entry.active {
+                Some(a) => (
+                    a.info.version.clone(),
+                    a.contract.as_str().to_owned(),
+                    a.source.to_string(),
+                ),
+                None => ("-".into(), "-".into(), "(not loaded)".into()),
+            };
+            Row {
+                name: name.clone(),
+                version,
+                contract,
+                used: if used.is_empty() {
+                    "-".into()
+                } else {
+                    used.join(",")
+                },
+                source,
+                rejected: entry
+                    .last_error
+                    .as_ref()
+                    .map(|e| format!("rejected {}: {}", e.path.display(), e.error)),
+            }
+        })
+        .collect();
+    // Columns as wide as their longest cell, so long provider lists do not shift the rest.
+    let width = |header: &str, cell: fn(&Row) -> &str| {
+        rows.iter()
+            .map(|r| cell(r).chars().count())
+            .chain([header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let w_name = width("ADAPTER", |r| &r.name);
+    let w_version = width("VERSION", |r| &r.version);
+    let w_contract = width("CONTRACT", |r| &r.contract);
+    let w_used = width("USED BY", |r| &r.used);
     println!(
-        "{:<16} {:<10} {:<8} {:<14} SOURCE",
+        "{:<w_name$}  {:<w_version$}  {:<w_contract$}  {:<w_used$}  SOURCE",
         "ADAPTER", "VERSION", "CONTRACT", "USED BY"
     );
-    for (name, entry) in &snap.adapters.entries {
-        let used: Vec<&str> = snap
-            .config
-            .chatd
-            .providers
-            .iter()
-            .filter(|(_, p)| &p.adapter == name)
-            .map(|(n, _)| n.as_str())
-            .collect();
-        let used = if used.is_empty() {
-            "-".to_owned()
-        } else {
-            used.join(",")
-        };
-        match &entry.active {
-            Some(a) => println!(
-                "{name:<16} {:<10} {:<8} {used:<14} {}",
-                a.info.version,
-                a.contract.as_str(),
-                a.source
-            ),
-            None => println!("{name:<16} {:<10} {:<8} {used:<14} (not loaded)", "-", "-"),
-        }
-        if let Some(err) = &entry.last_error {
-            println!("  rejected {}: {}", err.path.display(), err.error);
+    for r in &rows {
+        println!(
+            "{:<w_name$}  {:<w_version$}  {:<w_contract$}  {:<w_used$}  {}",
+            r.name, r.version, r.contract, r.used, r.source
+        );
+        if let Some(rejected) = &r.rejected {
+            println!("  {rejected}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -119,7 +119,8 @@ pub fn native_error(err: &GatewayError) -> Response {
     with_retry_after(err, (err.status(), axum::Json(body)).into_response())
 }
 
-fn with_retry_after(err: &GatewayError, mut response: Response) -> Response {
+/// Adds the upstream's `Retry-After` (whole seconds) to an error response, for either shape.
+pub(crate) fn with_retry_after(err: &GatewayError, mut response: Response) -> Response {
     if let Some(value) = err.retry_after().and_then(|v| v.parse().ok()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }

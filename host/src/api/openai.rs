@@ -206,13 +206,7 @@ pub fn openai_error(err: &GatewayError) -> Response {
         "param": err.param(),
         "code": err.code(),
     }});
-    let mut response = (err.status(), axum::Json(body)).into_response();
-    if let Some(value) = err.retry_after().and_then(|v| v.parse().ok()) {
-        response
-            .headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, value);
-    }
-    response
+    super::with_retry_after(err, (err.status(), axum::Json(body)).into_response())
 }
 
 /// `POST /v1/chat/completions`.
