@@ -73,7 +73,7 @@ pub async fn serve(
         workers.push(Worker { connections, load });
         finished.push(finished_rx);
     }
-    accept(&listener, &workers, shutdown).await;
+    let accepted = accept(&listener, &workers, shutdown).await;
     // Closing the channels tells every thread to stop taking connections and shut down.
     drop(listener);
     drop(workers);
@@ -81,17 +81,17 @@ pub async fn serve(
         // An error only means the thread ended without saying so: finished either way.
         let _ = thread.await;
     }
-    Ok(())
+    accepted
 }
 
-/// Accepts until `shutdown`, handing each connection to the least loaded thread.
+/// Accepts until `shutdown`, handing each connection to the least loaded thread; fails only
+/// when no thread is left to serve.
 async fn accept(
     listener: &tokio::net::TcpListener,
     workers: &[Worker],
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> std::io::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
-    // Where the search for the least loaded thread starts, rotated so ties spread out.
     let mut next = 0;
     loop {
         let tcp = tokio::select! {
@@ -104,20 +104,46 @@ async fn accept(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => return Ok(()),
         };
         // Without TCP_NODELAY, Nagle's algorithm holds small stream chunks back until the
         // client's delayed ACK (~40 ms on Linux): fatal for token streaming.
         let _ = tcp.set_nodelay(true);
         let Ok(tcp) = tcp.into_std() else { continue };
-        let chosen =
-            &workers[least_loaded(workers.iter().map(|w| w.load.load(Ordering::Relaxed)), next)];
-        next = (next + 1) % workers.len();
+        hand_over(workers, tcp, &mut next)?;
+    }
+}
+
+/// Sends a connection to the least loaded live thread; fails when none is left. `next` is
+/// where the search starts, rotated so that ties spread out.
+fn hand_over(
+    workers: &[Worker],
+    mut tcp: std::net::TcpStream,
+    next: &mut usize,
+) -> std::io::Result<()> {
+    loop {
+        // A thread that stopped (a panic outside any request) closed its channel: it must not
+        // look like the least loaded one and swallow every new connection.
+        let loads = workers.iter().map(|w| {
+            if w.connections.is_closed() {
+                usize::MAX
+            } else {
+                w.load.load(Ordering::Relaxed)
+            }
+        });
+        let chosen = &workers[least_loaded(loads, *next)];
+        *next = (*next + 1) % workers.len();
+        if chosen.connections.is_closed() {
+            return Err(std::io::Error::other("every server thread has stopped"));
+        }
         chosen.load.fetch_add(1, Ordering::Relaxed);
-        if chosen.connections.send(tcp).is_err() {
-            // Only a thread that died (a panic outside any request) closes its channel.
-            chosen.load.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!("a server thread has stopped; connection dropped");
+        match chosen.connections.send(tcp) {
+            Ok(()) => return Ok(()),
+            Err(unsent) => {
+                chosen.load.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!("a server thread has stopped; its share goes to the others");
+                tcp = unsent.0;
+            }
         }
     }
 }
@@ -198,7 +224,49 @@ fn is_per_connection(e: &std::io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::least_loaded;
+    use super::{Worker, hand_over, least_loaded};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::sync::mpsc;
+
+    fn connection() -> std::net::TcpStream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_stopped_thread_gets_no_connections_and_none_left_is_an_error() {
+        let (tx0, rx0) = mpsc::unbounded_channel();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let workers = [
+            Worker {
+                connections: tx0,
+                load: Arc::new(AtomicUsize::new(0)),
+            },
+            Worker {
+                connections: tx1,
+                load: Arc::new(AtomicUsize::new(5)),
+            },
+        ];
+        drop(rx0);
+        let mut next = 0;
+        for _ in 0..3 {
+            hand_over(&workers, connection(), &mut next).unwrap();
+        }
+        let mut received = 0;
+        while rx1.try_recv().is_ok() {
+            received += 1;
+        }
+        assert_eq!(received, 3);
+        assert_eq!(workers[0].load.load(Ordering::Relaxed), 0);
+        assert_eq!(workers[1].load.load(Ordering::Relaxed), 8);
+        drop(rx1);
+        let err = hand_over(&workers, connection(), &mut next).unwrap_err();
+        assert!(
+            err.to_string().contains("every server thread has stopped"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn connections_go_to_the_least_loaded_thread() {
