@@ -64,6 +64,24 @@ async fn start_with_upstream(
     (addr, stop, server, dir)
 }
 
+/// An Ollama upstream whose `/api/chat` answers `content` after `delay`.
+async fn slow_ollama(delay: Duration, content: &str) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(
+            serde_json::json!({
+                "model": "m", "message": {"role": "assistant", "content": content},
+                "done": true, "done_reason": "stop"
+            }),
+        ))
+        .mount(&upstream)
+        .await;
+    upstream
+}
+
 /// Reads until the server closes the connection; returns what it sent.
 async fn read_to_close(conn: &mut TcpStream) -> String {
     let mut out = Vec::new();
@@ -150,21 +168,7 @@ async fn shutdown_cuts_a_request_that_outlasts_the_grace() {
 async fn an_answer_may_take_longer_than_the_client_timeout() {
     // The client timeout bounds the client sending its request, not chatd (or the upstream)
     // preparing the answer: a model thinking for minutes must not be cut.
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/chat"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(2500))
-                .set_body_json(serde_json::json!({
-                    "model": "m", "message": {"role": "assistant", "content": "slow"},
-                    "done": true, "done_reason": "stop"
-                })),
-        )
-        .mount(&upstream)
-        .await;
+    let upstream = slow_ollama(Duration::from_millis(2500), "slow").await;
     let (addr, _stop, _server, _dir) = start_with_upstream(1, 30, &upstream.uri(), "").await;
     let resp = reqwest::Client::new()
         .post(format!("http://{addr}/v1/chat"))
@@ -179,21 +183,7 @@ async fn an_answer_may_take_longer_than_the_client_timeout() {
 
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish_on_every_thread() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/chat"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(Duration::from_millis(3000))
-                .set_body_json(serde_json::json!({
-                    "model": "m", "message": {"role": "assistant", "content": "done"},
-                    "done": true, "done_reason": "stop"
-                })),
-        )
-        .mount(&upstream)
-        .await;
+    let upstream = slow_ollama(Duration::from_millis(3000), "done").await;
     let (addr, stop, server, _dir) =
         start_with_upstream(30, 30, &upstream.uri(), "threads = 3").await;
     // One connection per request, so the requests spread over the threads that accept them.

@@ -345,6 +345,16 @@ impl Config {
         names.join(", ")
     }
 
+    /// The providers configured with `adapter`, in name order.
+    pub fn providers_using(&self, adapter: &str) -> Vec<&str> {
+        self.chatd
+            .providers
+            .iter()
+            .filter(|(_, p)| p.adapter == adapter)
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     /// How many threads serve client connections (see `threads`).
     pub fn server_threads(&self) -> usize {
         self.chatd.threads.unwrap_or_else(|| {

@@ -382,14 +382,7 @@ async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
         .entries
         .iter()
         .map(|(name, entry)| {
-            let used: Vec<&str> = snap
-                .config
-                .chatd
-                .providers
-                .iter()
-                .filter(|(_, p)| &p.adapter == name)
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let used = snap.config.providers_using(name);
             let (version, contract, source) = match &entry.active {
                 Some(a) => (
                     a.info.version.clone(),

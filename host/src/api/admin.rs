@@ -87,14 +87,7 @@ pub async fn adapters(State(state): State<AppState>) -> Response {
         .entries
         .iter()
         .map(|(name, entry)| {
-            let used_by: Vec<&str> = snap
-                .config
-                .chatd
-                .providers
-                .iter()
-                .filter(|(_, p)| &p.adapter == name)
-                .map(|(n, _)| n.as_str())
-                .collect();
+            let used_by = snap.config.providers_using(name);
             let mut v = match &entry.active {
                 Some(a) => adapter_json(a, entry.last_error.as_ref()),
                 None => json!({"name": name, "loaded": false, "last_error": entry.last_error.as_ref().map(|f| f.error.to_string())}),
