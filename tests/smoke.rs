@@ -262,6 +262,40 @@ async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_string("{\"message\":{\"content\":\"late\"},\"done\":true}\n"),
+        )
+        .mount(&upstream)
+        .await;
+    let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+    let mut streamed = chat("qwen3:8b");
+    streamed["stream"] = json!(true);
+    let sent = reqwest::Client::new()
+        .post(format!("{}/v1/chat", chatd.url))
+        .timeout(Duration::from_millis(300))
+        .json(&streamed)
+        .send()
+        .await;
+    assert!(sent.is_err(), "the client gave up first");
+    chatd.wait_for_log(
+        "request cancelled: the client went away",
+        Duration::from_secs(10),
+    );
+    let logs = chatd.stop();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("request cancelled"))
+        .unwrap();
+    assert!(line.contains("provider=ollama"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_gracefully() {
     let upstream = ollama_mock().await;
     let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);

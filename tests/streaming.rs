@@ -368,6 +368,42 @@ async fn upstream_error_status_before_streaming_is_a_normal_http_error() {
     assert_eq!(resp.headers()["retry-after"], "3");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "rate_limit_error");
+    // The provider's failure, not a cancellation.
+    let s = gw.gateway.stats().provider("ollama").snapshot();
+    assert_eq!((s.requests, s.errors, s.cancelled), (1, 1, 0), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_stream_to_an_unreachable_upstream_counts_as_an_error() {
+    let gw = gateway("http://127.0.0.1:9", "http://127.0.0.1:9", 5).await;
+    let req =
+        json!({"model": "q", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let resp = gw.send("/v1/chat", req).await;
+    assert_eq!(resp.status(), 502);
+    let s = gw.gateway.stats().provider("ollama").snapshot();
+    assert_eq!((s.requests, s.errors, s.cancelled), (1, 1, 0), "{s:?}");
+    assert!(s.last_latency_ms.is_some(), "{s:?}");
+}
+
+#[tokio::test]
+async fn a_stream_abandoned_before_the_upstream_answers_counts_as_cancelled() {
+    let up = ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![Step::Sleep(Duration::from_secs(5)), chunk("{}\n")],
+    )
+    .await;
+    let gw = gateway(&up.url(), &up.url(), 30).await;
+    let req =
+        json!({"model": "q", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let sent = tokio::time::timeout(Duration::from_millis(300), gw.send("/v1/chat", req)).await;
+    assert!(sent.is_err(), "answered before the upstream did");
+    let stats = gw.gateway.stats().provider("ollama");
+    support::eventually("the request to end", Duration::from_secs(10), || {
+        stats.snapshot().in_flight == 0
+    })
+    .await;
+    let s = stats.snapshot();
+    assert_eq!((s.requests, s.errors, s.cancelled), (1, 0, 1), "{s:?}");
 }
 
 #[tokio::test]

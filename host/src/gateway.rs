@@ -743,61 +743,24 @@ impl Gateway {
         request.model = route.model.clone();
         request.stream = true;
         let guard = provider.stats.start();
-        if !provider.adapter.info.supports_streaming {
-            return Err(GatewayError::Unsupported {
-                provider: provider.name.clone(),
-                message: format!(
-                    "adapter {} does not support streaming",
-                    provider.adapter.name
-                ),
-            });
-        }
-        let mut builder = instance(&provider).await?;
-        let http_request = builder
-            .build_request(&request)
-            .await
-            .map_err(|e| adapter_failed(&provider, e))?
-            .map_err(|e| provider.upstream_error(e, None))?;
+        // Until the stream exists (its own `Drop` logs from then on), a client that leaves
+        // is logged here.
+        let notice = CancelNotice {
+            provider: &provider.name,
+            model: &request.model,
+            started,
+        };
+        let started_stream = self.start_stream(&provider, &request).await;
+        notice.disarm();
+        let (body, pending, kept) = match started_stream {
+            Ok(parts) => parts,
+            Err(e) => {
+                // A failure, not a cancellation: the guard would count a drop as one.
+                guard.finish(started.elapsed(), false);
+                return Err(e);
+            }
+        };
         let framing = provider.adapter.info.stream_framing;
-        let open = self
-            .upstream
-            .open_stream(&provider.target, http_request, framing);
-        let (opened, mut kept) =
-            hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
-        let mut parser = async || match kept.take() {
-            Some(instance) => Ok(instance),
-            None => instance(&provider).await,
-        };
-        let (body, pending): (ByteStream, _) = match opened? {
-            Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
-            Opened::Whole(response) => {
-                let retry_after = retry_after(&response);
-                let whole = parser()
-                    .await?
-                    .parse_response(&response)
-                    .await
-                    .map_err(|e| adapter_failed(&provider, e))?
-                    .map_err(|e| provider.upstream_error(e, retry_after))?;
-                (Box::pin(futures_util::stream::empty()), chunks_of(whole))
-            }
-            Opened::Refused(error_response) => {
-                let retry_after = retry_after(&error_response);
-                let parsed = parser()
-                    .await?
-                    .parse_response(&error_response)
-                    .await
-                    .map_err(|e| adapter_failed(&provider, e))?;
-                return Err(match parsed {
-                    Err(e) => provider.upstream_error(e, retry_after),
-                    // The adapter accepted a non-2xx answer; it is still not a stream.
-                    Ok(_) => GatewayError::UpstreamStatus {
-                        provider: provider.name.clone(),
-                        status: error_response.status,
-                        message: "upstream refused the stream".into(),
-                    },
-                });
-            }
-        };
         let mut stream = ChatStream {
             route,
             framer: Framer::new(framing),
@@ -829,6 +792,71 @@ impl Gateway {
             }
         }
         Ok(stream)
+    }
+
+    /// Builds the upstream request and opens the stream: the body still to read, chunks
+    /// already known (an answer that came whole), and the instance kept for parsing.
+    async fn start_stream(
+        &self,
+        provider: &Arc<Provider>,
+        request: &ChatRequest,
+    ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
+        if !provider.adapter.info.supports_streaming {
+            return Err(GatewayError::Unsupported {
+                provider: provider.name.clone(),
+                message: format!(
+                    "adapter {} does not support streaming",
+                    provider.adapter.name
+                ),
+            });
+        }
+        let mut builder = instance(provider).await?;
+        let http_request = builder
+            .build_request(request)
+            .await
+            .map_err(|e| adapter_failed(provider, e))?
+            .map_err(|e| provider.upstream_error(e, None))?;
+        let framing = provider.adapter.info.stream_framing;
+        let open = self
+            .upstream
+            .open_stream(&provider.target, http_request, framing);
+        let (opened, mut kept) =
+            hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
+        let mut parser = async || match kept.take() {
+            Some(instance) => Ok(instance),
+            None => instance(provider).await,
+        };
+        let (body, pending): (ByteStream, _) = match opened? {
+            Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
+            Opened::Whole(response) => {
+                let retry_after = retry_after(&response);
+                let whole = parser()
+                    .await?
+                    .parse_response(&response)
+                    .await
+                    .map_err(|e| adapter_failed(provider, e))?
+                    .map_err(|e| provider.upstream_error(e, retry_after))?;
+                (Box::pin(futures_util::stream::empty()), chunks_of(whole))
+            }
+            Opened::Refused(error_response) => {
+                let retry_after = retry_after(&error_response);
+                let parsed = parser()
+                    .await?
+                    .parse_response(&error_response)
+                    .await
+                    .map_err(|e| adapter_failed(provider, e))?;
+                return Err(match parsed {
+                    Err(e) => provider.upstream_error(e, retry_after),
+                    // The adapter accepted a non-2xx answer; it is still not a stream.
+                    Ok(_) => GatewayError::UpstreamStatus {
+                        provider: provider.name.clone(),
+                        status: error_response.status,
+                        message: "upstream refused the stream".into(),
+                    },
+                });
+            }
+        };
+        Ok((body, pending, kept))
     }
 }
 
@@ -1133,8 +1161,8 @@ impl CancelNotice<'_> {
 impl Drop for CancelNotice<'_> {
     fn drop(&mut self) {
         tracing::info!(
-            provider = self.provider,
-            model = self.model,
+            provider = %self.provider,
+            model = %self.model,
             after_ms = format_args!("{:.3}", elapsed_ms(self.started)),
             "request cancelled: the client went away"
         );
