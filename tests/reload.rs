@@ -258,6 +258,45 @@ async fn sighup_rereads_the_config_and_rejects_a_broken_one() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_restart_only_setting_is_compared_with_what_runs() {
+    let upstream = upstream().await;
+    // `threads` sits in [chatd]: the extra lines go after the provider table, so the
+    // setting is given by rewriting the file's head.
+    let with_threads = |n: u32| {
+        config(&upstream.uri(), "").replacen("[chatd]\n", &format!("[chatd]\nthreads = {n}\n"), 1)
+    };
+    let (chatd, _adapters) = start(&upstream, "");
+    let config_path = chatd.dir.path().join("lakehouse.toml");
+    let dir = chatd.dir.path().to_str().unwrap().to_owned();
+    let reload = |n: u32, count: usize| {
+        std::fs::write(&config_path, with_threads(n).replace("{dir}", &dir)).unwrap();
+        chatd.signal("HUP");
+        let chatd = &chatd;
+        async move {
+            support::eventually("the reload", Duration::from_secs(30), || {
+                chatd.logs().matches("trigger=\"SIGHUP\"").count() == count
+            })
+            .await
+        }
+    };
+    let running = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let other = running + 1;
+    reload(other, 1).await;
+    let warned = |logs: &str| logs.matches("chatd.threads changed").count();
+    assert_eq!(warned(&chatd.logs()), 1, "{}", chatd.logs());
+    assert!(
+        chatd
+            .logs()
+            .contains(&format!("running={running} new={other}")),
+        "{}",
+        chatd.logs()
+    );
+    // Back to what runs: nothing to warn about, though the last file said otherwise.
+    reload(running, 2).await;
+    assert_eq!(warned(&chatd.logs()), 1, "{}", chatd.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn admin_endpoints_need_the_bearer_token() {
     let upstream = upstream().await;
     let (mut chatd, _adapters) = start(&upstream, "");

@@ -296,6 +296,49 @@ async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_cut_by_the_shutdown_grace_is_logged_as_such() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
+        .mount(&upstream)
+        .await;
+    let config = dev_config(&upstream.uri()).replace(
+        "timeout_secs = 5",
+        "timeout_secs = 60\n        shutdown_grace_secs = 1",
+    );
+    let mut chatd = ChatdProcess::start(&config, &[]);
+    let url = format!("{}/v1/chat", chatd.url);
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&chat("qwen3:8b"))
+            .send()
+            .await
+    });
+    support::eventually(
+        "the upstream to get the request",
+        Duration::from_secs(10),
+        || {
+            futures_util::FutureExt::now_or_never(upstream.received_requests())
+                .flatten()
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await;
+    let logs = chatd.stop();
+    assert!(
+        logs.contains("request cut: the shutdown grace period ended"),
+        "{logs}"
+    );
+    assert!(!logs.contains("client went away"), "{logs}");
+    assert!(
+        request.await.unwrap().is_err(),
+        "the client saw the connection cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn sigterm_stops_gracefully() {
     let upstream = ollama_mock().await;
     let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);

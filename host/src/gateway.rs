@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -328,7 +329,7 @@ impl ReloadReport {
     }
 }
 
-/// Settings fixed at start: say so when a reload changes them.
+/// Settings fixed at start: say so when a reloaded config differs from what is running.
 fn warn_restart_only_changes(old: &Config, new: &Config) {
     if old.chatd.bind != new.chatd.bind {
         tracing::warn!(old = %old.chatd.bind, new = %new.chatd.bind, "chatd.bind changed: takes effect after a restart");
@@ -336,8 +337,12 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if old.chatd.cors_origins != new.chatd.cors_origins {
         tracing::warn!("chatd.cors_origins changed: takes effect after a restart");
     }
-    if old.chatd.threads != new.chatd.threads {
-        tracing::warn!("chatd.threads changed: takes effect after a restart");
+    if old.server_threads() != new.server_threads() {
+        tracing::warn!(
+            running = old.server_threads(),
+            new = new.server_threads(),
+            "chatd.threads changed: takes effect after a restart"
+        );
     }
     let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
@@ -382,6 +387,8 @@ pub struct Gateway {
     last_reload: Mutex<Option<ReloadReport>>,
     /// Publishes `adapters_dir` after every reload, so the file watcher can follow it.
     adapters_dir: tokio::sync::watch::Sender<Option<PathBuf>>,
+    /// The config chatd started with: what the settings a reload cannot change still are.
+    initial: Arc<Config>,
 }
 
 /// What a reload re-reads.
@@ -483,8 +490,11 @@ impl Gateway {
         let stats = StatsRegistry::default();
         let config_path = config.path.clone();
         let (adapters_dir, _) = tokio::sync::watch::channel(config.chatd.adapters_dir.clone());
-        let snapshot = Snapshot::build(Arc::new(config), Arc::new(adapters), &stats);
+        let config = Arc::new(config);
+        let initial = config.clone();
+        let snapshot = Snapshot::build(config, Arc::new(adapters), &stats);
         Ok(Arc::new(Gateway {
+            initial,
             runtime,
             upstream,
             state: ArcSwap::from_pointee(snapshot),
@@ -530,7 +540,7 @@ impl Gateway {
         };
         let outcome = match config {
             Ok(config) => {
-                warn_restart_only_changes(&current.config, &config);
+                warn_restart_only_changes(&self.initial, &config);
                 let adapters = AdapterSet::load(
                     &self.runtime,
                     config.chatd.adapters_dir.as_deref(),
@@ -926,14 +936,24 @@ pub struct ChatStream {
 impl Drop for ChatStream {
     fn drop(&mut self) {
         if !self.finished {
-            tracing::info!(
-                provider = %self.provider.name,
-                model = %self.route.model,
-                after_ms = format_args!("{:.3}", elapsed_ms(self.started)),
-                "stream cancelled: the client went away"
-            );
+            let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
+            let (provider, model) = (&self.provider.name, &self.route.model);
+            if CUT_BY_SHUTDOWN.load(Ordering::Relaxed) {
+                tracing::warn!(%provider, %model, after_ms, "stream cut: the shutdown grace period ended");
+            } else {
+                tracing::info!(%provider, %model, after_ms, "stream cancelled: the client went away");
+            }
         }
     }
+}
+
+/// Set once the shutdown grace period is over: requests still running are being cut by
+/// chatd, not abandoned by their clients, and their log lines say so.
+static CUT_BY_SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+/// Marks the requests dropped from now on as cut by the shutdown (see [`CUT_BY_SHUTDOWN`]).
+pub fn cutting_for_shutdown() {
+    CUT_BY_SHUTDOWN.store(true, Ordering::Relaxed);
 }
 
 impl ChatStream {
@@ -1160,12 +1180,13 @@ impl CancelNotice<'_> {
 
 impl Drop for CancelNotice<'_> {
     fn drop(&mut self) {
-        tracing::info!(
-            provider = %self.provider,
-            model = %self.model,
-            after_ms = format_args!("{:.3}", elapsed_ms(self.started)),
-            "request cancelled: the client went away"
-        );
+        let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
+        let (provider, model) = (self.provider, self.model);
+        if CUT_BY_SHUTDOWN.load(Ordering::Relaxed) {
+            tracing::warn!(%provider, %model, after_ms, "request cut: the shutdown grace period ended");
+        } else {
+            tracing::info!(%provider, %model, after_ms, "request cancelled: the client went away");
+        }
     }
 }
 

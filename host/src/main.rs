@@ -164,11 +164,10 @@ fn init_logging(server: bool) -> Option<chatd::logging::LogGuard> {
 
 async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
     let hup = chatd::reload::catch_sighup();
-    let mut config = Config::load(config_path).map_err(|e| e.to_string())?;
-    if let Some(bind) = bind {
-        config.chatd.bind = bind;
-    }
-    let addr = config.chatd.bind;
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    // The flag wins over the file without changing the config: a reload compares the file
+    // with the file, and would otherwise warn that `bind` changed on every reload.
+    let addr = bind.unwrap_or(config.chatd.bind);
     let gateway = Gateway::start(config).await.map_err(|e| e.to_string())?;
     log_registry(&gateway.snapshot());
     let listener = tokio::net::TcpListener::bind(addr)

@@ -93,13 +93,17 @@ async fn accept(
 ) -> std::io::Result<()> {
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0;
+    let mut failing = AcceptFailures::default();
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, _)) => {
+                    failing.recovered();
+                    tcp
+                }
                 Err(e) if is_per_connection(&e) => continue,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot accept a connection");
+                    failing.failed(&e);
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
@@ -111,6 +115,50 @@ async fn accept(
         let _ = tcp.set_nodelay(true);
         let Ok(tcp) = tcp.into_std() else { continue };
         hand_over(workers, tcp, &mut next)?;
+    }
+}
+
+/// Logs accept failures that last (out of file descriptors) once per [`ACCEPT_LOG_EVERY`]
+/// instead of at every retry, and says when accepting works again.
+#[derive(Default)]
+struct AcceptFailures {
+    since: Option<std::time::Instant>,
+    last_logged: Option<std::time::Instant>,
+    unlogged: u32,
+}
+
+/// How often a lasting accept failure is logged again.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptFailures {
+    fn failed(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        self.since.get_or_insert(now);
+        if self
+            .last_logged
+            .is_some_and(|at| now.duration_since(at) < ACCEPT_LOG_EVERY)
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::error!(
+            error = %e,
+            repeated = self.unlogged,
+            retry_ms = ACCEPT_BACKOFF.as_millis() as u64,
+            "cannot accept a connection; retrying"
+        );
+        self.last_logged = Some(now);
+        self.unlogged = 0;
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                after_ms = since.elapsed().as_millis() as u64,
+                "accepting connections again"
+            );
+            *self = AcceptFailures::default();
+        }
     }
 }
 
@@ -201,6 +249,8 @@ async fn serve_connections(
             grace_secs = grace.as_secs(),
             "requests still in flight after the shutdown grace period; closing them"
         );
+        // This thread's runtime drops the rest when the thread ends.
+        crate::gateway::cutting_for_shutdown();
     }
 }
 
@@ -273,6 +323,23 @@ mod tests {
         assert_eq!(least_loaded([3, 1, 2].into_iter(), 0), 1);
         assert_eq!(least_loaded([3, 1, 2].into_iter(), 2), 1);
         assert_eq!(least_loaded([5].into_iter(), 0), 0);
+    }
+
+    #[test]
+    fn a_lasting_accept_failure_is_logged_once_per_interval() {
+        let mut failing = super::AcceptFailures::default();
+        let e = std::io::Error::from_raw_os_error(24);
+        failing.failed(&e);
+        assert_eq!(failing.unlogged, 0);
+        for _ in 0..50 {
+            failing.failed(&e);
+        }
+        // Logged once; the 50 retries since are counted for the next line.
+        assert_eq!(failing.unlogged, 50);
+        assert!(failing.since.is_some());
+        failing.recovered();
+        assert!(failing.since.is_none() && failing.last_logged.is_none());
+        assert_eq!(failing.unlogged, 0);
     }
 
     #[test]
