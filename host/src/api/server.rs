@@ -66,8 +66,9 @@ pub async fn serve(
             .name(format!("chatd-http-{index}"))
             .spawn(move || {
                 runtime.block_on(serve_connections(incoming, app, gateway, counted));
-                // Tells `serve` this thread's connections are finished (or were cut after
-                // the grace period).
+                // Connections still open after the grace period are tasks of this runtime:
+                // dropping it cuts them (and logs them) before `serve` hears the thread is done.
+                drop(runtime);
                 drop(done);
             })?;
         workers.push(Worker { connections, load });
