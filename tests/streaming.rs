@@ -35,6 +35,16 @@ async fn gateway(ollama: &str, openai: &str, timeout_secs: u64) -> TestGateway {
     .await
 }
 
+/// A provider's counters once none of its requests is in flight.
+async fn settled_stats(gw: &TestGateway, provider: &str) -> chatd::telemetry::StatsSnapshot {
+    let stats = gw.gateway.stats().provider(provider);
+    support::eventually("the requests to end", Duration::from_secs(10), || {
+        stats.snapshot().in_flight == 0
+    })
+    .await;
+    stats.snapshot()
+}
+
 fn chunk(s: &str) -> Step {
     Step::Chunk(s.as_bytes().to_vec())
 }
@@ -340,12 +350,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
     )
     .await;
     // The client's choice, not the provider's failure.
-    let stats = gw.gateway.stats().provider("ollama");
-    support::eventually("the stream to end", Duration::from_secs(10), || {
-        stats.snapshot().in_flight == 0
-    })
-    .await;
-    let s = stats.snapshot();
+    let s = settled_stats(&gw, "ollama").await;
     assert_eq!((s.requests, s.errors, s.cancelled), (1, 0, 1), "{s:?}");
 }
 
@@ -397,12 +402,7 @@ async fn a_stream_abandoned_before_the_upstream_answers_counts_as_cancelled() {
         json!({"model": "q", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     let sent = tokio::time::timeout(Duration::from_millis(300), gw.send("/v1/chat", req)).await;
     assert!(sent.is_err(), "answered before the upstream did");
-    let stats = gw.gateway.stats().provider("ollama");
-    support::eventually("the request to end", Duration::from_secs(10), || {
-        stats.snapshot().in_flight == 0
-    })
-    .await;
-    let s = stats.snapshot();
+    let s = settled_stats(&gw, "ollama").await;
     assert_eq!((s.requests, s.errors, s.cancelled), (1, 0, 1), "{s:?}");
 }
 

@@ -173,14 +173,17 @@ fn hand_over(
     loop {
         // A thread that stopped (a panic outside any request) closed its channel: it must not
         // look like the least loaded one and swallow every new connection.
-        let loads = workers.iter().map(|w| {
-            if w.connections.is_closed() {
-                usize::MAX
-            } else {
-                w.load.load(Ordering::Relaxed)
-            }
-        });
-        let chosen = &workers[least_loaded(loads, *next)];
+        let loads: Vec<usize> = workers
+            .iter()
+            .map(|w| {
+                if w.connections.is_closed() {
+                    usize::MAX
+                } else {
+                    w.load.load(Ordering::Relaxed)
+                }
+            })
+            .collect();
+        let chosen = &workers[least_loaded(&loads, *next)];
         *next = (*next + 1) % workers.len();
         if chosen.connections.is_closed() {
             return Err(std::io::Error::other("every server thread has stopped"));
@@ -199,11 +202,9 @@ fn hand_over(
 
 /// The index of the smallest load; among equal ones, the first from `start` on (wrapping),
 /// so that ties do not all go to the first thread.
-fn least_loaded(loads: impl ExactSizeIterator<Item = usize>, start: usize) -> usize {
-    let count = loads.len();
-    let loads: Vec<usize> = loads.collect();
-    (0..count)
-        .map(|i| (start + i) % count)
+fn least_loaded(loads: &[usize], start: usize) -> usize {
+    (0..loads.len())
+        .map(|i| (start + i) % loads.len())
         .min_by_key(|&i| loads[i])
         .unwrap_or(0)
 }
@@ -321,9 +322,9 @@ mod tests {
 
     #[test]
     fn connections_go_to_the_least_loaded_thread() {
-        assert_eq!(least_loaded([3, 1, 2].into_iter(), 0), 1);
-        assert_eq!(least_loaded([3, 1, 2].into_iter(), 2), 1);
-        assert_eq!(least_loaded([5].into_iter(), 0), 0);
+        assert_eq!(least_loaded(&[3, 1, 2], 0), 1);
+        assert_eq!(least_loaded(&[3, 1, 2], 2), 1);
+        assert_eq!(least_loaded(&[5], 0), 0);
     }
 
     #[test]
@@ -345,11 +346,11 @@ mod tests {
 
     #[test]
     fn ties_rotate_from_the_start_index() {
-        assert_eq!(least_loaded([0, 0, 0].into_iter(), 0), 0);
-        assert_eq!(least_loaded([0, 0, 0].into_iter(), 1), 1);
-        assert_eq!(least_loaded([0, 0, 0].into_iter(), 2), 2);
-        assert_eq!(least_loaded([1, 0, 0].into_iter(), 0), 1);
-        assert_eq!(least_loaded([0, 1, 0].into_iter(), 1), 2);
+        assert_eq!(least_loaded(&[0, 0, 0], 0), 0);
+        assert_eq!(least_loaded(&[0, 0, 0], 1), 1);
+        assert_eq!(least_loaded(&[0, 0, 0], 2), 2);
+        assert_eq!(least_loaded(&[1, 0, 0], 0), 1);
+        assert_eq!(least_loaded(&[0, 1, 0], 1), 2);
     }
 
     #[test]
@@ -357,7 +358,7 @@ mod tests {
         // Connections that stay open: the acceptor's rule alone decides the spread.
         let mut loads = [0usize; 2];
         for next in 0..64 {
-            let i = least_loaded(loads.iter().copied(), next % 2);
+            let i = least_loaded(&loads, next % 2);
             loads[i] += 1;
         }
         assert_eq!(loads, [32, 32]);
