@@ -235,3 +235,112 @@ async fn shutdown_lets_in_flight_requests_finish_on_every_thread() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_request_still_running_when_the_grace_ends_is_answered_503() {
+    let upstream = slow_ollama(Duration::from_secs(60), "too late").await;
+    let (addr, stop, server, _dir) = start_with_upstream(30, 1, &upstream.uri(), "").await;
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(
+                &serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .send()
+            .await
+    });
+    support::eventually("the upstream to get the request", GUARD, || {
+        futures_util::FutureExt::now_or_never(upstream.received_requests())
+            .flatten()
+            .is_some_and(|r| !r.is_empty())
+    })
+    .await;
+    stop.send(()).unwrap();
+    let resp = tokio::time::timeout(GUARD, request)
+        .await
+        .expect("the request was never answered")
+        .unwrap()
+        .expect("the connection was cut instead of answered");
+    assert_eq!(resp.status(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shutdown grace period ended"),
+        "{body}"
+    );
+    tokio::time::timeout(GUARD, server)
+        .await
+        .expect("serve did not return after the grace")
+        .unwrap()
+        .unwrap();
+}
+
+/// Streams one Ollama token, then nothing more for a minute.
+async fn stalled_ollama_stream() -> support::ScriptedUpstream {
+    use support::{ScriptedUpstream, Step};
+    let first = b"{\"model\":\"m\",\"message\":{\"role\":\"assistant\",\"content\":\"Hel\"},\"done\":false}\n";
+    ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![
+            Step::Chunk(first.to_vec()),
+            Step::Sleep(Duration::from_secs(60)),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn streams_still_running_when_the_grace_ends_end_with_an_error_event() {
+    let upstream = stalled_ollama_stream().await;
+    let (addr, stop, server, _dir) = start_with_upstream(30, 1, &upstream.url(), "").await;
+    let client = reqwest::Client::new();
+    let body = serde_json::json!({
+        "model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]
+    });
+    let mut sse = client
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let mut ndjson = client
+        .post(format!("http://{addr}/v1/chat"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    assert_eq!(ndjson.status(), 200);
+    // Both streams have started before the shutdown does.
+    let first = sse.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("Hel"));
+    let first = ndjson.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("Hel"));
+    stop.send(()).unwrap();
+
+    // Each body ends properly (a cut connection would fail `bytes`) with an error event.
+    let rest = tokio::time::timeout(GUARD, sse.bytes())
+        .await
+        .expect("the SSE stream never ended")
+        .expect("the SSE stream was cut instead of ended");
+    let rest = String::from_utf8_lossy(&rest);
+    let last = rest.trim_end().lines().last().unwrap();
+    let event: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(event["error"]["code"], "shutting_down", "{rest}");
+    let rest = tokio::time::timeout(GUARD, ndjson.bytes())
+        .await
+        .expect("the NDJSON stream never ended")
+        .expect("the NDJSON stream was cut instead of ended");
+    let rest = String::from_utf8_lossy(&rest);
+    let event: Value = serde_json::from_str(rest.trim_end().lines().last().unwrap()).unwrap();
+    assert_eq!(event["type"], "error", "{rest}");
+    assert_eq!(event["error"]["code"], "shutting_down", "{rest}");
+    tokio::time::timeout(GUARD, server)
+        .await
+        .expect("serve did not return after the grace")
+        .unwrap()
+        .unwrap();
+}

@@ -284,19 +284,19 @@ async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled()
         .await;
     assert!(sent.is_err(), "the client gave up first");
     chatd.wait_for_log(
-        "request cancelled: the client went away",
+        "stream cancelled: the client went away",
         Duration::from_secs(10),
     );
     let logs = chatd.stop();
     let line = logs
         .lines()
-        .find(|l| l.contains("request cancelled"))
+        .find(|l| l.contains("stream cancelled"))
         .unwrap();
     assert!(line.contains("provider=ollama"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_request_cut_by_the_shutdown_grace_is_logged_as_such() {
+async fn a_request_ended_by_the_shutdown_grace_is_answered_and_logged_as_such() {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/api/chat"))
@@ -327,15 +327,17 @@ async fn a_request_cut_by_the_shutdown_grace_is_logged_as_such() {
     )
     .await;
     let logs = chatd.stop();
-    assert!(
-        logs.contains("request cut: the shutdown grace period ended"),
-        "{logs}"
-    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("code=\"shutting_down\""))
+        .unwrap_or_else(|| panic!("no log line for the ended request: {logs}"));
+    assert!(line.contains("status=503"), "{line}");
+    assert!(line.contains("provider=\"ollama\""), "{line}");
+    assert!(line.contains("shutdown grace period ended"), "{line}");
     assert!(!logs.contains("client went away"), "{logs}");
-    assert!(
-        request.await.unwrap().is_err(),
-        "the client saw the connection cut"
-    );
+    assert!(!logs.contains(" cut: "), "nothing was left to cut: {logs}");
+    let answer = request.await.unwrap().expect("answered, not cut");
+    assert_eq!(answer.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -67,6 +67,10 @@ pub enum GatewayError {
     NotFound(String),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error(
+        "chatd is shutting down: the shutdown grace period ended before this answer was complete"
+    )]
+    ShuttingDown { provider: String },
 }
 
 impl GatewayError {
@@ -146,6 +150,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -176,6 +181,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::Internal(_) => "internal_error",
+            GatewayError::ShuttingDown { .. } => "shutting_down",
         }
     }
 
@@ -219,7 +225,8 @@ impl GatewayError {
             | GatewayError::UpstreamUnreachable { provider, .. }
             | GatewayError::UpstreamTimeout { provider, .. }
             | GatewayError::MalformedResponse { provider, .. }
-            | GatewayError::Adapter { provider, .. } => Some(provider),
+            | GatewayError::Adapter { provider, .. }
+            | GatewayError::ShuttingDown { provider } => Some(provider),
             _ => None,
         }
     }

@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use crate::runtime::library::AdapterSet;
 use crate::runtime::{Adapter, AdapterInstance, CallError, Runtime, RuntimeConfig};
 use crate::telemetry::{ProviderStats, RequestGuard, StatsRegistry};
 use crate::upstream::{Framer, Opened, Target, Upstream};
+use tokio::sync::watch;
 
 /// A provider that can take requests.
 #[derive(Debug)]
@@ -389,6 +389,8 @@ pub struct Gateway {
     adapters_dir: tokio::sync::watch::Sender<Option<PathBuf>>,
     /// The config chatd started with: what the settings a reload cannot change still are.
     initial: Arc<Config>,
+    /// Turns true when the shutdown grace period is over (see [`Gateway::cut_in_flight`]).
+    cut: watch::Sender<bool>,
 }
 
 /// What a reload re-reads.
@@ -505,7 +507,33 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             last_reload: Mutex::new(None),
             adapters_dir,
+            cut: watch::Sender::new(false),
         }))
+    }
+
+    /// Ends the chat exchanges still in flight because the shutdown grace period is over:
+    /// each answers a `shutting_down` error (a stream ends with one) instead of losing its
+    /// connection mid-answer. Exchanges that start later end the same way at once.
+    pub fn cut_in_flight(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Starts the bookkeeping of one exchange.
+    fn in_flight(
+        &self,
+        provider: &Arc<Provider>,
+        model: &str,
+        started: Instant,
+        kind: Kind,
+    ) -> InFlight {
+        InFlight {
+            stats: Some(provider.stats.start()),
+            provider: provider.clone(),
+            model: model.to_owned(),
+            started,
+            kind,
+            cut: self.cut.subscribe(),
+        }
     }
 
     /// The current snapshot.
@@ -608,16 +636,13 @@ impl Gateway {
         let (route, provider) = self.snapshot().route(&request.model)?;
         request.model = route.model.clone();
         request.stream = false;
-        let guard = provider.stats.start();
-        let notice = CancelNotice {
-            provider: &provider.name,
-            model: &request.model,
-            started,
+        let mut exchange = self.in_flight(&provider, &request.model, started, Kind::Request);
+        let result = tokio::select! {
+            biased;
+            result = self.exchange(&provider, &request) => result,
+            () = exchange.cut() => Err(exchange.cut_error()),
         };
-        let result = self.exchange(&provider, &request).await;
-        notice.disarm();
-        let latency = started.elapsed();
-        guard.finish(latency, result.is_ok());
+        let latency = exchange.finish(result.is_ok());
         Ok(ChatOutcome {
             route,
             response: result?,
@@ -752,21 +777,16 @@ impl Gateway {
         let (route, provider) = self.snapshot().route(&request.model)?;
         request.model = route.model.clone();
         request.stream = true;
-        let guard = provider.stats.start();
-        // Until the stream exists (its own `Drop` logs from then on), a client that leaves
-        // is logged here.
-        let notice = CancelNotice {
-            provider: &provider.name,
-            model: &request.model,
-            started,
+        let mut exchange = self.in_flight(&provider, &request.model, started, Kind::Stream);
+        let opened = tokio::select! {
+            biased;
+            opened = self.start_stream(&provider, &request) => opened,
+            () = exchange.cut() => Err(exchange.cut_error()),
         };
-        let started_stream = self.start_stream(&provider, &request).await;
-        notice.disarm();
-        let (body, pending, kept) = match started_stream {
+        let (body, pending, kept) = match opened {
             Ok(parts) => parts,
             Err(e) => {
-                // A failure, not a cancellation: the guard would count a drop as one.
-                guard.finish(started.elapsed(), false);
+                exchange.finish(false);
                 return Err(e);
             }
         };
@@ -782,16 +802,13 @@ impl Gateway {
             instance: kept,
             idle_since: Instant::now(),
             instance_events: 0,
-            provider,
-            guard: Some(guard),
-            started,
-            finished: false,
+            exchange,
         };
         // Wait for the first chunk before answering. The client then gets the response head
         // and the first token in one write (one wake-up less on its side), and a failure
         // before any content (an error event first thing) is a normal HTTP error.
         if stream.pending.is_empty() {
-            match stream.advance().await {
+            match stream.advance_unless_cut().await {
                 Some(Ok(first)) => stream.pending.push_back(first),
                 Some(Err(e)) => {
                     // Not answered yet: the handler logs this as the request's error.
@@ -912,7 +929,7 @@ type ByteStream =
 pub struct ChatStream {
     /// How the model name was routed.
     pub route: Route,
-    provider: Arc<Provider>,
+    exchange: InFlight,
     /// Parses the stream's events (at first the request's builder). Kept between events only
     /// while they come quickly: once it has been idle for [`KEEP_INSTANCE_IDLE`] it is
     /// dropped, so a stream holds no sandbox slot while the model thinks.
@@ -926,53 +943,27 @@ pub struct ChatStream {
     body_ended: bool,
     /// Chunks ready before any body is read (a whole answer replayed as a stream).
     pending: VecDeque<StreamChunk>,
-    guard: Option<RequestGuard>,
-    started: Instant,
-    finished: bool,
     /// Whether the upstream signalled the end (a `done` event or a finish reason).
     saw_end: bool,
-}
-
-impl Drop for ChatStream {
-    fn drop(&mut self) {
-        if !self.finished {
-            let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
-            let (provider, model) = (&self.provider.name, &self.route.model);
-            if CUT_BY_SHUTDOWN.load(Ordering::Relaxed) {
-                tracing::warn!(%provider, %model, after_ms, "stream cut: the shutdown grace period ended");
-            } else {
-                tracing::info!(%provider, %model, after_ms, "stream cancelled: the client went away");
-            }
-        }
-    }
-}
-
-/// Set once the shutdown grace period is over: requests still running are being cut by
-/// chatd, not abandoned by their clients, and their log lines say so.
-static CUT_BY_SHUTDOWN: AtomicBool = AtomicBool::new(false);
-
-/// Marks the requests dropped from now on as cut by the shutdown (see [`CUT_BY_SHUTDOWN`]).
-pub fn cutting_for_shutdown() {
-    CUT_BY_SHUTDOWN.store(true, Ordering::Relaxed);
 }
 
 impl ChatStream {
     /// The provider serving this stream.
     pub fn provider(&self) -> &str {
-        &self.provider.name
+        &self.exchange.provider.name
     }
 
     /// Time since the request arrived.
     pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        self.exchange.started.elapsed()
     }
 
     /// The next chunk; `None` once the stream is complete. After an error, the stream ends.
     pub async fn next(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
-        if self.finished {
+        if self.exchange.is_finished() {
             return None;
         }
-        let item = self.advance().await;
+        let item = self.advance_unless_cut().await;
         match &item {
             Some(Ok(chunk)) if chunk.done => self.end(None),
             Some(Ok(_)) => {}
@@ -986,16 +977,16 @@ impl ChatStream {
     /// of its own (how long it ran, and why it failed if it did).
     fn end(&mut self, error: Option<&GatewayError>) {
         self.close(error.is_none());
-        let duration_ms = format_args!("{:.3}", elapsed_ms(self.started));
+        let duration_ms = format_args!("{:.3}", elapsed_ms(self.exchange.started));
         match error {
             None => tracing::info!(
-                provider = %self.provider.name,
+                provider = %self.exchange.provider.name,
                 model = %self.route.model,
                 duration_ms,
                 "stream finished"
             ),
             Some(e) => tracing::warn!(
-                provider = %self.provider.name,
+                provider = %self.exchange.provider.name,
                 model = %self.route.model,
                 duration_ms,
                 code = e.code(),
@@ -1006,12 +997,19 @@ impl ChatStream {
     }
 
     fn close(&mut self, ok: bool) {
-        self.finished = true;
         if let Some(instance) = self.instance.take() {
             instance.release();
         }
-        if let Some(guard) = self.guard.take() {
-            guard.finish(self.started.elapsed(), ok);
+        self.exchange.finish(ok);
+    }
+
+    /// The next chunk, or a `shutting_down` error once the shutdown grace period is over.
+    async fn advance_unless_cut(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
+        let cut = self.exchange.cut();
+        tokio::select! {
+            biased;
+            item = self.advance() => item,
+            () = cut => Some(Err(self.exchange.cut_error())),
         }
     }
 
@@ -1019,7 +1017,7 @@ impl ChatStream {
         if let Some(chunk) = self.pending.pop_front() {
             return Some(Ok(chunk));
         }
-        let provider = self.provider.clone();
+        let provider = self.exchange.provider.clone();
         loop {
             if let Some(event) = self.framer.next_event() {
                 let mut parser = match self.take_instance() {
@@ -1163,29 +1161,82 @@ fn elapsed_ms(started: Instant) -> f64 {
     started.elapsed().as_secs_f64() * 1000.0
 }
 
-/// Logs a non-streamed exchange whose future was dropped before it finished (its client
-/// went away): the handler never gets to write the request's log line.
-struct CancelNotice<'a> {
-    provider: &'a str,
-    model: &'a str,
-    started: Instant,
+/// What kind of exchange an [`InFlight`] tracks, for its log lines.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Request,
+    Stream,
 }
 
-impl CancelNotice<'_> {
-    /// The exchange finished: nothing to log.
-    fn disarm(self) {
-        std::mem::forget(self);
+/// One chat exchange from routing to its end: counts it in its provider's stats, tells when
+/// the shutdown cuts it ([`Gateway::cut_in_flight`]), and logs it if it is dropped unfinished
+/// (its client went away, or chatd exited with it still running): the handler that would
+/// have logged it is gone then.
+struct InFlight {
+    provider: Arc<Provider>,
+    model: String,
+    started: Instant,
+    kind: Kind,
+    /// Present until the exchange finishes.
+    stats: Option<RequestGuard>,
+    cut: watch::Receiver<bool>,
+}
+
+impl InFlight {
+    /// Records the outcome; returns the exchange's latency.
+    fn finish(&mut self, ok: bool) -> Duration {
+        let latency = self.started.elapsed();
+        if let Some(stats) = self.stats.take() {
+            stats.finish(latency, ok);
+        }
+        latency
+    }
+
+    /// How an exchange ended by the shutdown fails.
+    fn cut_error(&self) -> GatewayError {
+        GatewayError::ShuttingDown {
+            provider: self.provider.name.clone(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.stats.is_none()
+    }
+
+    /// Resolves once the shutdown grace period is over (never if the gateway is gone).
+    /// Owns what it needs, so the exchange stays usable while it waits.
+    fn cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut cut = self.cut.clone();
+        async move {
+            if cut.wait_for(|cut| *cut).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 
-impl Drop for CancelNotice<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
+        if self.is_finished() {
+            return;
+        }
         let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
-        let (provider, model) = (self.provider, self.model);
-        if CUT_BY_SHUTDOWN.load(Ordering::Relaxed) {
-            tracing::warn!(%provider, %model, after_ms, "request cut: the shutdown grace period ended");
-        } else {
-            tracing::info!(%provider, %model, after_ms, "request cancelled: the client went away");
+        let (provider, model) = (&self.provider.name, &self.model);
+        // Cut exchanges answer an error and finish; one still here was cut with its
+        // connection as chatd exited.
+        match (*self.cut.borrow(), self.kind) {
+            (true, Kind::Request) => {
+                tracing::warn!(%provider, %model, after_ms, "request cut: chatd exited before it finished");
+            }
+            (true, Kind::Stream) => {
+                tracing::warn!(%provider, %model, after_ms, "stream cut: chatd exited before it finished");
+            }
+            (false, Kind::Request) => {
+                tracing::info!(%provider, %model, after_ms, "request cancelled: the client went away");
+            }
+            (false, Kind::Stream) => {
+                tracing::info!(%provider, %model, after_ms, "stream cancelled: the client went away");
+            }
         }
     }
 }

@@ -243,18 +243,22 @@ async fn serve_connections(
         });
     }
     let grace = gateway.snapshot().config.shutdown_grace();
-    if tokio::time::timeout(grace, connections.shutdown())
-        .await
-        .is_err()
-    {
+    let all_closed = connections.shutdown();
+    tokio::pin!(all_closed);
+    if tokio::time::timeout(grace, &mut all_closed).await.is_err() {
         tracing::warn!(
             grace_secs = grace.as_secs(),
-            "requests still in flight after the shutdown grace period; closing them"
+            "requests still in flight after the shutdown grace period; ending them"
         );
-        // This thread's runtime drops the rest when the thread ends.
-        crate::gateway::cutting_for_shutdown();
+        gateway.cut_in_flight();
+        // Their error answers go out now; a connection still open after this (its client
+        // reads nothing, or it is not a chat exchange) is dropped with this thread's runtime.
+        let _ = tokio::time::timeout(CUT_ANSWER_TIME, &mut all_closed).await;
     }
 }
+
+/// How long requests ended by the shutdown get to send their error answers.
+const CUT_ANSWER_TIME: Duration = Duration::from_secs(1);
 
 /// Counts a connection out of its thread's load when it ends, however it ends.
 struct Finished(Arc<AtomicUsize>);
