@@ -76,8 +76,12 @@ fn main() -> ExitCode {
     // Only the server logs enough for batching to matter; one-shot commands print to stdout
     // and their log lines should interleave with it as they happen.
     let log_guard = init_logging(matches!(cli.command, Command::Serve { .. }));
+    // This runtime accepts connections, watches files and signals, and runs the one-shot
+    // commands; clients are served by `chatd.threads` threads of their own (api::server),
+    // and adapters compile on blocking threads. One worker is plenty.
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     let runtime = match chatd::runtime::drop_on_park(&mut builder)
+        .worker_threads(1)
         .enable_all()
         .build()
     {
