@@ -1,0 +1,121 @@
+//! The bookkeeping of one exchange while it runs.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::{Gateway, Provider};
+use crate::error::GatewayError;
+use crate::telemetry::RequestGuard;
+impl Gateway {
+    /// Ends the chat exchanges still in flight because the shutdown grace period is over:
+    /// each answers a `shutting_down` error (a stream ends with one) instead of losing its
+    /// connection mid-answer. Exchanges that start later end the same way at once.
+    pub fn cut_in_flight(&self) {
+        self.cut.send_replace(true);
+    }
+
+    /// Starts the bookkeeping of one exchange.
+    pub(super) fn in_flight(
+        &self,
+        provider: &Arc<Provider>,
+        model: &str,
+        started: Instant,
+        kind: Kind,
+    ) -> InFlight {
+        InFlight {
+            stats: Some(provider.stats.start()),
+            provider: provider.clone(),
+            model: model.to_owned(),
+            started,
+            kind,
+            cut: self.cut.subscribe(),
+        }
+    }
+}
+
+/// Milliseconds since `started`, for log lines.
+pub(super) fn elapsed_ms(started: Instant) -> f64 {
+    started.elapsed().as_secs_f64() * 1000.0
+}
+
+/// What kind of exchange an [`InFlight`] tracks, for its log lines.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    Request,
+    Stream,
+}
+
+/// One chat exchange from routing to its end: counts it in its provider's stats, tells when
+/// the shutdown cuts it ([`Gateway::cut_in_flight`]), and logs it if it is dropped unfinished
+/// (its client went away, or chatd exited with it still running): the handler that would
+/// have logged it is gone then.
+pub(super) struct InFlight {
+    pub(super) provider: Arc<Provider>,
+    model: String,
+    pub(super) started: Instant,
+    kind: Kind,
+    /// Present until the exchange finishes.
+    stats: Option<RequestGuard>,
+    cut: watch::Receiver<bool>,
+}
+
+impl InFlight {
+    /// Records the outcome; returns the exchange's latency.
+    pub(super) fn finish(&mut self, ok: bool) -> Duration {
+        let latency = self.started.elapsed();
+        if let Some(stats) = self.stats.take() {
+            stats.finish(latency, ok);
+        }
+        latency
+    }
+
+    /// How an exchange ended by the shutdown fails.
+    pub(super) fn cut_error(&self) -> GatewayError {
+        GatewayError::ShuttingDown {
+            provider: self.provider.name.clone(),
+        }
+    }
+
+    pub(super) fn is_finished(&self) -> bool {
+        self.stats.is_none()
+    }
+
+    /// Resolves once the shutdown grace period is over (never if the gateway is gone).
+    /// Owns what it needs, so the exchange stays usable while it waits.
+    pub(super) fn cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut cut = self.cut.clone();
+        async move {
+            if cut.wait_for(|cut| *cut).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.is_finished() {
+            return;
+        }
+        let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
+        let (provider, model) = (&self.provider.name, &self.model);
+        // Cut exchanges answer an error and finish; one still here was cut with its
+        // connection as chatd exited.
+        match (*self.cut.borrow(), self.kind) {
+            (true, Kind::Request) => {
+                tracing::warn!(%provider, %model, after_ms, "request cut: chatd exited before it finished");
+            }
+            (true, Kind::Stream) => {
+                tracing::warn!(%provider, %model, after_ms, "stream cut: chatd exited before it finished");
+            }
+            (false, Kind::Request) => {
+                tracing::info!(%provider, %model, after_ms, "request cancelled: the client went away");
+            }
+            (false, Kind::Stream) => {
+                tracing::info!(%provider, %model, after_ms, "stream cancelled: the client went away");
+            }
+        }
+    }
+}

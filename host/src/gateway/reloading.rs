@@ -1,0 +1,209 @@
+//! Reloading: re-reading the config and adapters and swapping the snapshot.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Gateway, Snapshot};
+use crate::config::Config;
+use crate::runtime::library::AdapterSet;
+/// What a reload re-reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadScope {
+    /// Only `adapters_dir` (a file changed there).
+    Adapters,
+    /// `lakehouse.toml` and `adapters_dir` (SIGHUP, `POST /v1/admin/reload`).
+    ConfigAndAdapters,
+}
+
+/// The outcome of one reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadReport {
+    /// Unix seconds when it finished.
+    pub at: u64,
+    /// What triggered it.
+    pub trigger: String,
+    /// False when the new config was rejected (the previous one stays).
+    pub ok: bool,
+    /// Why the config was rejected.
+    pub error: Option<String>,
+    /// Adapters now serving a different version (`name`).
+    pub swapped: Vec<String>,
+    /// The same swaps with their versions: `name old -> new`, or `name version (new)`.
+    pub versions: Vec<String>,
+    /// Adapters no longer loaded (their file was removed).
+    pub removed: Vec<String>,
+    /// Adapter files that failed validation (the previous version keeps serving).
+    pub rejected: Vec<RejectedAdapter>,
+    /// Registered providers after the reload.
+    pub providers: Vec<String>,
+    /// How long the reload took, in milliseconds.
+    pub took_ms: f64,
+}
+
+/// An adapter file that failed validation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RejectedAdapter {
+    pub adapter: String,
+    pub path: String,
+    pub error: String,
+}
+
+impl Gateway {
+    /// Re-reads adapters (and the config, for [`ReloadScope::ConfigAndAdapters`]) and swaps
+    /// the result in atomically. New components are compiled and validated off the request
+    /// path; requests already running keep the snapshot they started with. A config that
+    /// fails to parse or validate is rejected whole; an adapter file that fails validation is
+    /// rejected alone and its previous version keeps serving.
+    pub async fn reload(&self, scope: ReloadScope, trigger: &str) -> ReloadReport {
+        let _serial = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let current = self.snapshot();
+        let config = match scope {
+            ReloadScope::Adapters => Ok(current.config.clone()),
+            ReloadScope::ConfigAndAdapters => Config::load(&self.config_path)
+                .map(Arc::new)
+                .map_err(|e| e.to_string()),
+        };
+        let outcome = match config {
+            Ok(config) => {
+                warn_restart_only_changes(&self.initial, &config);
+                let adapters = AdapterSet::load(
+                    &self.runtime,
+                    config.chatd.adapters_dir.as_deref(),
+                    &current.adapters,
+                )
+                .await;
+                match Snapshot::check_new_adapters(&config, Some(&current.config), &adapters) {
+                    Ok(()) => Ok(Snapshot::build(config, Arc::new(adapters), &self.stats)),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let report = match outcome {
+            Ok(next) => {
+                let report = ReloadReport::new(trigger, &current, &next, None, started);
+                self.adapters_dir
+                    .send_replace(next.config.chatd.adapters_dir.clone());
+                self.state.store(Arc::new(next));
+                report
+            }
+            Err(error) => ReloadReport::new(trigger, &current, &current, Some(error), started),
+        };
+        if report.ok {
+            tracing::info!(
+                trigger,
+                swapped = ?report.versions,
+                removed = ?report.removed,
+                rejected = report.rejected.len(),
+                took_ms = format_args!("{:.1}", report.took_ms),
+                "reloaded"
+            );
+        } else {
+            tracing::error!(
+                trigger,
+                error = report.error.as_deref().unwrap_or("-"),
+                "reload rejected; previous config stays active"
+            );
+        }
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        report
+    }
+
+    /// The outcome of the most recent reload, if any.
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Follows `adapters_dir` across config reloads.
+    pub fn watch_adapters_dir(&self) -> tokio::sync::watch::Receiver<Option<PathBuf>> {
+        self.adapters_dir.subscribe()
+    }
+}
+
+impl ReloadReport {
+    fn new(
+        trigger: &str,
+        before: &Snapshot,
+        after: &Snapshot,
+        error: Option<String>,
+        started: Instant,
+    ) -> Self {
+        let mut swapped = Vec::new();
+        let mut versions = Vec::new();
+        for (name, entry) in &after.adapters.entries {
+            let Some(new) = entry.active.as_ref() else {
+                continue;
+            };
+            let old = before.adapters.get(name);
+            if old.is_some_and(|old| Arc::ptr_eq(old, new)) {
+                continue;
+            }
+            swapped.push(name.clone());
+            versions.push(match old {
+                Some(old) => format!("{name} {} -> {}", old.info.version, new.info.version),
+                None => format!("{name} {} (new)", new.info.version),
+            });
+        }
+        let removed = before
+            .adapters
+            .entries
+            .iter()
+            .filter(|(name, entry)| entry.active.is_some() && after.adapters.get(name).is_none())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let rejected = after
+            .adapters
+            .entries
+            .iter()
+            .filter_map(|(name, entry)| {
+                let f = entry.last_error.as_ref()?;
+                Some(RejectedAdapter {
+                    adapter: name.clone(),
+                    path: f.path.display().to_string(),
+                    error: f.error.to_string(),
+                })
+            })
+            .collect();
+        ReloadReport {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            trigger: trigger.to_owned(),
+            ok: error.is_none(),
+            error,
+            swapped,
+            versions,
+            removed,
+            rejected,
+            providers: after.providers.keys().cloned().collect(),
+            took_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// Settings fixed at start: say so when a reloaded config differs from what is running.
+fn warn_restart_only_changes(old: &Config, new: &Config) {
+    if old.chatd.bind != new.chatd.bind {
+        tracing::warn!(old = %old.chatd.bind, new = %new.chatd.bind, "chatd.bind changed: takes effect after a restart");
+    }
+    if old.chatd.cors_origins != new.chatd.cors_origins {
+        tracing::warn!("chatd.cors_origins changed: takes effect after a restart");
+    }
+    if old.server_threads() != new.server_threads() {
+        tracing::warn!(
+            running = old.server_threads(),
+            new = new.server_threads(),
+            "chatd.threads changed: takes effect after a restart"
+        );
+    }
+    let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
+    if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
+        tracing::warn!("chatd.sandbox changed: takes effect after a restart");
+    }
+}

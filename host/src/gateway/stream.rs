@@ -1,0 +1,401 @@
+//! Streamed exchanges: opening the upstream stream and turning its events into chunks.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::in_flight::{InFlight, Kind, elapsed_ms};
+use super::{Gateway, Provider, adapter_failed, instance, retry_after};
+use crate::error::GatewayError;
+use crate::routing::Route;
+use crate::runtime::AdapterInstance;
+use crate::runtime::bindings::{ChatRequest, ChatResponse, StreamChunk};
+use crate::upstream::{Framer, Opened};
+impl Gateway {
+    /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
+    /// returned here (and become normal HTTP errors); later ones come from the stream.
+    pub async fn chat_stream(&self, mut request: ChatRequest) -> Result<ChatStream, GatewayError> {
+        let started = Instant::now();
+        let (route, provider) = self.snapshot().route(&request.model)?;
+        request.model = route.model.clone();
+        request.stream = true;
+        let mut exchange = self.in_flight(&provider, &request.model, started, Kind::Stream);
+        let opened = tokio::select! {
+            biased;
+            opened = self.start_stream(&provider, &request) => opened,
+            () = exchange.cut() => Err(exchange.cut_error()),
+        };
+        let (body, pending, kept) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                exchange.finish(false);
+                return Err(e);
+            }
+        };
+        let framing = provider.adapter.info.stream_framing;
+        let mut stream = ChatStream {
+            route,
+            framer: Framer::new(framing),
+            body_ended: !pending.is_empty(),
+            saw_end: !pending.is_empty(),
+            pending,
+            body,
+            // The first events usually arrive with the response head.
+            instance: kept,
+            idle_since: Instant::now(),
+            instance_events: 0,
+            exchange,
+        };
+        // Wait for the first chunk before answering. The client then gets the response head
+        // and the first token in one write (one wake-up less on its side), and a failure
+        // before any content (an error event first thing) is a normal HTTP error.
+        if stream.pending.is_empty() {
+            match stream.advance_unless_cut().await {
+                Some(Ok(first)) => stream.pending.push_back(first),
+                Some(Err(e)) => {
+                    // Not answered yet: the handler logs this as the request's error.
+                    stream.close(false);
+                    return Err(e);
+                }
+                None => {}
+            }
+        }
+        Ok(stream)
+    }
+
+    /// Builds the upstream request and opens the stream: the body still to read, chunks
+    /// already known (an answer that came whole), and the instance kept for parsing.
+    async fn start_stream(
+        &self,
+        provider: &Arc<Provider>,
+        request: &ChatRequest,
+    ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
+        if !provider.adapter.info.supports_streaming {
+            return Err(GatewayError::Unsupported {
+                provider: provider.name.clone(),
+                message: format!(
+                    "adapter {} does not support streaming",
+                    provider.adapter.name
+                ),
+            });
+        }
+        let mut builder = instance(provider).await?;
+        let http_request = builder
+            .build_request(request)
+            .await
+            .map_err(|e| adapter_failed(provider, e))?
+            .map_err(|e| provider.upstream_error(e, None))?;
+        let framing = provider.adapter.info.stream_framing;
+        let open = self
+            .upstream
+            .open_stream(&provider.target, http_request, framing);
+        let (opened, mut kept) =
+            hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
+        let mut parser = async || match kept.take() {
+            Some(instance) => Ok(instance),
+            None => instance(provider).await,
+        };
+        let (body, pending): (ByteStream, _) = match opened? {
+            Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
+            Opened::Whole(response) => {
+                let retry_after = retry_after(&response);
+                let whole = parser()
+                    .await?
+                    .parse_response(&response)
+                    .await
+                    .map_err(|e| adapter_failed(provider, e))?
+                    .map_err(|e| provider.upstream_error(e, retry_after))?;
+                (Box::pin(futures_util::stream::empty()), chunks_of(whole))
+            }
+            Opened::Refused(error_response) => {
+                let retry_after = retry_after(&error_response);
+                let parsed = parser()
+                    .await?
+                    .parse_response(&error_response)
+                    .await
+                    .map_err(|e| adapter_failed(provider, e))?;
+                return Err(match parsed {
+                    Err(e) => provider.upstream_error(e, retry_after),
+                    // The adapter accepted a non-2xx answer; it is still not a stream.
+                    Ok(_) => GatewayError::UpstreamStatus {
+                        provider: provider.name.clone(),
+                        status: error_response.status,
+                        message: "upstream refused the stream".into(),
+                    },
+                });
+            }
+        };
+        Ok((body, pending, kept))
+    }
+}
+
+/// A whole answer replayed as a stream: its content (if any), then a terminal chunk with the
+/// tool calls, finish reason and token counts.
+fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
+    let empty = StreamChunk {
+        content: None,
+        reasoning: None,
+        tool_calls: None,
+        model: Some(response.model),
+        done_reason: None,
+        finish: None,
+        input_tokens: None,
+        output_tokens: None,
+        done: false,
+    };
+    let mut chunks = VecDeque::with_capacity(2);
+    if !response.content.is_empty() || response.reasoning.is_some() {
+        chunks.push_back(StreamChunk {
+            content: Some(response.content).filter(|c| !c.is_empty()),
+            reasoning: response.reasoning,
+            ..empty.clone()
+        });
+    }
+    chunks.push_back(StreamChunk {
+        tool_calls: response.tool_calls,
+        done_reason: response.done_reason,
+        finish: response.finish,
+        input_tokens: response.input_tokens,
+        output_tokens: response.output_tokens,
+        done: true,
+        ..empty
+    });
+    chunks
+}
+
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = hyper::Result<bytes::Bytes>> + Send>>;
+
+/// A streamed answer in progress. Dropping it (the client went away) drops the upstream
+/// connection, which cancels the upstream request.
+pub struct ChatStream {
+    /// How the model name was routed.
+    pub route: Route,
+    exchange: InFlight,
+    /// Parses the stream's events (at first the request's builder). Kept between events only
+    /// while they come quickly: once it has been idle for [`KEEP_INSTANCE_IDLE`] it is
+    /// dropped, so a stream holds no sandbox slot while the model thinks.
+    instance: Option<AdapterInstance>,
+    /// When `instance` last finished a call.
+    idle_since: Instant,
+    /// Events `instance` has parsed.
+    instance_events: u32,
+    framer: Framer,
+    body: ByteStream,
+    body_ended: bool,
+    /// Chunks ready before any body is read (a whole answer replayed as a stream).
+    pending: VecDeque<StreamChunk>,
+    /// Whether the upstream signalled the end (a `done` event or a finish reason).
+    saw_end: bool,
+}
+
+impl ChatStream {
+    /// The provider serving this stream.
+    pub fn provider(&self) -> &str {
+        &self.exchange.provider.name
+    }
+
+    /// Time since the request arrived.
+    pub fn elapsed(&self) -> Duration {
+        self.exchange.started.elapsed()
+    }
+
+    /// The next chunk; `None` once the stream is complete. After an error, the stream ends.
+    pub async fn next(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
+        if self.exchange.is_finished() {
+            return None;
+        }
+        let item = self.advance_unless_cut().await;
+        match &item {
+            Some(Ok(chunk)) if chunk.done => self.end(None),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => self.end(Some(e)),
+            None => self.end(None),
+        }
+        item
+    }
+
+    /// Ends a stream that was answered: the handler logged its start, so its end gets a line
+    /// of its own (how long it ran, and why it failed if it did).
+    fn end(&mut self, error: Option<&GatewayError>) {
+        self.close(error.is_none());
+        let duration_ms = format_args!("{:.3}", elapsed_ms(self.exchange.started));
+        match error {
+            None => tracing::info!(
+                provider = %self.exchange.provider.name,
+                model = %self.route.model,
+                duration_ms,
+                "stream finished"
+            ),
+            Some(e) => tracing::warn!(
+                provider = %self.exchange.provider.name,
+                model = %self.route.model,
+                duration_ms,
+                code = e.code(),
+                error = %e,
+                "stream failed"
+            ),
+        }
+    }
+
+    fn close(&mut self, ok: bool) {
+        if let Some(instance) = self.instance.take() {
+            instance.release();
+        }
+        self.exchange.finish(ok);
+    }
+
+    /// The next chunk, or a `shutting_down` error once the shutdown grace period is over.
+    async fn advance_unless_cut(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
+        let cut = self.exchange.cut();
+        tokio::select! {
+            biased;
+            item = self.advance() => item,
+            () = cut => Some(Err(self.exchange.cut_error())),
+        }
+    }
+
+    async fn advance(&mut self) -> Option<Result<StreamChunk, GatewayError>> {
+        if let Some(chunk) = self.pending.pop_front() {
+            return Some(Ok(chunk));
+        }
+        let provider = self.exchange.provider.clone();
+        loop {
+            if let Some(event) = self.framer.next_event() {
+                let mut parser = match self.take_instance() {
+                    Some(instance) => instance,
+                    None => match instance(&provider).await {
+                        Ok(instance) => {
+                            self.instance_events = 0;
+                            instance
+                        }
+                        Err(e) => return Some(Err(e)),
+                    },
+                };
+                // A failed call drops the instance: a trapped instance is not used again.
+                let parsed = match parser.parse_stream_event(&event).await {
+                    Ok(parsed) => parsed,
+                    Err(e) => return Some(Err(adapter_failed(&provider, e))),
+                };
+                self.instance_events += 1;
+                if parser.may_idle() {
+                    self.instance = Some(parser);
+                    self.idle_since = Instant::now();
+                }
+                match parsed {
+                    Ok(Some(chunk)) => {
+                        self.saw_end |= chunk.done || chunk.finish.is_some();
+                        return Some(Ok(chunk));
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Some(Err(provider.upstream_error(e, None)));
+                    }
+                }
+            }
+            if self.body_ended {
+                return if self.saw_end {
+                    None
+                } else {
+                    Some(Err(GatewayError::UpstreamStream {
+                        provider: provider.name.clone(),
+                        message: "upstream closed the stream before it finished".into(),
+                    }))
+                };
+            }
+            let timeout = provider.target.timeout;
+            let read = tokio::time::timeout(timeout, self.body.next());
+            // An instance still held here is kept only while the next bytes come quickly.
+            let read = match self.instance.take() {
+                Some(held) => {
+                    let (read, kept) =
+                        hold_while(held, self.idle_since + KEEP_INSTANCE_IDLE, read).await;
+                    self.instance = kept;
+                    read
+                }
+                None => read.await,
+            };
+            match read {
+                Err(_) => {
+                    return Some(Err(GatewayError::UpstreamTimeout {
+                        provider: provider.name.clone(),
+                        timeout,
+                    }));
+                }
+                Ok(None) => {
+                    self.framer.finish();
+                    self.body_ended = true;
+                }
+                Ok(Some(Err(e))) => {
+                    return Some(Err(GatewayError::UpstreamStream {
+                        provider: provider.name.clone(),
+                        message: crate::upstream::describe(&e),
+                    }));
+                }
+                Ok(Some(Ok(bytes))) => {
+                    if self.framer.feed(&bytes).is_err() {
+                        return Some(Err(GatewayError::MalformedResponse {
+                            provider: provider.name.clone(),
+                            message: "a stream event exceeds the size limit".into(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How long a request keeps an idle adapter instance for its next call: the builder while the
+/// upstream works (so a quick answer is parsed by the same instance), a stream's parser
+/// between events.
+///
+/// An instance costs ~8 µs of CPU to create and drop (the memory reset included) at 64
+/// concurrent requests, a tenth of a request's CPU; reusing it for the answer saves one of
+/// the two per request, and a fast stream (tokens a few ms apart) parses all its events in
+/// one instance instead of one per upstream read. The bound keeps what the
+/// one-instance-per-call design gave: a request that waits longer for its model (most LLM
+/// calls, most gaps between tokens) holds no sandbox slot and no instance memory while it
+/// waits, and gets a fresh instance when the answer comes. All calls on one instance serve
+/// the same request, so nothing can leak between requests either way.
+pub const KEEP_INSTANCE_IDLE: Duration = Duration::from_millis(10);
+
+/// Events one instance parses before a stream takes a fresh one, so that a guest that leaks
+/// a little memory per event cannot reach its memory limit on a long stream.
+pub const EVENTS_PER_INSTANCE: u32 = 1000;
+
+impl ChatStream {
+    /// The kept parser, unless it has been idle too long (the client was slow to take the
+    /// last chunk) or has parsed [`EVENTS_PER_INSTANCE`] events.
+    fn take_instance(&mut self) -> Option<AdapterInstance> {
+        let instance = self.instance.take()?;
+        (self.idle_since.elapsed() <= KEEP_INSTANCE_IDLE
+            && self.instance_events < EVENTS_PER_INSTANCE)
+            .then_some(instance)
+    }
+}
+
+/// Awaits `work` while holding `instance` until `deadline` at most; the instance comes back
+/// only if `work` finished by then. When slots are scarce (see
+/// [`AdapterInstance::may_idle`]) it is dropped at once.
+pub(super) async fn hold_while<T>(
+    instance: AdapterInstance,
+    deadline: Instant,
+    work: impl std::future::Future<Output = T>,
+) -> (T, Option<AdapterInstance>) {
+    if !instance.may_idle() {
+        drop(instance);
+        return (work.await, None);
+    }
+    let mut held = Some(instance);
+    let release = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(work, release);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return (out, held),
+            () = &mut release, if held.is_some() => held = None,
+        }
+    }
+}
