@@ -544,3 +544,36 @@ fn adapters_list_shows_what_a_config_would_load() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_that_are_not_http_get_a_bare_4xx_and_a_log_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = ollama_mock().await;
+    let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
+    let addr = chatd.url.trim_start_matches("http://").to_owned();
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&[u8], &str); 3] = [
+        (b"GARBAGE\r\n\r\n", "HTTP/1.1 400 "),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "HTTP/1.1 400 "),
+        (long_uri.as_bytes(), "HTTP/1.1 414 "),
+    ];
+    for (request, status) in cases {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        conn.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .expect("the connection was not closed")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(status), "{answer}");
+    }
+    chatd.wait_for_log("malformed HTTP request", Duration::from_secs(10));
+    let logs = chatd.stop();
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("malformed HTTP request"))
+        .count();
+    assert_eq!(lines, 3, "{logs}");
+    assert!(logs.contains("peer=127.0.0.1:"), "{logs}");
+}

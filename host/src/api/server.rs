@@ -220,6 +220,7 @@ async fn serve_connections(
     let connections = GracefulShutdown::new();
     while let Some(tcp) = incoming.recv().await {
         let finished = Finished(load.clone());
+        let peer = tcp.peer_addr().ok();
         let tcp = match tokio::net::TcpStream::from_std(tcp) {
             Ok(tcp) => tcp,
             Err(e) => {
@@ -237,8 +238,16 @@ async fn serve_connections(
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
         let connection = connections.watch(connection);
         tokio::spawn(async move {
-            // A client that resets or times out is its own problem, not the server's.
-            let _ = connection.await;
+            // A client that resets or times out is its own problem, not the server's. One
+            // that sends something other than HTTP gets hyper's bare 400 (431 for oversized
+            // headers, 414 for a huge URI) before the router sees it; without this line it
+            // would leave no trace.
+            if let Err(e) = connection.await
+                && e.is_parse()
+            {
+                let peer = peer.map(|p| p.to_string()).unwrap_or_default();
+                tracing::info!(%peer, error = %e, "malformed HTTP request; answered with an empty 4xx and closed the connection");
+            }
             drop(finished);
         });
     }
