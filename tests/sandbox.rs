@@ -124,6 +124,24 @@ async fn a_spinning_adapter_is_stopped_with_adapter_timeout() {
 }
 
 #[tokio::test]
+async fn an_adapter_parked_on_a_host_timer_is_stopped_with_adapter_timeout() {
+    // Sleeping uses no CPU, so no epoch tick interrupts it: the wait itself is timed.
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = gateway(&upstream, &[("sleepy", "chatd-fixture-sleeps")]).await;
+    let (status, _, body) = tokio::time::timeout(
+        Duration::from_secs(20),
+        gw.post("/v1/chat/completions", TestGateway::chat("sleepy/m")),
+    )
+    .await
+    .expect("the sleeping adapter was never stopped");
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "adapter_timeout", "{body}");
+    let (status, _, _) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn a_memory_hog_hits_its_limit_with_a_clear_error() {
     let upstream = MockServer::start().await;
     ollama_ok(&upstream).await;
@@ -873,4 +891,42 @@ async fn the_epoch_clock_rests_while_no_instance_is_alive() {
         "only {busy} epoch ticks while an instance was alive"
     );
     drop(instance);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_a_call_waits_for_its_thread_does_not_count_against_its_budget() {
+    // One server thread and many requests whose adapter calls each take a few epoch ticks
+    // of guest time: a call yields at every tick and then waits behind the other requests.
+    // Only the time it runs may count against the 100 ms budget, or the calls fail at
+    // random under load (they did: adapter_timeout for a request that takes 15 ms alone).
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let gw = TestGateway::start(&format!(
+        "[chatd]\ndefault_provider = \"ollama\"\nadapters_dir = \"\"\nthreads = 1\n\
+         [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"{}\"\n",
+        upstream.uri()
+    ))
+    .await;
+    let messages: Vec<Value> = (0..20_000)
+        .map(|_| json!({"role": "user", "content": "x"}))
+        .collect();
+    let body = json!({"model": "ollama/m", "messages": messages});
+    let requests: Vec<_> = (0..48)
+        .map(|_| {
+            let (gw_url, body) = (gw.url.clone(), body.clone());
+            tokio::spawn(async move {
+                let resp = reqwest::Client::new()
+                    .post(format!("{gw_url}/v1/chat"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for request in requests {
+        let (status, body) = request.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
 }

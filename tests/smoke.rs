@@ -554,7 +554,10 @@ async fn bytes_that_are_not_http_get_a_bare_4xx_and_a_log_line() {
     let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
     let cases: [(&[u8], &str); 3] = [
         (b"GARBAGE\r\n\r\n", "HTTP/1.1 400 "),
-        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "HTTP/1.1 400 "),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+            "HTTP/1.1 400 ",
+        ),
         (long_uri.as_bytes(), "HTTP/1.1 414 "),
     ];
     for (request, status) in cases {

@@ -14,7 +14,7 @@ use super::bindings::{
     AdapterError, AdapterInfo, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
     HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
 };
-use super::sandbox::Sandbox;
+use super::sandbox::{Sandbox, within_budget};
 use super::{CallError, LoadError, Runtime};
 
 /// Where an adapter's bytes came from.
@@ -269,22 +269,21 @@ impl Adapter {
     pub async fn instance(&self) -> Result<AdapterInstance, CallError> {
         let permit = self.runtime.acquire_slot().await?;
         let mut store = self.runtime.new_store();
-        let ticks = self.runtime.limits().call_ticks;
         let budget = self.runtime.call_budget();
         // Instantiation runs guest code too (start functions): it gets the same budget.
-        store.data_mut().arm(ticks);
+        store.data_mut().arm();
         store.set_epoch_deadline(1);
+        let run = store.data().run.clone();
         let instantiate = self.instance_pre.instantiate_async(&mut store);
-        let instance = match tokio::time::timeout(budget, instantiate).await {
-            Ok(Ok(instance)) => instance,
-            Ok(Err(e)) => return Err(CallError::from_trap(&e, store.data())),
-            Err(_) => return Err(CallError::Timeout),
+        let instance = match within_budget(run, budget, instantiate).await {
+            Some(Ok(instance)) => instance,
+            Some(Err(e)) => return Err(CallError::from_trap(&e, store.data())),
+            None => return Err(CallError::Timeout),
         };
         Ok(AdapterInstance {
             store,
             instance,
             exports: self.exports,
-            ticks,
             budget,
             permit,
             slots: self.runtime.config().max_instances as usize,
@@ -298,7 +297,6 @@ pub struct AdapterInstance {
     store: Store<Sandbox>,
     instance: Instance,
     exports: Exports,
-    ticks: u32,
     budget: std::time::Duration,
     /// This instance's slot, given back when it is dropped.
     permit: OwnedSemaphorePermit,
@@ -406,8 +404,7 @@ impl AdapterInstance {
         Ok(unsafe { TypedFunc::new_unchecked(func) })
     }
 
-    /// Calls `func` under the time budget. The epoch budget stops busy guests; the timeout
-    /// also covers a guest parked in a host-side wait (e.g. polling a WASI timer).
+    /// Calls `func` under the time budget (see [`within_budget`]).
     async fn call<P, R>(
         &mut self,
         func: Result<TypedFunc<P, R>, CallError>,
@@ -418,26 +415,20 @@ impl AdapterInstance {
         R: ComponentNamedList + Lift + Send + Sync + Single + 'static,
     {
         let func = func?;
-        self.arm();
+        self.store.data_mut().arm();
+        self.store.set_epoch_deadline(1);
+        let run = self.store.data().run.clone();
         let outcome =
-            tokio::time::timeout(self.budget, func.call_async(&mut self.store, params)).await;
+            within_budget(run, self.budget, func.call_async(&mut self.store, params)).await;
         self.settle(outcome).map(Single::into_single)
     }
 
-    fn arm(&mut self) {
-        self.store.data_mut().arm(self.ticks);
-        self.store.set_epoch_deadline(1);
-    }
-
     /// Maps a guarded call's outcome.
-    fn settle<T>(
-        &self,
-        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
-    ) -> Result<T, CallError> {
+    fn settle<T>(&self, outcome: Option<wasmtime::Result<T>>) -> Result<T, CallError> {
         match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CallError::from_trap(&e, self.store.data())),
-            Err(_) => Err(CallError::Timeout),
+            Some(Ok(value)) => Ok(value),
+            Some(Err(e)) => Err(CallError::from_trap(&e, self.store.data())),
+            None => Err(CallError::Timeout),
         }
     }
 }

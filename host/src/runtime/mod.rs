@@ -184,13 +184,9 @@ impl Runtime {
             .map_err(|e| format!("cannot link WASI: {e}"))?;
         let slots = Arc::new(Semaphore::new(n as usize));
         let clock = EpochClock::start(&engine, slots.clone(), n)?;
-        let ticks = config
-            .call_budget
-            .as_micros()
-            .div_ceil(EPOCH_TICK.as_micros());
         let limits = SandboxLimits {
             memory_bytes: config.memory_bytes,
-            call_ticks: u32::try_from(ticks).unwrap_or(u32::MAX).max(1),
+            call_budget: config.call_budget,
         };
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -216,10 +212,6 @@ impl Runtime {
 
     pub(crate) fn linker(&self) -> &Linker<Sandbox> {
         &self.inner.linker
-    }
-
-    pub(crate) fn limits(&self) -> SandboxLimits {
-        self.inner.limits
     }
 
     pub(crate) fn call_budget(&self) -> Duration {

@@ -8,7 +8,12 @@
 //! name lookups, a clock frozen at zero and deterministic "randomness". stdout is discarded;
 //! stderr goes to a small in-memory buffer so a panic message can be logged.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
@@ -26,8 +31,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub struct SandboxLimits {
     /// Linear memory an instance may grow to, in bytes.
     pub memory_bytes: usize,
-    /// Epoch ticks one call may run before it is interrupted.
-    pub call_ticks: u32,
+    /// How long one call may run before it is interrupted.
+    pub call_budget: Duration,
 }
 
 /// The store data of one adapter instance.
@@ -38,8 +43,9 @@ pub struct Sandbox {
     /// chatd's per-request instructions when done for every instance (callgrind).
     wasi: Option<Wasi>,
     memory_bytes: usize,
-    /// Ticks left for the call in progress.
-    ticks_left: u32,
+    call_budget: Duration,
+    /// How long the call in progress has run.
+    pub(crate) run: Arc<RunClock>,
     /// Set when the instance asked for more memory than allowed.
     pub(crate) memory_exceeded: bool,
     /// Set when the call in progress ran out of time.
@@ -87,15 +93,16 @@ impl Sandbox {
         Sandbox {
             wasi: None,
             memory_bytes: limits.memory_bytes,
-            ticks_left: 0,
+            call_budget: limits.call_budget,
+            run: Arc::new(RunClock::new()),
             memory_exceeded: false,
             out_of_time: false,
         }
     }
 
     /// Arms the time budget for the next call.
-    pub(crate) fn arm(&mut self, ticks: u32) {
-        self.ticks_left = ticks;
+    pub(crate) fn arm(&mut self) {
+        self.run.reset();
         self.out_of_time = false;
     }
 
@@ -115,13 +122,117 @@ impl Sandbox {
         mut ctx: StoreContextMut<'_, Sandbox>,
     ) -> wasmtime::Result<UpdateDeadline> {
         let data = ctx.data_mut();
-        if data.ticks_left == 0 {
+        if data.run.spent() >= data.call_budget {
             data.out_of_time = true;
             return Err(wasmtime::Error::new(OutOfTime));
         }
-        data.ticks_left -= 1;
+        data.run.yielded.store(true, Ordering::Relaxed);
         Ok(UpdateDeadline::Yield(1))
     }
+}
+
+/// How long the adapter call in progress has run, for its time budget.
+///
+/// A call yields its thread at every epoch tick, and on a busy thread it then waits behind
+/// other requests before it runs again. That wait is the host's load, not the adapter's
+/// work: counting it made calls that need a few milliseconds fail with `adapter_timeout` at
+/// 64 concurrent requests. So only the time the call's future is being polled counts, plus
+/// time the guest spends parked on a host future it asked for (a WASI sleep), which is its
+/// own doing. Shared by the store's epoch callback and the call's future ([`within_budget`]).
+#[derive(Debug)]
+pub(crate) struct RunClock {
+    origin: Instant,
+    /// Nanoseconds counted before the poll in progress.
+    spent_ns: AtomicU64,
+    /// When the poll in progress began, in nanoseconds since `origin`.
+    poll_began_ns: AtomicU64,
+    /// Set by the epoch callback when it yields: the `Pending` that follows is that yield,
+    /// not a wait on the host.
+    yielded: AtomicBool,
+}
+
+impl RunClock {
+    fn new() -> RunClock {
+        RunClock {
+            origin: Instant::now(),
+            spent_ns: AtomicU64::new(0),
+            poll_began_ns: AtomicU64::new(0),
+            yielded: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn reset(&self) {
+        self.spent_ns.store(0, Ordering::Relaxed);
+        self.yielded.store(false, Ordering::Relaxed);
+    }
+
+    fn poll_begins(&self) {
+        self.poll_began_ns.store(self.now_ns(), Ordering::Relaxed);
+    }
+
+    fn poll_ends(&self) {
+        let polled = self.now_ns() - self.poll_began_ns.load(Ordering::Relaxed);
+        self.add(polled);
+    }
+
+    fn add(&self, ns: u64) {
+        self.spent_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// Time run so far, the poll in progress included (the epoch callback runs inside one).
+    fn spent(&self) -> Duration {
+        let polling = self.now_ns() - self.poll_began_ns.load(Ordering::Relaxed);
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + polling)
+    }
+
+    /// Time counted before the poll in progress (none is, outside polls).
+    fn counted(&self) -> Duration {
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// Runs an adapter call (or instantiation) under its time budget; `None` if the budget ran
+/// out while the guest was parked on a host future. A guest that runs is stopped by the
+/// epoch callback instead (the call then fails with [`OutOfTime`]).
+pub(crate) async fn within_budget<F: Future>(
+    run: Arc<RunClock>,
+    budget: Duration,
+    call: F,
+) -> Option<F::Output> {
+    let mut call = pin!(call);
+    // While the guest waits on the host: since when, and a timer for what is left.
+    let mut host_wait: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
+    std::future::poll_fn(move |cx| {
+        if let Some((since, timer)) = host_wait.as_mut() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            run.add(u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            host_wait = None;
+        }
+        run.poll_begins();
+        let polled = call.as_mut().poll(cx);
+        run.poll_ends();
+        match polled {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            Poll::Pending => {
+                if !run.yielded.swap(false, Ordering::Relaxed) {
+                    let left = budget.saturating_sub(run.counted());
+                    let mut timer = Box::pin(tokio::time::sleep(left));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    host_wait = Some((Instant::now(), timer));
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 impl WasiView for Sandbox {
