@@ -469,9 +469,9 @@ async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_relo
         "the provider to be unregistered",
         Duration::from_secs(30),
         || {
-            chatd.logs().contains(
-                "is not loaded (no built-in of that name and no echo.wasm in adapters_dir)",
-            )
+            chatd
+                .logs()
+                .contains("unknown adapter \"echo\": no built-in of that name and no echo.wasm")
         },
     )
     .await;

@@ -449,21 +449,58 @@ fn adapters_list_columns_fit_their_longest_cell() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_a_missing_adapter_fails_check_but_not_serve() {
+    // Deleting a drop-in adapter's file unregisters its provider while chatd runs; a
+    // restart must not then take the other providers down. `chatd check` catches the typo.
+    let upstream = ollama_mock().await;
+    let config = format!(
+        "{}\n        [chatd.providers.x]\n        adapter = \"nope\"\n        base_url = \"http://h\"\n",
+        dev_config(&upstream.uri())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lakehouse.toml");
+    std::fs::write(&path, config.replace("{dir}", dir.path().to_str().unwrap())).unwrap();
+    let (code, out) = run_chatd(&["check", "--config", path.to_str().unwrap()], &[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("provider x: unknown adapter \"nope\": no built-in of that name and no nope.wasm in adapters_dir"),
+        "{out}"
+    );
+    assert!(
+        out.contains("(known: ollama, ollama_cloud, openai_compat)"),
+        "{out}"
+    );
+
+    let mut chatd = ChatdProcess::start(&config, &[]);
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{}/v1/chat", chatd.url))
+        .json(&chat("x/m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "provider_not_registered", "{body}");
+    let resp = client
+        .post(format!("{}/v1/chat", chatd.url))
+        .json(&chat("qwen3:8b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let logs = chatd.stop();
+    assert!(
+        logs.contains("provider not registered provider=x reason=unknown adapter \"nope\""),
+        "{logs}"
+    );
+}
+
 #[test]
 fn invalid_config_fails_fast_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
-    std::fs::write(&config, "[chatd]\n[chatd.providers.x]\nadapter = \"nope\"\nbase_url = \"http://h\"\n[chatd.providers.ollama]\nadapter = \"ollama\"\n").unwrap();
-    for command in ["check", "serve"] {
-        let (code, out) = run_chatd(&[command, "--config", config.to_str().unwrap()], &[]);
-        assert_ne!(code, 0, "{out}");
-        assert!(
-            out.contains(
-                "provider x: unknown adapter \"nope\" (known: ollama, ollama_cloud, openai_compat)"
-            ),
-            "{out}"
-        );
-    }
     std::fs::write(&config, "[chatd]\ntimeout_secs = \"soon\"\n").unwrap();
     let (code, out) = run_chatd(&["serve", "--config", config.to_str().unwrap()], &[]);
     assert_ne!(code, 0);

@@ -52,8 +52,6 @@ pub enum StartError {
     Runtime(String),
     #[error("{0}")]
     Http(String),
-    #[error("{0}")]
-    Config(String),
 }
 
 /// The running gateway: runtime, HTTP client and the current snapshot.
@@ -128,7 +126,10 @@ impl Gateway {
         runtime: Runtime,
         adapters: AdapterSet,
     ) -> Result<Arc<Gateway>, StartError> {
-        Snapshot::check_adapters(&config, &adapters).map_err(StartError::Config)?;
+        // No `check_adapters` here: a provider whose adapter is missing is registered as
+        // unavailable (with the reason), as it is when its file is deleted while chatd
+        // runs; a restart must not take every other provider down with it.
+        // `chatd check` still fails on it.
         let upstream =
             Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
         let stats = StatsRegistry::default();

@@ -77,7 +77,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Checks that every provider names an adapter that exists (built-in or a file in
-    /// `adapters_dir`): a typo there is a config error, not a silently missing provider.
+    /// `adapters_dir`), for `chatd check`: a typo there should fail a deploy's check. `serve`
+    /// starts anyway, with that provider unregistered and the reason logged.
     pub fn check_adapters(config: &Config, adapters: &AdapterSet) -> Result<(), String> {
         Self::check_new_adapters(config, None, adapters)
     }
@@ -95,12 +96,10 @@ impl Snapshot {
                 .and_then(|p| p.chatd.providers.get(name))
                 .is_some_and(|old| old.adapter == pc.adapter);
             if !unchanged && !adapters.entries.contains_key(&pc.adapter) {
-                let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
                 return Err(format!(
-                    "config {}: provider {name}: unknown adapter {:?} (known: {})",
+                    "config {}: provider {name}: {}",
                     config.path.display(),
-                    pc.adapter,
-                    known.join(", ")
+                    unknown_adapter(&pc.adapter, config, adapters)
                 ));
             }
         }
@@ -169,6 +168,19 @@ impl Snapshot {
     }
 }
 
+/// Why `name` names no adapter: where chatd looked, and which adapters there are.
+fn unknown_adapter(name: &str, config: &Config, adapters: &AdapterSet) -> String {
+    let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
+    let dir = match &config.chatd.adapters_dir {
+        Some(dir) => format!("adapters_dir {}", dir.display()),
+        None => "adapters_dir (none configured)".to_owned(),
+    };
+    format!(
+        "unknown adapter {name:?}: no built-in of that name and no {name}.wasm in {dir} (known: {})",
+        known.join(", ")
+    )
+}
+
 fn register(
     name: &str,
     pc: &ProviderConfig,
@@ -176,12 +188,10 @@ fn register(
     adapters: &AdapterSet,
     stats: &StatsRegistry,
 ) -> Result<Provider, String> {
-    let entry = adapters.entries.get(&pc.adapter).ok_or_else(|| {
-        format!(
-            "adapter {:?} is not loaded (no built-in of that name and no {}.wasm in adapters_dir)",
-            pc.adapter, pc.adapter
-        )
-    })?;
+    let entry = adapters
+        .entries
+        .get(&pc.adapter)
+        .ok_or_else(|| unknown_adapter(&pc.adapter, config, adapters))?;
     let adapter = entry.active.clone().ok_or_else(|| {
         let why = entry
             .last_error
