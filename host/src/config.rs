@@ -434,8 +434,14 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), String> {
         return Err(format!("provider {name}: timeout_secs must be at least 1"));
     }
     for (header, value) in &p.headers {
-        http::HeaderName::from_bytes(header.as_bytes())
+        let parsed = http::HeaderName::from_bytes(header.as_bytes())
             .map_err(|_| format!("provider {name}: {header:?} is not a valid header name"))?;
+        if crate::upstream::CONNECTION_HEADERS.contains(&parsed.as_str()) {
+            return Err(format!(
+                "provider {name}: header {header} cannot be set in headers: chatd's HTTP \
+                 client sets it (the host comes from base_url)"
+            ));
+        }
         http::HeaderValue::from_str(value)
             .map_err(|_| format!("provider {name}: header {header} has an invalid value"))?;
     }
@@ -579,6 +585,13 @@ mod tests {
             err("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\nheaders = { \"bad header\" = \"v\" }\n")
                 .contains("not a valid header name")
         );
+        for framing in ["Content-Length", "transfer-encoding", "Host", "Connection"] {
+            assert!(
+                err(&format!("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\nheaders = {{ \"{framing}\" = \"5\" }}\n"))
+                    .contains(&format!("header {framing} cannot be set in headers")),
+                "{framing}"
+            );
+        }
         assert!(
             err("[chatd]\ntimeout_secs = 0\n[chatd.providers.ollama]\nadapter = \"ollama\"\n")
                 .contains("timeout_secs must be at least 1")

@@ -247,6 +247,9 @@ fn register(
                 format!("the API key from {source} contains characters not allowed in a header")
             })?;
             value.set_sensitive(true);
+            if headers.contains_key(&header) {
+                tracing::warn!(provider = %name, %header, "the static header is replaced by the API key (remove it from headers)");
+            }
             reserved.push(header.clone());
             headers.insert(header, value);
             (Some(source), Some(key))

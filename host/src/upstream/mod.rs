@@ -42,15 +42,17 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Headers an adapter may not set: the host owns auth, framing and connection handling.
-const HOST_OWNED: &[&str] = &[
-    "authorization",
-    "proxy-authorization",
+/// Headers that describe the connection and the message's framing, not the request: the HTTP
+/// client sets them (`host` from the base URL, a proxy's authorization from the environment).
+/// Neither an adapter nor a provider's static `headers` may set them.
+pub const CONNECTION_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
     "connection",
     "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
     "upgrade",
     "te",
     "trailer",
@@ -105,7 +107,11 @@ impl Target {
         for (name, value) in from_adapter {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("invalid header name {name:?}"))?;
-            if HOST_OWNED.contains(&name.as_str()) || self.reserved.contains(&name) {
+            // Auth is the host's too: the key goes in the header the adapter declared.
+            if name == header::AUTHORIZATION
+                || CONNECTION_HEADERS.contains(&name.as_str())
+                || self.reserved.contains(&name)
+            {
                 continue;
             }
             let value = HeaderValue::from_str(&value)
