@@ -315,6 +315,9 @@ impl Config {
         if c.max_body_bytes < 1024 {
             return Err("chatd.max_body_bytes must be at least 1024".into());
         }
+        if c.max_upstream_body_bytes < 1024 {
+            return Err("chatd.max_upstream_body_bytes must be at least 1024".into());
+        }
         if c.sandbox.memory_mib == 0 || c.sandbox.memory_mib > 4096 {
             return Err("chatd.sandbox.memory_mib must be between 1 and 4096".into());
         }
@@ -584,6 +587,10 @@ mod tests {
         assert!(
             err("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\nheaders = { \"bad header\" = \"v\" }\n")
                 .contains("not a valid header name")
+        );
+        assert!(
+            err("[chatd]\nmax_upstream_body_bytes = 0\n[chatd.providers.ollama]\nadapter = \"ollama\"\n")
+                .contains("max_upstream_body_bytes must be at least 1024")
         );
         for framing in ["Content-Length", "transfer-encoding", "Host", "Connection"] {
             assert!(

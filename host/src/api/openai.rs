@@ -111,10 +111,7 @@ impl CompletionsRequest {
                     "stream_options is only allowed when stream is true",
                 ));
             }
-            Some(opts) => opts
-                .get("include_usage")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            Some(opts) => stream_options(opts)?,
         };
         let think = match self.reasoning_effort.as_deref() {
             None => None,
@@ -166,6 +163,41 @@ const IGNORED: &[&str] = &[
 
 /// Rejects fields that would change the answer but cannot be honoured; neutral values
 /// (`n: 1`, `logprobs: false`, zero penalties) pass.
+/// `stream_options`: whether to send a usage chunk. `include_obfuscation` (OpenAI pads its
+/// chunks against length side channels) is accepted and has nothing to do here.
+fn stream_options(opts: &Value) -> Result<bool, GatewayError> {
+    let Value::Object(opts) = opts else {
+        return Err(GatewayError::bad_param(
+            "stream_options",
+            "stream_options must be an object",
+        ));
+    };
+    let mut include_usage = false;
+    for (key, value) in opts {
+        let flag = match value {
+            Value::Null => None,
+            Value::Bool(b) => Some(*b),
+            _ => {
+                return Err(GatewayError::bad_param(
+                    &format!("stream_options.{key}"),
+                    format!("stream_options.{key} must be a boolean"),
+                ));
+            }
+        };
+        match key.as_str() {
+            "include_usage" => include_usage = flag.unwrap_or(false),
+            "include_obfuscation" => {}
+            _ => {
+                return Err(GatewayError::bad_param(
+                    &format!("stream_options.{key}"),
+                    format!("stream_options.{key} is not supported"),
+                ));
+            }
+        }
+    }
+    Ok(include_usage)
+}
+
 fn check_extra_fields(extra: &Map<String, Value>) -> Result<(), GatewayError> {
     for (field, value) in extra {
         if IGNORED.contains(&field.as_str()) || value.is_null() {
@@ -562,6 +594,29 @@ mod tests {
                 .param(),
             Some("stream_options")
         );
+        let streamed = |opts: Value| {
+            let mut v = with("stream", json!(true));
+            v["stream_options"] = opts;
+            req(v)
+        };
+        assert!(
+            !streamed(json!({"include_usage": null}))
+                .unwrap()
+                .1
+                .include_usage
+        );
+        assert!(streamed(json!({"include_obfuscation": false})).is_ok());
+        for (opts, param) in [
+            (
+                json!({"include_usage": "yes"}),
+                "stream_options.include_usage",
+            ),
+            (json!({"foo": true}), "stream_options.foo"),
+            (json!(true), "stream_options"),
+        ] {
+            let err = streamed(opts.clone()).unwrap_err();
+            assert_eq!(err.param(), Some(param), "{opts}: {err}");
+        }
         let mut both = base();
         both["max_tokens"] = json!(3);
         both["max_completion_tokens"] = json!(4);
