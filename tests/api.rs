@@ -728,3 +728,63 @@ async fn one_failing_provider_does_not_fail_the_model_list() {
     );
     assert_eq!(body["errors"][0]["provider"], "ollama");
 }
+
+#[tokio::test]
+async fn a_redirecting_upstream_is_named_with_where_it_points() {
+    // A plain-http base_url that the upstream redirects to https is a common mistake;
+    // chatd follows no redirect (the body and key must not go where a 3xx points).
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(301).insert_header("location", "https://ollama.example/api/chat"),
+        )
+        .mount(&upstream)
+        .await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for stream in [false, true] {
+        let mut body = TestGateway::chat("ollama/m");
+        body["stream"] = json!(stream);
+        let (status, _, body) = gw.post("/v1/chat/completions", body).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("HTTP 301")
+                && message.contains("redirected to https://ollama.example/api/chat"),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_encoded_upstream_body_is_reported_as_such() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-encoding", "gzip")
+                .set_body_bytes(vec![0x1f, 0x8b, 0x08, 0x00]),
+        )
+        .mount(&upstream)
+        .await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    for stream in [false, true] {
+        let mut body = TestGateway::chat("ollama/m");
+        body["stream"] = json!(stream);
+        let (status, _, body) = gw.post("/v1/chat/completions", body).await;
+        assert_eq!(status, 502, "{body}");
+        assert_eq!(
+            body["error"]["code"], "upstream_malformed_response",
+            "{body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("gzip-encoded"),
+            "{body}"
+        );
+    }
+}

@@ -234,6 +234,7 @@ impl Upstream {
                 .request(request)
                 .await
                 .map_err(|e| unreachable(target, &e))?;
+            check_head(target, &response)?;
             self.read_whole(target, response).await
         };
         tokio::time::timeout(target.timeout, exchange)
@@ -254,6 +255,7 @@ impl Upstream {
             .await
             .map_err(|_| timeout(target))?
             .map_err(|e| unreachable(target, &e))?;
+        check_head(target, &response)?;
         let success = response.status().is_success();
         if success && !(framing == StreamFraming::Sse && is_json(response.headers())) {
             return Ok(Opened::Stream(OpenStream { response }));
@@ -334,6 +336,41 @@ impl Upstream {
             body,
         })
     }
+}
+
+/// Answers no adapter can make sense of, told apart from the host's side: a redirect (chatd
+/// follows none: a request body and an API key must not go wherever a 3xx points) and a
+/// body encoded although chatd asked for no encoding.
+fn check_head(target: &Target, response: &Response<Incoming>) -> Result<(), GatewayError> {
+    let status = response.status();
+    if status.is_redirection() {
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or("nowhere named");
+        return Err(GatewayError::UpstreamStatus {
+            provider: target.provider.clone(),
+            status: status.as_u16(),
+            message: format!(
+                "redirected to {location}; chatd does not follow redirects: set base_url to \
+                 the address the upstream redirects to"
+            ),
+        });
+    }
+    if let Some(encoding) = response.headers().get(header::CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::MalformedResponse {
+            provider: target.provider.clone(),
+            message: format!(
+                "the body is {}-encoded and chatd decodes no content encoding (do not send \
+                 Accept-Encoding to this upstream)",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Header pairs with lower-case names, as the contract promises.
