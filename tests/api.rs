@@ -788,3 +788,31 @@ async fn an_encoded_upstream_body_is_reported_as_such() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_upstream_503_passes_its_retry_after_on() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("retry-after", "3")
+                .set_body_json(json!({"error": "down for maintenance"})),
+        )
+        .mount(&upstream)
+        .await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, headers, body) = gw
+        .post("/v1/chat/completions", TestGateway::chat("ollama/m"))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("down for maintenance"),
+        "{body}"
+    );
+    assert_eq!(headers.get("retry-after").unwrap(), "3");
+}

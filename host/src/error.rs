@@ -44,6 +44,9 @@ pub enum GatewayError {
         provider: String,
         status: u16,
         message: String,
+        /// The upstream's `Retry-After` on a 503 (it is down for maintenance, say): passed
+        /// on so clients back off as the upstream asked.
+        retry_after: Option<String>,
     },
     #[error("provider {provider}: upstream stream failed: {message}")]
     UpstreamStream { provider: String, message: String },
@@ -117,6 +120,7 @@ impl GatewayError {
                 provider,
                 status: u.status,
                 message: u.message,
+                retry_after: retry_after.filter(|_| u.status == 503),
             },
             AdapterError::MalformedResponse(message) => {
                 GatewayError::MalformedResponse { provider, message }
@@ -207,10 +211,11 @@ impl GatewayError {
         }
     }
 
-    /// The `Retry-After` value to send, for rate-limit errors.
+    /// The `Retry-After` value to send: a rate limit's, or an upstream 503's.
     pub fn retry_after(&self) -> Option<&str> {
         match self {
-            GatewayError::RateLimited { retry_after, .. } => retry_after.as_deref(),
+            GatewayError::RateLimited { retry_after, .. }
+            | GatewayError::UpstreamStatus { retry_after, .. } => retry_after.as_deref(),
             _ => None,
         }
     }

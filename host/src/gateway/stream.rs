@@ -123,6 +123,7 @@ impl Gateway {
                         provider: provider.name.clone(),
                         status: error_response.status,
                         message: "upstream refused the stream".into(),
+                        retry_after: None,
                     },
                 });
             }

@@ -356,6 +356,7 @@ fn check_head(target: &Target, response: &Response<Incoming>) -> Result<(), Gate
                 "redirected to {location}; chatd does not follow redirects: set base_url to \
                  the address the upstream redirects to"
             ),
+            retry_after: None,
         });
     }
     if let Some(encoding) = response.headers().get(header::CONTENT_ENCODING)
