@@ -123,24 +123,33 @@ pub fn resolve_with(
 
 /// Reads one variable from a `.env` file without touching the process environment.
 fn read_env_file(path: &Path, var: &str) -> Result<Option<String>, String> {
-    let iter = dotenvy::from_path_iter(path).map_err(|e| describe_dotenv_error(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "not found".to_owned(),
+        kind => kind.to_string(),
+    })?;
+    // Windows editors may start the file with a byte order mark, which is not dotenv syntax.
+    let text = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
     let mut found = None;
-    for item in iter {
-        // A malformed line elsewhere in the file must not hide a valid key, and its error
-        // message may quote the line (possibly another secret), so it is not reported.
-        let Ok((name, value)) = item else { continue };
-        if name == var && !value.trim().is_empty() {
-            found = Some(value.trim().to_owned());
+    let mut rejected = 0;
+    for item in dotenvy::from_read_iter(text) {
+        match item {
+            Ok((name, value)) => {
+                if name == var && !value.trim().is_empty() {
+                    found = Some(value.trim().to_owned());
+                }
+            }
+            // A malformed line elsewhere must not hide a valid key. Its error quotes the
+            // line (possibly another secret), so it is only counted.
+            Err(_) => rejected += 1,
         }
     }
-    Ok(found)
-}
-
-fn describe_dotenv_error(e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound => "not found".into(),
-        dotenvy::Error::Io(io) => io.kind().to_string(),
-        _ => "unreadable".into(),
+    match (found, rejected) {
+        (Some(value), _) => Ok(Some(value)),
+        (None, 0) => Ok(None),
+        (None, n) => Err(format!(
+            "{var} not found; {n} part(s) of the file are not dotenv syntax: an unquoted value \
+             with spaces, invalid UTF-8, or a quote left open (which swallows every line after it)"
+        )),
     }
 }
 
@@ -182,6 +191,27 @@ mod tests {
 
         let err = resolve_with("K", Some(Path::new("/nonexistent/x.env")), no_env).unwrap_err();
         assert!(err.looked.contains("(not found)"), "{}", err.looked);
+    }
+
+    #[test]
+    fn a_file_that_is_not_dotenv_syntax_says_so_without_quoting_it() {
+        for text in [
+            &b"A=\"secret-unclosed\nK=value\n"[..],
+            b"K=sk secret-with space\n",
+            b"K=\xff\xfe\n",
+        ] {
+            let mut f = tempfile::NamedTempFile::new().unwrap();
+            f.write_all(text).unwrap();
+            let err = resolve_with("K", Some(f.path()), no_env).unwrap_err();
+            assert!(err.looked.contains("not dotenv syntax"), "{}", err.looked);
+            assert!(!err.looked.contains("secret"), "{}", err.looked);
+        }
+        // A byte order mark (Windows editors) is not an error, nor is a bad line elsewhere.
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"\xef\xbb\xbfK=from-bom-file\nB=x y\n")
+            .unwrap();
+        let (key, _) = resolve_with("K", Some(f.path()), no_env).unwrap();
+        assert_eq!(key.expose(), "from-bom-file");
     }
 
     #[test]
