@@ -392,6 +392,10 @@ fn check_command_reports_adapters_and_keys_without_printing_keys() {
         "{text}"
     );
     assert!(text.contains("provider kimi: NOT registered"), "{text}");
+    assert!(
+        text.contains("tier fast: \"fast\" → provider \"ollama\", upstream model"),
+        "{text}"
+    );
     assert!(!text.contains("sk-or-check-secret-123"));
 
     let (code, out) = run_chatd(&["check", "--config", "/nonexistent/lakehouse.toml"], &[]);

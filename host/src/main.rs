@@ -299,6 +299,13 @@ async fn check(config_path: &Path) -> Result<ExitCode, String> {
     for (name, reason) in &snap.unregistered {
         println!("provider {name}: NOT registered: {reason}");
     }
+    // Like a provider without a key, a tier that cannot be served now fails only itself.
+    for tier in snap.config.tiers.keys() {
+        match routing::resolve(&snap.routes, tier) {
+            Ok(route) => println!("tier {tier}: {}", route.explain(tier)),
+            Err(e) => println!("tier {tier}: cannot be served: {e}"),
+        }
+    }
     // Another unregistered provider fails only its own prefix (keys may be added later); the
     // default one fails every bare model name, which is a broken deployment.
     let default = &snap.config.chatd.default_provider;

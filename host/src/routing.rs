@@ -89,8 +89,16 @@ impl Route {
             Some(tier) => format!("tier {tier:?} → model id, then "),
             None => String::new(),
         };
+        // A `vendor/model` name that reached the default rule has a prefix that names no
+        // configured provider: usually a provider missing from the config, or a typo.
+        let note = match (self.rule, self.model.split_once('/')) {
+            (Rule::Default, Some((prefix, _))) => format!(
+                "; {prefix:?} is not a configured provider, so the whole name goes to the default one"
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{requested:?} → provider {:?}, upstream model {:?} ({via}{})",
+            "{requested:?} → provider {:?}, upstream model {:?} ({via}{}{note})",
             self.provider, self.model, self.rule
         )
     }
@@ -234,6 +242,17 @@ mod tests {
                 .unwrap()
                 .explain("judge")
                 .contains("tier \"judge\"")
+        );
+        let unknown = resolve(&t, "acme/m").unwrap().explain("acme/m");
+        assert!(
+            unknown.contains("\"acme\" is not a configured provider"),
+            "{unknown}"
+        );
+        assert!(
+            !resolve(&t, "m")
+                .unwrap()
+                .explain("m")
+                .contains("configured")
         );
     }
 
