@@ -742,19 +742,12 @@ async fn a_redirecting_upstream_is_named_with_where_it_points() {
         .mount(&upstream)
         .await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;
-    for stream in [false, true] {
-        let mut body = TestGateway::chat("ollama/m");
-        body["stream"] = json!(stream);
-        let (status, _, body) = gw.post("/v1/chat/completions", body).await;
-        assert_eq!(status, 502, "{body}");
-        assert_eq!(body["error"]["code"], "upstream_error", "{body}");
-        let message = body["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains("HTTP 301")
-                && message.contains("redirected to https://ollama.example/api/chat"),
-            "{message}"
-        );
-    }
+    fails_streamed_or_not(
+        &gw,
+        "upstream_error",
+        "HTTP 301: redirected to https://ollama.example/api/chat",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -770,22 +763,20 @@ async fn an_encoded_upstream_body_is_reported_as_such() {
         .mount(&upstream)
         .await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;
+    fails_streamed_or_not(&gw, "upstream_malformed_response", "gzip-encoded").await;
+}
+
+/// Asserts that a chat request fails with a 502 of `code` whose message holds `needle`,
+/// whether it asks for a stream or not.
+async fn fails_streamed_or_not(gw: &TestGateway, code: &str, needle: &str) {
     for stream in [false, true] {
         let mut body = TestGateway::chat("ollama/m");
         body["stream"] = json!(stream);
         let (status, _, body) = gw.post("/v1/chat/completions", body).await;
-        assert_eq!(status, 502, "{body}");
-        assert_eq!(
-            body["error"]["code"], "upstream_malformed_response",
-            "{body}"
-        );
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("gzip-encoded"),
-            "{body}"
-        );
+        assert_eq!(status, 502, "stream={stream}: {body}");
+        assert_eq!(body["error"]["code"], code, "stream={stream}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(needle), "stream={stream}: {message}");
     }
 }
 

@@ -7,7 +7,10 @@ use tokio::sync::watch;
 
 use super::{Gateway, Provider};
 use crate::error::GatewayError;
+use crate::routing::Route;
+use crate::runtime::bindings::ChatRequest;
 use crate::telemetry::RequestGuard;
+
 impl Gateway {
     /// Ends the chat exchanges still in flight because the shutdown grace period is over:
     /// each answers a `shutting_down` error (a stream ends with one) instead of losing its
@@ -16,22 +19,26 @@ impl Gateway {
         self.cut.send_replace(true);
     }
 
-    /// Starts the bookkeeping of one exchange.
-    pub(super) fn in_flight(
+    /// Routes `request` (its model becomes the upstream's name for it) and starts the
+    /// exchange's bookkeeping.
+    pub(super) fn begin(
         &self,
-        provider: &Arc<Provider>,
-        model: &str,
-        started: Instant,
+        request: &mut ChatRequest,
         kind: Kind,
-    ) -> InFlight {
-        InFlight {
+    ) -> Result<(Route, InFlight), GatewayError> {
+        let started = Instant::now();
+        let (route, provider) = self.snapshot().route(&request.model)?;
+        request.model = route.model.clone();
+        request.stream = matches!(kind, Kind::Stream);
+        let exchange = InFlight {
             stats: Some(provider.stats.start()),
-            provider: provider.clone(),
-            model: model.to_owned(),
+            model: request.model.clone(),
+            provider,
             started,
             kind,
             cut: self.cut.subscribe(),
-        }
+        };
+        Ok((route, exchange))
     }
 }
 
@@ -80,6 +87,18 @@ impl InFlight {
 
     pub(super) fn is_finished(&self) -> bool {
         self.stats.is_none()
+    }
+
+    /// Awaits `work`, unless the shutdown grace period ends first.
+    pub(super) async fn unless_cut<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, GatewayError>>,
+    ) -> Result<T, GatewayError> {
+        tokio::select! {
+            biased;
+            out = work => out,
+            () = self.cut() => Err(self.cut_error()),
+        }
     }
 
     /// Resolves once the shutdown grace period is over (never if the gateway is gone).

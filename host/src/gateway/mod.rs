@@ -176,16 +176,11 @@ impl Gateway {
 
     /// One non-streamed chat exchange. `request.model` is the model as the client named it.
     pub async fn chat(&self, mut request: ChatRequest) -> Result<ChatOutcome, GatewayError> {
-        let started = Instant::now();
-        let (route, provider) = self.snapshot().route(&request.model)?;
-        request.model = route.model.clone();
-        request.stream = false;
-        let mut exchange = self.in_flight(&provider, &request.model, started, Kind::Request);
-        let result = tokio::select! {
-            biased;
-            result = self.exchange(&provider, &request) => result,
-            () = exchange.cut() => Err(exchange.cut_error()),
-        };
+        let (route, mut exchange) = self.begin(&mut request, Kind::Request)?;
+        let provider = exchange.provider.clone();
+        let result = exchange
+            .unless_cut(self.exchange(&provider, &request))
+            .await;
         let latency = exchange.finish(result.is_ok());
         Ok(ChatOutcome {
             route,

@@ -17,16 +17,11 @@ impl Gateway {
     /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
     /// returned here (and become normal HTTP errors); later ones come from the stream.
     pub async fn chat_stream(&self, mut request: ChatRequest) -> Result<ChatStream, GatewayError> {
-        let started = Instant::now();
-        let (route, provider) = self.snapshot().route(&request.model)?;
-        request.model = route.model.clone();
-        request.stream = true;
-        let mut exchange = self.in_flight(&provider, &request.model, started, Kind::Stream);
-        let opened = tokio::select! {
-            biased;
-            opened = self.start_stream(&provider, &request) => opened,
-            () = exchange.cut() => Err(exchange.cut_error()),
-        };
+        let (route, mut exchange) = self.begin(&mut request, Kind::Stream)?;
+        let provider = exchange.provider.clone();
+        let opened = exchange
+            .unless_cut(self.start_stream(&provider, &request))
+            .await;
         let (body, pending, kept) = match opened {
             Ok(parts) => parts,
             Err(e) => {
