@@ -521,3 +521,61 @@ async fn error_event_before_any_content_is_a_normal_http_error() {
     let body: Value = serde_json::from_str(&lines.concat()).unwrap();
     assert_eq!(body["error"]["code"], "upstream_error", "{body}");
 }
+
+/// POSTs a streamed chat to the OpenAI endpoint; returns the status and the raw body.
+async fn raw_sse(gw: &TestGateway, model: &str) -> (u16, String) {
+    let mut req = TestGateway::chat(model);
+    req["stream"] = json!(true);
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", gw.url))
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_slow_first_token_gets_the_head_and_keep_alive_comments_first() {
+    // The model takes longer than chatd's 5 s patience to its first token: the client (or
+    // a proxy in between) sees the response and SSE comments instead of nothing at all. A
+    // failure after the head went out is the stream's error event.
+    let mut steps = vec![Step::Sleep(Duration::from_secs(6))];
+    steps.extend(pieces(&ollama_ndjson(), 64));
+    let slow = ScriptedUpstream::start("application/x-ndjson", steps).await;
+    let failing = ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![
+            Step::Sleep(Duration::from_secs(6)),
+            chunk("{\"error\":\"model is overloaded\"}\n"),
+        ],
+    )
+    .await;
+    let slow = gateway(&slow.url(), &slow.url(), 30).await;
+    let failing = gateway(&failing.url(), &failing.url(), 30).await;
+    let ((status, body), (failed_status, failed_body)) =
+        tokio::join!(raw_sse(&slow, "ollama/q"), raw_sse(&failing, "ollama/q"));
+
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with(": keep-alive\n\n"), "{body}");
+    let lines: Vec<String> = body.lines().map(str::to_owned).collect();
+    assert_eq!(sse_content(&sse_data(&lines)), "Grüße, 日本 🎉", "{body}");
+    assert_eq!(
+        lines.iter().rev().find(|l| !l.is_empty()).unwrap(),
+        "data: [DONE]"
+    );
+
+    assert_eq!(failed_status, 200, "{failed_body}");
+    assert!(failed_body.starts_with(": keep-alive\n\n"), "{failed_body}");
+    let lines: Vec<String> = failed_body.lines().map(str::to_owned).collect();
+    let last = sse_data(&lines).pop().unwrap();
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("model is overloaded")),
+        "{failed_body}"
+    );
+    let stats = settled_stats(&failing, "ollama").await;
+    assert_eq!((stats.requests, stats.errors), (1, 1));
+}

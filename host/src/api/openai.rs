@@ -5,7 +5,8 @@
 //! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
 
 use std::hash::{BuildHasher, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -261,10 +262,18 @@ pub async fn chat_completions(
     };
     let model = shape.model.clone();
     let result = if request.stream {
-        state.gateway.chat_stream(request).await.map(|stream| {
-            log_request(ENDPOINT, stream.provider(), &model, ms(started.elapsed()));
-            streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)))
-        })
+        let gateway = state.gateway.clone();
+        let mut opening: Opening = Box::pin(async move { gateway.chat_stream(request).await });
+        match tokio::time::timeout(HEAD_PATIENCE, &mut opening).await {
+            Ok(opened) => opened.map(|stream| {
+                log_request(ENDPOINT, stream.provider(), &model, ms(started.elapsed()));
+                streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)))
+            }),
+            Err(_) => Ok(streaming_response(
+                "text/event-stream",
+                Body::from_stream(sse_once_open(opening, shape, started)),
+            )),
+        }
     } else {
         state.gateway.chat(request).await.map(|out| {
             log_request(ENDPOINT, &out.route.provider, &model, ms(out.latency));
@@ -437,8 +446,7 @@ fn sse(
                 }
                 Some(Err(e)) => {
                     s.phase = Phase::Over;
-                    let err = json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}});
-                    push_event(&mut out, &err);
+                    push_event(&mut out, &error_event(&e));
                     return Some((Ok(Bytes::from(out)), s));
                 }
                 None => {
@@ -461,6 +469,84 @@ fn sse(
             }
         }
     })
+}
+
+/// A stream being opened (until its first chunk has arrived, see `Gateway::chat_stream`).
+type Opening = Pin<Box<dyn Future<Output = Result<ChatStream, GatewayError>> + Send>>;
+
+/// How long a stream's answer waits for the upstream's first event before chatd sends the
+/// response head anyway. Until then a failure is a normal HTTP error (clients raise their
+/// typed errors); after it, a client or a proxy with a read timeout (nginx: 60 s) needs to
+/// see the connection alive while a model queues or thinks.
+const HEAD_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How often a stream whose head went out early sends an SSE comment while the first event
+/// is still awaited. Clients ignore comments (the SSE rules; OpenRouter sends them too).
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
+
+/// The SSE body of a stream answered before it opened: keep-alive comments until the first
+/// chunk, then [`sse`], or the failure as the stream's error event. The request's log line
+/// is written when the first chunk (or the failure) arrives, as for any stream.
+fn sse_once_open(
+    opening: Opening,
+    shape: Shape,
+    started: Instant,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    type Body =
+        Pin<Box<dyn futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send>>;
+    enum Phase {
+        /// The comment that makes the head go out now.
+        Head(Opening, Shape),
+        Opening(Opening, Shape),
+        Streaming(Body),
+        Over,
+    }
+    const ENDPOINT: &str = "/v1/chat/completions";
+    const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+    futures_util::stream::unfold(Phase::Head(opening, shape), move |phase| async move {
+        use futures_util::StreamExt;
+        match phase {
+            Phase::Head(opening, shape) => Some((
+                Ok(Bytes::from_static(KEEP_ALIVE)),
+                Phase::Opening(opening, shape),
+            )),
+            Phase::Opening(mut opening, shape) => {
+                match tokio::time::timeout(KEEP_ALIVE_EVERY, &mut opening).await {
+                    Err(_) => Some((
+                        Ok(Bytes::from_static(KEEP_ALIVE)),
+                        Phase::Opening(opening, shape),
+                    )),
+                    Ok(Ok(stream)) => {
+                        log_request(
+                            ENDPOINT,
+                            stream.provider(),
+                            &shape.model,
+                            ms(started.elapsed()),
+                        );
+                        let mut body: Body = Box::pin(sse(stream, shape));
+                        let first = body.next().await?;
+                        Some((first, Phase::Streaming(body)))
+                    }
+                    Ok(Err(e)) => {
+                        log_failure(ENDPOINT, &shape.model, &e, ms(started.elapsed()));
+                        let mut out = String::new();
+                        push_event(&mut out, &error_event(&e));
+                        Some((Ok(Bytes::from(out)), Phase::Over))
+                    }
+                }
+            }
+            Phase::Streaming(mut body) => {
+                let item = body.next().await?;
+                Some((item, Phase::Streaming(body)))
+            }
+            Phase::Over => None,
+        }
+    })
+}
+
+/// A failure sent as a stream's last event, in OpenAI's error shape.
+fn error_event(e: &GatewayError) -> Value {
+    json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}})
 }
 
 fn push_event(out: &mut String, value: &Value) {
