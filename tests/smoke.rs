@@ -396,6 +396,10 @@ fn check_command_reports_adapters_and_keys_without_printing_keys() {
         text.contains("tier fast: \"fast\" → provider \"ollama\", upstream model"),
         "{text}"
     );
+    assert!(
+        !text.contains("admin API"),
+        "disabled in this config: {text}"
+    );
     assert!(!text.contains("sk-or-check-secret-123"));
 
     let (code, out) = run_chatd(&["check", "--config", "/nonexistent/lakehouse.toml"], &[]);
@@ -414,7 +418,8 @@ fn check_fails_when_the_default_provider_cannot_register() {
         &config,
         "[chatd]\ndefault_provider = \"cloud\"\nadapters_dir = \"\"\n\
          [chatd.providers.cloud]\nadapter = \"ollama_cloud\"\nkey_env = \"CHATD_CHECK_UNSET_KEY\"\n\
-         [chatd.providers.ollama]\nadapter = \"ollama\"\n",
+         [chatd.providers.ollama]\nadapter = \"ollama\"\n\
+         [chatd.admin]\nenabled = true\ntoken_env = \"CHATD_CHECK_ADMIN_TOKEN\"\n",
     )
     .unwrap();
     let args = ["check", "--config", config.to_str().unwrap()];
@@ -426,8 +431,23 @@ fn check_fails_when_the_default_provider_cannot_register() {
         ),
         "{out}"
     );
-    let (code, out) = run_chatd(&args, &[("CHATD_CHECK_UNSET_KEY", "k")]);
+    assert!(
+        out.contains("admin API: enabled but NO token found (looked in environment variable CHATD_CHECK_ADMIN_TOKEN)"),
+        "{out}"
+    );
+    let (code, out) = run_chatd(
+        &args,
+        &[
+            ("CHATD_CHECK_UNSET_KEY", "k"),
+            ("CHATD_CHECK_ADMIN_TOKEN", "admin-secret-1234"),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("admin API: enabled, token from $CHATD_CHECK_ADMIN_TOKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("admin-secret-1234"), "{out}");
 }
 
 #[test]

@@ -299,6 +299,16 @@ async fn check(config_path: &Path) -> Result<ExitCode, String> {
     for (name, reason) in &snap.unregistered {
         println!("provider {name}: NOT registered: {reason}");
     }
+    let admin = &snap.config.chatd.admin;
+    if admin.enabled {
+        match chatd::keys::resolve(&admin.token_env, admin.token_file.as_deref()) {
+            Ok((_, source)) => println!("admin API: enabled, token from {source}"),
+            Err(missing) => println!(
+                "admin API: enabled but NO token found (looked in {}): it refuses every request",
+                missing.looked
+            ),
+        }
+    }
     // Like a provider without a key, a tier that cannot be served now fails only itself.
     for tier in snap.config.tiers.keys() {
         match routing::resolve(&snap.routes, tier) {
