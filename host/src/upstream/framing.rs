@@ -46,20 +46,46 @@ impl Framer {
     /// Feeds bytes; complete events become available from [`Framer::next_event`].
     pub fn feed(&mut self, bytes: &Bytes) -> Result<(), FrameTooLong> {
         self.buf.extend_from_slice(bytes);
-        while let Some(offset) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
-            let pos = self.scanned + offset;
+        while let Some((end, next)) = self.line_end() {
             self.scanned = 0;
-            let line = self.buf.split_to(pos + 1);
-            let line = String::from_utf8_lossy(&line[..pos]);
+            let line = self.buf.split_to(next);
+            let line = String::from_utf8_lossy(&line[..end]);
             let line = line.strip_suffix('\r').unwrap_or(&line).to_owned();
             self.line(line);
         }
-        self.scanned = self.buf.len();
         let pending = self.buf.len() + self.data.as_ref().map_or(0, String::len);
         if pending > MAX_EVENT_BYTES {
             return Err(FrameTooLong);
         }
         Ok(())
+    }
+
+    /// Where the first complete line in `buf` ends, and where the next one starts. NDJSON
+    /// lines end at `\n` (a `\r` before it is dropped); SSE lines may also end at a lone
+    /// `\r`, as its rules allow. A `\r` that ends the buffer waits for the next byte (it may
+    /// be half of `\r\n`). Sets `scanned` past what holds no line end.
+    fn line_end(&mut self) -> Option<(usize, usize)> {
+        let sse = self.framing == StreamFraming::Sse;
+        let from = self.scanned;
+        let offset = self.buf[from..]
+            .iter()
+            .position(|&b| b == b'\n' || (sse && b == b'\r'));
+        let Some(offset) = offset else {
+            self.scanned = self.buf.len();
+            return None;
+        };
+        let pos = from + offset;
+        if self.buf[pos] == b'\n' {
+            return Some((pos, pos + 1));
+        }
+        match self.buf.get(pos + 1) {
+            Some(b'\n') => Some((pos, pos + 2)),
+            Some(_) => Some((pos, pos + 1)),
+            None => {
+                self.scanned = pos;
+                None
+            }
+        }
     }
 
     /// Flushes what is left at the end of the body (a last line without a newline, or an
@@ -197,6 +223,18 @@ mod tests {
     fn sse_tolerates_crlf_and_a_missing_final_blank_line() {
         let got = frame(StreamFraming::Sse, &[b"data: one\r\n\r\ndata: two"]);
         assert_eq!(got, data(&["one", "two"]));
+    }
+
+    #[test]
+    fn sse_lines_may_end_in_a_lone_cr_even_split_from_its_lf() {
+        let text = b"data: one\r\rdata: two\r\n\r\ndata: three\n\n";
+        for cut in 1..text.len() {
+            assert_eq!(
+                frame(StreamFraming::Sse, &[&text[..cut], &text[cut..]]),
+                data(&["one", "two", "three"]),
+                "cut {cut}"
+            );
+        }
     }
 
     #[test]
