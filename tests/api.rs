@@ -807,3 +807,18 @@ async fn an_upstream_503_passes_its_retry_after_on() {
     );
     assert_eq!(headers.get("retry-after").unwrap(), "3");
 }
+
+#[tokio::test]
+async fn head_of_the_model_list_asks_no_provider() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let resp = reqwest::Client::new()
+        .head(format!("{}/v1/models", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let asked = upstream.received_requests().await.unwrap().len();
+    assert_eq!(asked, 0, "a HEAD made the providers list their models");
+}

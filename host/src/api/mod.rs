@@ -47,7 +47,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat", post(native::chat))
         .route("/v1/chat/providers", get(native::providers))
         .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/models", get(openai::models))
+        // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
+        .route("/v1/models", get(openai::models).head(json_head))
         .route("/v1/models/{*id}", get(openai::model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -85,6 +86,11 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .expose_headers([header::RETRY_AFTER])
             .max_age(std::time::Duration::from_secs(600)),
     )
+}
+
+/// The head of an answer that is always JSON and 200.
+async fn json_head() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], ()).into_response()
 }
 
 async fn healthz() -> Response {
