@@ -165,7 +165,11 @@ async fn bad_requests_are_400_with_a_json_error_naming_the_problem() {
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 9}),
-            "temperature",
+            "temperature must be between 0 and 2, got 9.0",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "top_p": 1e308}),
+            "top_p must be between 0 and 1, got 1e308",
         ),
         (
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}),

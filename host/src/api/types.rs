@@ -183,7 +183,7 @@ pub fn check_sampling(
     {
         return Err(GatewayError::bad_param(
             "temperature",
-            format!("temperature must be between 0 and 2, got {t}"),
+            format!("temperature must be between 0 and 2, got {t:?}"),
         ));
     }
     if let Some(p) = top_p
@@ -191,7 +191,7 @@ pub fn check_sampling(
     {
         return Err(GatewayError::bad_param(
             "top_p",
-            format!("top_p must be between 0 and 1, got {p}"),
+            format!("top_p must be between 0 and 1, got {p:?}"),
         ));
     }
     match max_tokens {
