@@ -826,3 +826,44 @@ async fn head_of_the_model_list_asks_no_provider() {
     let asked = upstream.received_requests().await.unwrap().len();
     assert_eq!(asked, 0, "a HEAD made the providers list their models");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_per_provider_for_prometheus() {
+    let upstream = ollama_upstream().await;
+    let gw = TestGateway::start(&config(&upstream.uri())).await;
+    let (status, _, _) = gw
+        .post("/v1/chat/completions", TestGateway::chat("ollama/qwen3:8b"))
+        .await;
+    assert_eq!(status, 200);
+    // A request rejected before it was routed counts for no provider.
+    let mut bad = TestGateway::chat("ollama/qwen3:8b");
+    bad["messages"] =
+        json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]);
+    let (status, _, body) = gw.post("/v1/chat/completions", bad).await;
+    assert_eq!(status, 400, "{body}");
+
+    let resp = reqwest::get(format!("{}/metrics", gw.url)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "# TYPE chatd_requests counter",
+        "chatd_requests_total{provider=\"ollama\"} 1",
+        "chatd_request_errors_total{provider=\"ollama\"} 0",
+        "chatd_requests_in_flight{provider=\"ollama\"} 0",
+        "# TYPE chatd_request_duration_seconds histogram",
+        "chatd_request_duration_seconds_count{provider=\"ollama\"} 1",
+        "chatd_request_duration_seconds_bucket{le=\"+Inf\",provider=\"ollama\"} 1",
+        "chatd_provider_registered{provider=\"ollama\"} 1",
+        "chatd_provider_registered{provider=\"kimi\"} 0",
+        "chatd_adapter_instances_max 1000",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}

@@ -18,7 +18,7 @@ fn venv_python(root: &Path) -> std::path::PathBuf {
         assert!(status.success(), "creating .venv failed");
     }
     let installed = Command::new(&python)
-        .args(["-c", "import openai, pytest"])
+        .args(["-c", "import openai, pytest, prometheus_client"])
         .status()
         .unwrap();
     if !installed.success() {

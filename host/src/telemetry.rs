@@ -1,4 +1,5 @@
-//! Per-provider counters, kept across config reloads (keyed by provider name).
+//! Per-provider counters, kept across config reloads (keyed by provider name). They feed
+//! `GET /v1/chat/providers` and `GET /metrics`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -6,6 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+
+/// Upper bounds, in seconds, of the request-duration histogram's buckets (then +Inf): from
+/// a quick refusal to a long generation.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
 
 /// Lock-free counters of one provider.
 #[derive(Debug, Default)]
@@ -15,6 +22,18 @@ pub struct ProviderStats {
     cancelled: AtomicU64,
     last_latency_us: AtomicU64,
     in_flight: AtomicU64,
+    /// Finished requests (answered or failed) per duration bucket; the last is +Inf.
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    duration_sum_us: AtomicU64,
+}
+
+/// The duration histogram of a provider's finished requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationHistogram {
+    /// Requests per bucket (not cumulative), the bounds of [`DURATION_BUCKETS`] then +Inf.
+    pub buckets: Vec<u64>,
+    pub sum_seconds: f64,
+    pub count: u64,
 }
 
 /// A point-in-time copy of [`ProviderStats`].
@@ -38,6 +57,20 @@ impl ProviderStats {
         RequestGuard {
             stats: self.clone(),
             outcome: Outcome::Cancelled,
+        }
+    }
+
+    /// Copies the duration histogram.
+    pub fn durations(&self) -> DurationHistogram {
+        let buckets: Vec<u64> = self
+            .duration_buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        DurationHistogram {
+            count: buckets.iter().sum(),
+            buckets,
+            sum_seconds: self.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
         }
     }
 
@@ -75,6 +108,13 @@ impl RequestGuard {
             .unwrap_or(u64::MAX)
             .max(1);
         self.stats.last_latency_us.store(us, Ordering::Relaxed);
+        let secs = latency.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.stats.duration_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.stats.duration_sum_us.fetch_add(us, Ordering::Relaxed);
     }
 }
 
@@ -104,6 +144,14 @@ impl StatsRegistry {
         let mut map = self.by_provider.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(name.to_owned()).or_default().clone()
     }
+
+    /// Every provider's stats, by name.
+    pub fn all(&self) -> Vec<(String, Arc<ProviderStats>)> {
+        let map = self.by_provider.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = map.iter().map(|(n, s)| (n.clone(), s.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +170,10 @@ mod tests {
             (3, 1, 1, 0)
         );
         assert_eq!(s.last_latency_ms, Some(3.0));
+        // 12 ms falls in the 0.025 s bucket, 3 ms in the first; the cancelled one in none.
+        let d = stats.durations();
+        assert_eq!((d.count, d.buckets[0], d.buckets[2]), (2, 1, 1));
+        assert!((d.sum_seconds - 0.015).abs() < 1e-9, "{d:?}");
         let reg = StatsRegistry::default();
         assert!(Arc::ptr_eq(&reg.provider("a"), &reg.provider("a")));
     }

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
 pub mod admin;
+pub mod metrics;
 pub mod native;
 pub mod openai;
 mod server;
@@ -44,6 +45,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let router = Router::new()
         .merge(admin)
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/chat", post(native::chat))
         .route("/v1/chat/providers", get(native::providers))
         .route("/v1/chat/completions", post(openai::chat_completions))

@@ -126,7 +126,7 @@ impl Sandbox {
             data.out_of_time = true;
             return Err(wasmtime::Error::new(OutOfTime));
         }
-        data.run.yielded.store(true, Ordering::Relaxed);
+        data.run.yields();
         Ok(UpdateDeadline::Yield(1))
     }
 }
@@ -139,16 +139,25 @@ impl Sandbox {
 /// 64 concurrent requests. So only the time the call's future is being polled counts, plus
 /// time the guest spends parked on a host future it asked for (a WASI sleep), which is its
 /// own doing. Shared by the store's epoch callback and the call's future ([`within_budget`]).
+///
+/// A poll is timed with the monotonic clock while the call is short (almost every call
+/// ends in its first poll, within microseconds); once it has yielded at a tick, its polls
+/// are timed in the thread's CPU time, so that the OS running other processes in the middle
+/// of a poll does not count either (reading that clock is a ~0.5 µs system call, which only
+/// calls that already ran for milliseconds pay).
 #[derive(Debug)]
 pub(crate) struct RunClock {
     origin: Instant,
     /// Nanoseconds counted before the poll in progress.
     spent_ns: AtomicU64,
-    /// When the poll in progress began, in nanoseconds since `origin`.
+    /// When the poll in progress began: nanoseconds since `origin`, or of the thread's CPU
+    /// time once `long` is set.
     poll_began_ns: AtomicU64,
     /// Set by the epoch callback when it yields: the `Pending` that follows is that yield,
     /// not a wait on the host.
     yielded: AtomicBool,
+    /// The call has yielded at a tick at least once.
+    long: AtomicBool,
 }
 
 impl RunClock {
@@ -158,16 +167,24 @@ impl RunClock {
             spent_ns: AtomicU64::new(0),
             poll_began_ns: AtomicU64::new(0),
             yielded: AtomicBool::new(false),
+            long: AtomicBool::new(false),
         }
     }
 
+    /// Now, on the clock the poll in progress is timed with.
     fn now_ns(&self) -> u64 {
+        if self.long.load(Ordering::Relaxed)
+            && let Some(cpu) = thread_cpu_ns()
+        {
+            return cpu;
+        }
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn reset(&self) {
         self.spent_ns.store(0, Ordering::Relaxed);
         self.yielded.store(false, Ordering::Relaxed);
+        self.long.store(false, Ordering::Relaxed);
     }
 
     fn poll_begins(&self) {
@@ -175,24 +192,57 @@ impl RunClock {
     }
 
     fn poll_ends(&self) {
-        let polled = self.now_ns() - self.poll_began_ns.load(Ordering::Relaxed);
-        self.add(polled);
+        self.add(self.polling_ns());
+    }
+
+    fn polling_ns(&self) -> u64 {
+        self.now_ns()
+            .saturating_sub(self.poll_began_ns.load(Ordering::Relaxed))
     }
 
     fn add(&self, ns: u64) {
         self.spent_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
+    /// Called by the epoch callback as the call yields. The poll in progress is counted up
+    /// to here on its clock and goes on on the CPU clock.
+    fn yields(&self) {
+        if !self.long.load(Ordering::Relaxed) {
+            self.add(self.polling_ns());
+            self.long.store(true, Ordering::Relaxed);
+            self.poll_begins();
+        }
+        self.yielded.store(true, Ordering::Relaxed);
+    }
+
     /// Time run so far, the poll in progress included (the epoch callback runs inside one).
     fn spent(&self) -> Duration {
-        let polling = self.now_ns() - self.poll_began_ns.load(Ordering::Relaxed);
-        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + polling)
+        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + self.polling_ns())
     }
 
     /// Time counted before the poll in progress (none is, outside polls).
     fn counted(&self) -> Duration {
         Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
     }
+}
+
+/// CPU time the calling thread has used, in nanoseconds.
+#[cfg(unix)]
+fn thread_cpu_ns() -> Option<u64> {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; the call only writes to it.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
+    let secs = u64::try_from(now.tv_sec).ok()?;
+    let nanos = u64::try_from(now.tv_nsec).ok()?;
+    ok.then(|| secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_ns() -> Option<u64> {
+    None
 }
 
 /// Runs an adapter call (or instantiation) under its time budget; `None` if the budget ran

@@ -1,0 +1,150 @@
+//! `GET /metrics`: chatd's counters in the OpenMetrics text format, which Prometheus scrapes.
+//!
+//! Nothing is counted twice: a collector reads the counters the gateway keeps anyway
+//! (`telemetry.rs`, the adapter runtime's slots) at scrape time, so serving requests costs
+//! nothing more than it did.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::AppState;
+use crate::gateway::Gateway;
+use crate::telemetry::{DURATION_BUCKETS, StatsSnapshot};
+
+/// The OpenMetrics text format's content type.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut registry = Registry::with_prefix("chatd");
+    registry.register_collector(Box::new(GatewayCollector(state.gateway.clone())));
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}
+
+/// Reads one counter out of a provider's stats.
+type Read = fn(&StatsSnapshot) -> u64;
+
+/// Reads the gateway's counters on each scrape.
+struct GatewayCollector(Arc<Gateway>);
+
+impl std::fmt::Debug for GatewayCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewayCollector")
+    }
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gateway = &self.0;
+        let providers = gateway.stats().all();
+        let snapshots: Vec<_> = providers
+            .iter()
+            .map(|(name, stats)| (name.as_str(), stats.snapshot(), stats.durations()))
+            .collect();
+
+        let counters: [(&str, &str, Read); 3] = [
+            ("requests", "Chat requests routed to the provider.", |s| {
+                s.requests
+            }),
+            (
+                "request_errors",
+                "Requests that failed (upstream, adapter or timeout errors).",
+                |s| s.errors,
+            ),
+            (
+                "requests_cancelled",
+                "Requests whose client went away before they finished.",
+                |s| s.cancelled,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (provider, snapshot, _) in &snapshots {
+                let labels = [("provider", *provider)];
+                ConstCounter::new(value(snapshot)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "requests_in_flight",
+            "Requests being served now.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (provider, snapshot, _) in &snapshots {
+            let in_flight = i64::try_from(snapshot.in_flight).unwrap_or(i64::MAX);
+            ConstGauge::new(in_flight).encode(family.encode_family(&[("provider", *provider)])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "request_duration_seconds",
+            "Time from a request's arrival to the end of its answer (a stream's last chunk), \
+             for requests that finished, answered or failed.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (provider, _, durations) in &snapshots {
+            let buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::MAX])
+                .zip(durations.buckets.iter().copied())
+                .collect();
+            family
+                .encode_family(&[("provider", *provider)])?
+                .encode_histogram::<NoLabelSet>(
+                    durations.sum_seconds,
+                    durations.count,
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let snapshot = gateway.snapshot();
+        let mut family = encoder.encode_descriptor(
+            "provider_registered",
+            "1 for a configured provider that can take requests, 0 for one that cannot (no key, \
+             adapter missing: see GET /v1/chat/providers).",
+            None,
+            MetricType::Gauge,
+        )?;
+        let registered = snapshot.providers.keys().map(|name| (name, 1));
+        let unregistered = snapshot.unregistered.keys().map(|name| (name, 0));
+        for (provider, value) in registered.chain(unregistered) {
+            ConstGauge::new(value)
+                .encode(family.encode_family(&[("provider", provider.as_str())])?)?;
+        }
+
+        let runtime = gateway.runtime();
+        let gauges = [
+            (
+                "adapter_instances_in_use",
+                "Adapter instances alive (calls running, and instances kept for a request's next call).",
+                i64::from(runtime.instances_in_use()),
+            ),
+            (
+                "adapter_instances_max",
+                "Adapter instances allowed at once (sandbox.max_instances).",
+                i64::from(runtime.config().max_instances),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(family)?;
+        }
+        Ok(())
+    }
+}
