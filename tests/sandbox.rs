@@ -284,6 +284,7 @@ async fn invalid_components_are_rejected_at_load_with_the_reason() {
         ("future", "chatd-fixture-future_contract"),
         ("missing", "chatd-fixture-missing_exports"),
         ("mistyped", "chatd-fixture-wrong_types"),
+        ("hostauth", "chatd-fixture-host_auth"),
     ];
     let gw = gateway(&upstream, &files).await;
     let (_, body) = gw.get("/v1/chat/providers").await;
@@ -314,6 +315,13 @@ async fn invalid_components_are_rejected_at_load_with_the_reason() {
         reasons["traps"].contains("describe() failed"),
         "{}",
         reasons["traps"]
+    );
+    assert!(
+        reasons["hostauth"].contains(
+            "unusable description: auth header \"Host\" is one chatd's HTTP client sets itself"
+        ),
+        "{}",
+        reasons["hostauth"]
     );
     assert!(
         reasons["future"].contains("unsupported contract version 9.0.0")

@@ -11,7 +11,7 @@ use wasmtime::component::{
 };
 
 use super::bindings::{
-    AdapterError, AdapterInfo, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
+    AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
     HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
 };
 use super::sandbox::{Sandbox, within_budget};
@@ -257,11 +257,7 @@ impl Adapter {
             .describe()
             .await
             .map_err(|e| LoadError::Describe(e.to_string()))?;
-        if adapter.info.name.trim().is_empty() || adapter.info.version.trim().is_empty() {
-            return Err(LoadError::Describe(
-                "describe() returned an empty name or version".into(),
-            ));
-        }
+        check_info(&adapter.info).map_err(LoadError::Description)?;
         Ok(adapter)
     }
 
@@ -433,6 +429,29 @@ impl AdapterInstance {
     }
 }
 
+/// What `describe` declares must be usable before the adapter may serve: a provider that
+/// fails to register with it later would turn a hot deploy into an outage, where a rejected
+/// file leaves the previous version serving.
+fn check_info(info: &AdapterInfo) -> Result<(), String> {
+    if info.name.trim().is_empty() || info.version.trim().is_empty() {
+        return Err("empty name or version".into());
+    }
+    if let AuthScheme::Header(h) = &info.auth {
+        let name = http::HeaderName::from_bytes(h.as_bytes())
+            .map_err(|_| format!("auth header {h:?} is not a valid header name"))?;
+        if crate::upstream::CONNECTION_HEADERS.contains(&name.as_str())
+            || name == http::header::CONTENT_TYPE
+        {
+            return Err(format!(
+                "auth header {h:?} is one chatd's HTTP client sets itself; the key cannot go there"
+            ));
+        }
+    }
+    let url = url::Url::parse(&info.default_base_url)
+        .map_err(|e| format!("default base URL {:?}: {e}", info.default_base_url))?;
+    crate::config::check_base_url(&url).map_err(|e| format!("default base URL {url}: {e}"))
+}
+
 /// Finds which supported contract version a component exports.
 fn contract_version(
     runtime: &Runtime,
@@ -514,5 +533,53 @@ pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
     match line.char_indices().nth(400) {
         Some((cut, _)) => format!("{}...", &line[..cut]),
         None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::bindings::StreamFraming;
+
+    #[test]
+    fn descriptions_that_could_not_serve_are_refused() {
+        let good = AdapterInfo {
+            name: "acme".into(),
+            version: "0.1.0".into(),
+            auth: AuthScheme::Header("x-api-key".into()),
+            default_base_url: "https://api.acme.example/v1".into(),
+            supports_streaming: true,
+            stream_framing: StreamFraming::Sse,
+        };
+        assert_eq!(check_info(&good), Ok(()));
+        let with = |f: fn(&mut AdapterInfo)| {
+            let mut info = good.clone();
+            f(&mut info);
+            check_info(&info).unwrap_err()
+        };
+        assert!(with(|i| i.version = " ".into()).contains("empty name or version"));
+        assert!(
+            with(|i| i.auth = AuthScheme::Header("bad name".into()))
+                .contains("not a valid header name")
+        );
+        for owned in [
+            "Host",
+            "transfer-encoding",
+            "Content-Length",
+            "Connection",
+            "content-type",
+        ] {
+            let mut info = good.clone();
+            info.auth = AuthScheme::Header(owned.into());
+            assert!(
+                check_info(&info).unwrap_err().contains("sets itself"),
+                "{owned}"
+            );
+        }
+        assert!(
+            with(|i| i.default_base_url = "https://u:p@x.example".into())
+                .contains("default base URL")
+        );
+        assert!(with(|i| i.default_base_url = "not a url".into()).contains("default base URL"));
     }
 }

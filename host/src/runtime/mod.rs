@@ -59,6 +59,8 @@ pub enum LoadError {
     Instantiate(String),
     #[error("describe() failed: {0}")]
     Describe(String),
+    #[error("describe() returned an unusable description: {0}")]
+    Description(String),
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
 }
