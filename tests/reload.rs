@@ -496,3 +496,67 @@ async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_relo
     }
     chatd.wait_for_log(r#"swapped=["echo 2.0.0 (new)"]"#, Duration::from_secs(30));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replacing_adapters_dir_is_followed_without_a_signal() {
+    // Release-style deploys swap the whole directory (rename a new one over it, or switch
+    // a symlink): the watch on the old directory sees nothing of it.
+    let upstream = upstream().await;
+    let (chatd, adapters) = start(&upstream, "");
+    let client = reqwest::Client::new();
+    wait_for_content(&client, &chatd, "echo v1").await;
+
+    let release = adapters.with_file_name("release-2");
+    std::fs::create_dir(&release).unwrap();
+    deploy(
+        &release,
+        "echo",
+        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
+    );
+    std::fs::rename(&adapters, adapters.with_file_name("release-1")).unwrap();
+    std::fs::rename(&release, &adapters).unwrap();
+    wait_for_content(&client, &chatd, "echo v2").await;
+
+    // The new directory is the one watched now.
+    deploy(
+        &adapters,
+        "echo",
+        &std::fs::read(component("chatd-fixture-echo_v1")).unwrap(),
+    );
+    wait_for_content(&client, &chatd, "echo v1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adapters_dir_created_after_start_is_loaded_and_watched() {
+    let upstream = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let adapters = dir.path().join("adapters");
+    let text = config(&upstream.uri(), "").replace("{dir}", dir.path().to_str().unwrap());
+    let config_path = dir.path().join("lakehouse.toml");
+    std::fs::write(&config_path, text).unwrap();
+    // Without its adapter file the default provider is unregistered, but chatd serves.
+    let chatd = ChatdProcess::start_with(dir, &config_path, &[]);
+    chatd.wait_for_log("adapters_dir does not exist (yet)", Duration::from_secs(30));
+    let client = reqwest::Client::new();
+    assert_eq!(content(&client, &chatd).await.0, 404);
+
+    let staging = adapters.with_file_name("staging");
+    std::fs::create_dir(&staging).unwrap();
+    deploy(
+        &staging,
+        "echo",
+        &std::fs::read(component("chatd-fixture-echo_v1")).unwrap(),
+    );
+    std::fs::rename(&staging, &adapters).unwrap();
+    support::eventually("echo to register", Duration::from_secs(30), || {
+        chatd.logs().contains("adapters_dir replaced")
+    })
+    .await;
+    wait_for_content(&client, &chatd, "echo v1").await;
+    deploy(
+        &adapters,
+        "echo",
+        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
+    );
+    wait_for_content(&client, &chatd, "echo v2").await;
+}

@@ -47,14 +47,32 @@ async fn sighup(gateway: Arc<Gateway>, mut hup: Signal) {
     }
 }
 
-/// Watches the current `adapters_dir` and follows it when a config reload moves it.
+/// What the watcher saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// An adapter file in the directory changed.
+    Files,
+    /// The directory itself appeared, disappeared or was replaced (renamed over, a symlink
+    /// switched): the watch on the old one sees nothing from now on.
+    Dir,
+}
+
+/// Watches the current `adapters_dir` and follows it when a config reload moves it, or when
+/// the directory at that path is replaced (its parent is watched for that).
 async fn watch_adapters_dir(gateway: Arc<Gateway>) {
     let mut dir_rx = gateway.watch_adapters_dir();
-    let (tx, mut events) = mpsc::unbounded_channel::<()>();
+    let (tx, mut events) = mpsc::unbounded_channel::<Change>();
+    let mut replaced = false;
     loop {
         let dir = dir_rx.borrow_and_update().clone();
         // Dropping the previous debouncer (on the next loop turn) stops its watch.
         let _debouncer = dir.as_deref().and_then(|d| start_watcher(d, tx.clone()));
+        // Armed first, then reloaded: a file deployed in between is not missed.
+        if std::mem::take(&mut replaced) {
+            gateway
+                .reload(ReloadScope::Adapters, "adapters_dir replaced")
+                .await;
+        }
         loop {
             tokio::select! {
                 changed = dir_rx.changed() => {
@@ -65,9 +83,15 @@ async fn watch_adapters_dir(gateway: Arc<Gateway>) {
                         break;
                     }
                 }
-                Some(()) = events.recv() => {
+                Some(change) = events.recv() => {
                     // Coalesce events that queued up during the previous reload.
-                    while events.try_recv().is_ok() {}
+                    replaced = change == Change::Dir;
+                    while let Ok(change) = events.try_recv() {
+                        replaced |= change == Change::Dir;
+                    }
+                    if replaced {
+                        break;
+                    }
                     gateway.reload(ReloadScope::Adapters, "adapters_dir changed").await;
                 }
             }
@@ -80,15 +104,29 @@ type Watcher = notify_debouncer_full::Debouncer<
     notify_debouncer_full::RecommendedCache,
 >;
 
-fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
+fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<Change>) -> Option<Watcher> {
+    // Absolute, so that event paths (absolute) compare with it; symlinks are kept (a
+    // symlink switched to another release directory is a replacement of this path).
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
+    let parent = dir.parent().map(Path::to_owned);
+    let watched = dir.clone();
     let handler = move |result: DebounceEventResult| match result {
         Ok(events) => {
-            let relevant = events.iter().any(|e| {
-                !matches!(e.kind, EventKind::Access(_))
-                    && e.paths.iter().any(|p| is_adapter_file(p))
-            });
-            if relevant {
-                let _ = tx.send(());
+            let relevant = events
+                .iter()
+                .filter(|e| !matches!(e.kind, EventKind::Access(_)));
+            let mut change = None;
+            for event in relevant {
+                for path in &event.paths {
+                    if *path == watched {
+                        change = Some(Change::Dir);
+                    } else if path.parent() == Some(watched.as_path()) && is_adapter_file(path) {
+                        change = change.or(Some(Change::Files));
+                    }
+                }
+            }
+            if let Some(change) = change {
+                let _ = tx.send(change);
             }
         }
         Err(errors) => {
@@ -104,17 +142,19 @@ fn start_watcher(dir: &Path, tx: mpsc::UnboundedSender<()>) -> Option<Watcher> {
             return None;
         }
     };
-    match debouncer.watch(dir, RecursiveMode::NonRecursive) {
-        Ok(()) => {
-            tracing::info!(dir = %dir.display(), "watching adapters_dir");
-            Some(debouncer)
-        }
+    if let Some(parent) = &parent
+        && let Err(e) = debouncer.watch(parent, RecursiveMode::NonRecursive)
+    {
+        tracing::warn!(dir = %parent.display(), error = %e, "cannot watch adapters_dir's parent: replacing the directory will need a SIGHUP");
+    }
+    match debouncer.watch(&dir, RecursiveMode::NonRecursive) {
+        Ok(()) => tracing::info!(dir = %dir.display(), "watching adapters_dir"),
+        // A missing directory is the common case (no drop-ins yet), so not a warning.
         Err(e) => {
-            // A missing directory is the common case (no drop-ins yet), so not a warning.
-            tracing::info!(dir = %dir.display(), error = %e, "not watching adapters_dir (create it, then send SIGHUP)");
-            None
+            tracing::info!(dir = %dir.display(), error = %e, "adapters_dir does not exist (yet): its files are loaded once it is created")
         }
     }
+    Some(debouncer)
 }
 
 /// `<name>.wasm`, not a dotfile: deploy tools write temporaries as dotfiles or other
