@@ -641,3 +641,51 @@ async fn bytes_that_are_not_http_get_a_bare_4xx_and_a_log_line() {
     assert_eq!(lines, 3, "{logs}");
     assert!(logs.contains("peer=127.0.0.1:"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_not_reading_its_stream_at_shutdown_is_cut_and_logged() {
+    use support::{ScriptedUpstream, Step};
+    use tokio::io::AsyncWriteExt;
+    // 8 MB of tokens, more than the socket buffers between chatd and a client that reads
+    // nothing can hold.
+    let line = format!(
+        "{{\"model\":\"m\",\"message\":{{\"role\":\"assistant\",\"content\":\"{}\"}},\"done\":false}}\n",
+        "x".repeat(1000)
+    );
+    let upstream = ScriptedUpstream::start(
+        "application/x-ndjson",
+        vec![Step::Chunk(line.repeat(8000).into_bytes()), Step::Hang],
+    )
+    .await;
+    let config = dev_config(&upstream.url()).replace(
+        "timeout_secs = 5",
+        "timeout_secs = 60\n        shutdown_grace_secs = 1",
+    );
+    let mut chatd = ChatdProcess::start(&config, &[]);
+    let body = serde_json::to_string(&json!({
+        "model": "qwen3:8b", "stream": true, "messages": [{"role": "user", "content": "hi"}]
+    }))
+    .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(chatd.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    chatd.wait_for_log("status=200", Duration::from_secs(10));
+    let logs = chatd.stop();
+    assert!(
+        logs.contains("closing connections still open after the shutdown grace period"),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("requests still in flight after the shutdown grace period")
+            .count(),
+        1,
+        "{logs}"
+    );
+    drop(conn);
+}

@@ -255,14 +255,25 @@ async fn serve_connections(
     let all_closed = connections.shutdown();
     tokio::pin!(all_closed);
     if tokio::time::timeout(grace, &mut all_closed).await.is_err() {
-        tracing::warn!(
-            grace_secs = grace.as_secs(),
-            "requests still in flight after the shutdown grace period; ending them"
-        );
-        gateway.cut_in_flight();
+        // Every thread gets here at about the same time; one line says it.
+        if gateway.cut_in_flight() {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "requests still in flight after the shutdown grace period; ending them"
+            );
+        }
         // Their error answers go out now; a connection still open after this (its client
         // reads nothing, or it is not a chat exchange) is dropped with this thread's runtime.
-        let _ = tokio::time::timeout(CUT_ANSWER_TIME, &mut all_closed).await;
+        if tokio::time::timeout(CUT_ANSWER_TIME, &mut all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = load.load(Ordering::Relaxed),
+                "closing connections still open after the shutdown grace period (a client \
+                 not reading its answer, or a request that is not a chat)"
+            );
+        }
     }
 }
 
