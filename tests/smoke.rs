@@ -689,3 +689,47 @@ async fn a_client_not_reading_its_stream_at_shutdown_is_cut_and_logged() {
     );
     drop(conn);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_shutdown_signal_ends_in_flight_requests_at_once() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
+        .mount(&upstream)
+        .await;
+    // Neither the upstream nor the grace period would end the request within the test.
+    let config = dev_config(&upstream.uri()).replace(
+        "timeout_secs = 5",
+        "timeout_secs = 60\n        shutdown_grace_secs = 60",
+    );
+    let mut chatd = ChatdProcess::start(&config, &[]);
+    let url = format!("{}/v1/chat", chatd.url);
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .json(&chat("qwen3:8b"))
+            .send()
+            .await
+    });
+    support::eventually(
+        "the upstream to get the request",
+        Duration::from_secs(10),
+        || {
+            futures_util::FutureExt::now_or_never(upstream.received_requests())
+                .flatten()
+                .is_some_and(|r| !r.is_empty())
+        },
+    )
+    .await;
+    chatd.signal("TERM");
+    chatd.wait_for_log("shutdown requested", Duration::from_secs(10));
+    let logs = chatd.stop();
+    assert!(logs.contains("second shutdown signal"), "{logs}");
+    let answer = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("the request was not ended")
+        .unwrap()
+        .expect("answered, not cut");
+    assert_eq!(answer.status(), 503);
+}

@@ -184,7 +184,7 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
         "chatd listening"
     );
     chatd::reload::spawn(gateway.clone(), hup);
-    chatd::api::serve(listener, gateway.clone(), shutdown_signal())
+    chatd::api::serve(listener, gateway.clone(), shutdown_signal(gateway.clone()))
         .await
         .map_err(|e| format!("server failed: {e}"))?;
     tracing::info!("chatd stopped");
@@ -204,23 +204,36 @@ fn log_registry(snap: &Snapshot) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Resolves at the first SIGINT or SIGTERM. A second one ends the requests still in flight
+/// at once (they answer 503 `shutting_down`) instead of waiting out the grace period: what
+/// an operator pressing Ctrl-C twice means.
+async fn shutdown_signal(gateway: Arc<Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(int), Ok(term)) => (int, term),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGINT/SIGTERM; stop chatd with SIGKILL");
+            return std::future::pending().await;
         }
     };
     tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        _ = int.recv() => {},
+        _ = term.recv() => {},
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+    tracing::info!(
+        "shutdown requested; finishing in-flight requests (a second signal ends them now)"
+    );
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        tracing::warn!("second shutdown signal: ending the requests still in flight now");
+        gateway.cut_in_flight();
+    });
 }
 
 /// Loads what a config would serve, without listening.
