@@ -211,11 +211,16 @@ impl GatewayError {
         }
     }
 
-    /// The `Retry-After` value to send: a rate limit's, or an upstream 503's.
+    /// The `Retry-After` value to send: a rate limit's, an upstream 503's, or a second when
+    /// every adapter instance slot is busy (a burst that is usually over by then).
     pub fn retry_after(&self) -> Option<&str> {
         match self {
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::UpstreamStatus { retry_after, .. } => retry_after.as_deref(),
+            GatewayError::Adapter {
+                error: CallError::Capacity,
+                ..
+            } => Some("1"),
             _ => None,
         }
     }
@@ -294,6 +299,16 @@ mod tests {
             (trap.status(), trap.code()),
             (StatusCode::BAD_GATEWAY, "adapter_timeout")
         );
+        let busy = GatewayError::Adapter {
+            provider: p.into(),
+            adapter: "a".into(),
+            error: CallError::Capacity,
+        };
+        assert_eq!(
+            (busy.status(), busy.retry_after()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
+        );
+        assert_eq!(trap.retry_after(), None);
         let nr = GatewayError::Route(RouteError::NotRegistered {
             model: "m".into(),
             provider: "kimi".into(),
