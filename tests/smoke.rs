@@ -733,3 +733,21 @@ async fn a_second_shutdown_signal_ends_in_flight_requests_at_once() {
         .expect("answered, not cut");
     assert_eq!(answer.status(), 503);
 }
+
+#[test]
+fn a_memory_limit_below_what_adapters_need_at_start_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("lakehouse.toml");
+    std::fs::write(
+        &config,
+        "[chatd]\ndefault_provider = \"ollama\"\nadapters_dir = \"\"\n\
+         [chatd.sandbox]\nmemory_mib = 1\n[chatd.providers.ollama]\nadapter = \"ollama\"\n",
+    )
+    .unwrap();
+    let (code, out) = run_chatd(&["check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("adapter ollama: REJECTED <built-in ollama>: needs more memory at start than [chatd.sandbox] memory_mib allows"),
+        "{out}"
+    );
+}

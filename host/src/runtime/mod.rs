@@ -44,6 +44,8 @@ pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
+    #[error("needs more memory at start than [chatd.sandbox] memory_mib allows (raise it): {0}")]
+    MemoryLimit(String),
     #[error("not a chatd adapter: {0}")]
     NotAnAdapter(String),
     #[error("unsupported contract version {found} (this chatd serves {supported})")]
@@ -222,8 +224,16 @@ impl Runtime {
 
     /// Compiles component bytes (tens of milliseconds: done at load, never per request).
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
-        Component::new(&self.inner.engine, bytes)
-            .map_err(|e| LoadError::Compile(adapter::error_chain(&e)))
+        Component::new(&self.inner.engine, bytes).map_err(|e| {
+            let message = adapter::error_chain(&e);
+            // wasmtime's words for a component whose memory at start exceeds the limit each
+            // instance slot is sized for: the component is fine, the setting is too small.
+            if message.contains("pooling allocator") && message.contains("memory") {
+                LoadError::MemoryLimit(message)
+            } else {
+                LoadError::Compile(message)
+            }
+        })
     }
 
     pub(crate) fn new_store(&self) -> Store<Sandbox> {
