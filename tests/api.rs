@@ -867,3 +867,24 @@ async fn metrics_count_requests_per_provider_for_prometheus() {
     }
     assert!(text.ends_with("# EOF\n"), "{text}");
 }
+
+#[tokio::test]
+async fn tiers_whose_provider_cannot_serve_are_not_listed() {
+    let upstream = ollama_upstream().await;
+    let text = config(&upstream.uri()).replace(
+        "fast = \"ollama/qwen3:8b\"",
+        "fast = \"ollama/qwen3:8b\"\n        judge = \"kimi/k2\"",
+    );
+    let gw = TestGateway::start(&text).await;
+    let (status, body) = gw.get("/v1/models").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"fast") && !ids.contains(&"judge"), "{ids:?}");
+    let (status, _) = gw.get("/v1/models/judge").await;
+    assert_eq!(status, 404);
+}

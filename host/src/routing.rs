@@ -59,6 +59,8 @@ pub enum Rule {
 pub enum RouteError {
     #[error("model is required")]
     EmptyModel,
+    #[error("model {0:?} contains a control character")]
+    ControlCharacter(String),
     #[error("model {model:?} names provider {provider:?} but no model after the prefix")]
     EmptyAfterPrefix { model: String, provider: String },
     #[error(
@@ -110,12 +112,17 @@ pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
     if model.is_empty() {
         return Err(RouteError::EmptyModel);
     }
+    // No model name has one, and a NUL or newline passed upstream only confuses the error.
+    if model.chars().any(char::is_control) {
+        return Err(RouteError::ControlCharacter(model.to_owned()));
+    }
     let (tier, target) = match table.tiers.get(model) {
         Some(target) => (Some(model.to_owned()), target.trim()),
         None => (None, model),
     };
     let (provider, upstream, rule) = match target.split_once('/') {
         Some((prefix, rest)) if table.configured.contains(prefix) => {
+            let rest = rest.trim();
             if rest.is_empty() {
                 return Err(RouteError::EmptyAfterPrefix {
                     model: target.to_owned(),
@@ -309,6 +316,19 @@ mod tests {
         assert!(matches!(
             resolve(&t, "ollama/"),
             Err(RouteError::EmptyAfterPrefix { .. })
+        ));
+        assert!(matches!(
+            resolve(&t, "ollama/  "),
+            Err(RouteError::EmptyAfterPrefix { .. })
+        ));
+        assert_eq!(route(&t, "ollama/ x "), r("ollama", "x", Rule::Prefix));
+        assert!(matches!(
+            resolve(&t, "qwen3\0:8b"),
+            Err(RouteError::ControlCharacter(_))
+        ));
+        assert!(matches!(
+            resolve(&t, "ollama/qw\ren3"),
+            Err(RouteError::ControlCharacter(_))
         ));
     }
 }

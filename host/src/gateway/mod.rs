@@ -251,7 +251,14 @@ impl Gateway {
             (p.name.clone(), result)
         });
         let mut listing = ModelListing {
-            tiers: snap.config.tiers.clone(),
+            // A tier whose provider cannot take requests now is not a model one can use.
+            tiers: snap
+                .config
+                .tiers
+                .iter()
+                .filter(|(tier, _)| crate::routing::resolve(&snap.routes, tier).is_ok())
+                .map(|(tier, model)| (tier.clone(), model.clone()))
+                .collect(),
             ..ModelListing::default()
         };
         for (name, result) in futures_util::future::join_all(fetches).await {
