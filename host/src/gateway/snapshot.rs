@@ -32,15 +32,19 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Maps an adapter's typed error, scrubbing this provider's key from upstream text.
+    /// Maps an adapter's typed error, scrubbing this provider's key from upstream text and
+    /// cutting it short.
     pub(super) fn upstream_error(
         &self,
         error: AdapterError,
         retry_after: Option<String>,
     ) -> GatewayError {
-        let scrub = |m: String| match &self.secret {
-            Some(secret) => secret.redact(m),
-            None => m,
+        let scrub = |m: String| {
+            let m = match &self.secret {
+                Some(secret) => secret.redact(m),
+                None => m,
+            };
+            cut_short(m)
         };
         let error = match error {
             AdapterError::InvalidRequest(m) => AdapterError::InvalidRequest(scrub(m)),
@@ -168,6 +172,26 @@ impl Snapshot {
     }
 }
 
+/// Longest upstream error text passed on, in bytes: an error page quoted whole (an HTML
+/// 502 from a load balancer runs to kilobytes) would swamp the client's error and the log.
+const MAX_ERROR_TEXT: usize = 1000;
+
+/// `text`, cut at [`MAX_ERROR_TEXT`] bytes (on a character boundary) with a note of how much
+/// was left out.
+fn cut_short(mut text: String) -> String {
+    if text.len() <= MAX_ERROR_TEXT {
+        return text;
+    }
+    let mut end = MAX_ERROR_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let left_out = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("… ({left_out} more bytes)"));
+    text
+}
+
 /// Why `name` names no adapter: where chatd looked, and which adapters there are.
 fn unknown_adapter(name: &str, config: &Config, adapters: &AdapterSet) -> String {
     let known: Vec<&str> = adapters.entries.keys().map(String::as_str).collect();
@@ -270,4 +294,25 @@ fn register(
         secret,
         stats: stats.provider(name),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_upstream_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(cut_short("short".into()), "short");
+        // Byte MAX_ERROR_TEXT falls inside a two-byte character.
+        let long = format!("a{}", "é".repeat(MAX_ERROR_TEXT));
+        let cut = cut_short(long.clone());
+        assert!(cut.starts_with(&long[..MAX_ERROR_TEXT - 1]), "{cut}");
+        assert!(
+            cut.ends_with(&format!(
+                "é… ({} more bytes)",
+                long.len() - (MAX_ERROR_TEXT - 1)
+            )),
+            "{cut}"
+        );
+    }
 }
