@@ -295,19 +295,26 @@ async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled()
     assert!(line.contains("provider=ollama"), "{line}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_request_ended_by_the_shutdown_grace_is_answered_and_logged_as_such() {
+/// chatd with the given shutdown grace, and a request to it that its upstream takes 30 s
+/// to answer, in flight (the upstream has it).
+async fn request_outlasting_the_upstream(
+    grace_secs: u64,
+) -> (
+    ChatdProcess,
+    tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+    MockServer,
+) {
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/api/chat"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(20)))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
         .mount(&upstream)
         .await;
     let config = dev_config(&upstream.uri()).replace(
         "timeout_secs = 5",
-        "timeout_secs = 60\n        shutdown_grace_secs = 1",
+        &format!("timeout_secs = 60\n        shutdown_grace_secs = {grace_secs}"),
     );
-    let mut chatd = ChatdProcess::start(&config, &[]);
+    let chatd = ChatdProcess::start(&config, &[]);
     let url = format!("{}/v1/chat", chatd.url);
     let request = tokio::spawn(async move {
         reqwest::Client::new()
@@ -326,6 +333,12 @@ async fn a_request_ended_by_the_shutdown_grace_is_answered_and_logged_as_such() 
         },
     )
     .await;
+    (chatd, request, upstream)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_ended_by_the_shutdown_grace_is_answered_and_logged_as_such() {
+    let (mut chatd, request, _upstream) = request_outlasting_the_upstream(1).await;
     let logs = chatd.stop();
     let line = logs
         .lines()
@@ -692,36 +705,8 @@ async fn a_client_not_reading_its_stream_at_shutdown_is_cut_and_logged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_shutdown_signal_ends_in_flight_requests_at_once() {
-    let upstream = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/api/chat"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(30)))
-        .mount(&upstream)
-        .await;
     // Neither the upstream nor the grace period would end the request within the test.
-    let config = dev_config(&upstream.uri()).replace(
-        "timeout_secs = 5",
-        "timeout_secs = 60\n        shutdown_grace_secs = 60",
-    );
-    let mut chatd = ChatdProcess::start(&config, &[]);
-    let url = format!("{}/v1/chat", chatd.url);
-    let request = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&chat("qwen3:8b"))
-            .send()
-            .await
-    });
-    support::eventually(
-        "the upstream to get the request",
-        Duration::from_secs(10),
-        || {
-            futures_util::FutureExt::now_or_never(upstream.received_requests())
-                .flatten()
-                .is_some_and(|r| !r.is_empty())
-        },
-    )
-    .await;
+    let (mut chatd, request, _upstream) = request_outlasting_the_upstream(60).await;
     chatd.signal("TERM");
     chatd.wait_for_log("shutdown requested", Duration::from_secs(10));
     let logs = chatd.stop();
