@@ -217,6 +217,7 @@ async fn serve_connections(
     gateway: Arc<Gateway>,
     load: Arc<AtomicUsize>,
 ) {
+    gateway.serve_cut_on_this_thread();
     let connections = GracefulShutdown::new();
     while let Some(tcp) = incoming.recv().await {
         let finished = Finished(load.clone());

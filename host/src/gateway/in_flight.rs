@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
+use super::cut::CutSignal;
 use super::{Gateway, Provider};
 use crate::error::GatewayError;
 use crate::routing::Route;
@@ -37,7 +36,7 @@ impl Gateway {
             provider,
             started,
             kind,
-            cut: self.cut.subscribe(),
+            cut: self.cut_signal(),
         };
         Ok((route, exchange))
     }
@@ -66,7 +65,7 @@ pub(super) struct InFlight {
     kind: Kind,
     /// Present until the exchange finishes.
     stats: Option<RequestGuard>,
-    cut: watch::Receiver<bool>,
+    cut: CutSignal,
 }
 
 impl InFlight {
@@ -105,12 +104,7 @@ impl InFlight {
     /// Resolves once the shutdown grace period is over (never if the gateway is gone).
     /// Owns what it needs, so the exchange stays usable while it waits.
     pub(super) fn cut(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut cut = self.cut.clone();
-        async move {
-            if cut.wait_for(|cut| *cut).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
+        self.cut.wait()
     }
 }
 
@@ -123,7 +117,7 @@ impl Drop for InFlight {
         let (provider, model) = (&self.provider.name, &self.model);
         // Cut exchanges answer an error and finish; one still here was cut with its
         // connection as chatd exited.
-        match (*self.cut.borrow(), self.kind) {
+        match (self.cut.is_cut(), self.kind) {
             (true, Kind::Request) => {
                 tracing::warn!(%provider, %model, after_ms, "request cut: chatd exited before it finished");
             }

@@ -25,6 +25,7 @@ use crate::upstream::Upstream;
 use in_flight::Kind;
 use stream::hold_while;
 
+mod cut;
 mod in_flight;
 mod reloading;
 mod snapshot;
