@@ -560,3 +560,22 @@ async fn an_adapters_dir_created_after_start_is_loaded_and_watched() {
     );
     wait_for_content(&client, &chatd, "echo v2").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_with_the_same_version_is_told_apart_by_its_hash() {
+    let upstream = upstream().await;
+    let (chatd, adapters) = start(&upstream, "");
+    // The same component with a custom section appended: another file, the same version.
+    let mut rebuilt = std::fs::read(component("chatd-fixture-echo_v1")).unwrap();
+    rebuilt.extend_from_slice(&[0, 6, 5, b'b', b'u', b'i', b'l', b'd']);
+    deploy(&adapters, "echo", &rebuilt);
+    chatd.wait_for_log(r#"swapped=["echo 1.0.0 (sha256 "#, Duration::from_secs(30));
+    let line = chatd
+        .logs()
+        .lines()
+        .find(|l| l.contains("echo 1.0.0 (sha256 "))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains(" -> "), "{line}");
+    assert_eq!(content(&reqwest::Client::new(), &chatd).await.0, 200);
+}

@@ -145,6 +145,13 @@ impl ReloadReport {
             }
             swapped.push(name.clone());
             versions.push(match old {
+                // A rebuild that kept its version: the hashes tell the files apart.
+                Some(old) if old.info.version == new.info.version => format!(
+                    "{name} {} (sha256 {} -> {})",
+                    new.info.version,
+                    short_hash(&old.sha256),
+                    short_hash(&new.sha256)
+                ),
                 Some(old) => format!("{name} {} -> {}", old.info.version, new.info.version),
                 None => format!("{name} {} (new)", new.info.version),
             });
@@ -206,4 +213,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
         tracing::warn!("chatd.sandbox changed: takes effect after a restart");
     }
+}
+
+/// The first 12 hex digits of a SHA-256, enough to tell two builds apart in a log line.
+fn short_hash(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
 }
