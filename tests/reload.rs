@@ -579,3 +579,35 @@ async fn a_rebuild_with_the_same_version_is_told_apart_by_its_hash() {
     assert!(line.contains(" -> "), "{line}");
     assert_eq!(content(&reqwest::Client::new(), &chatd).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rejected_file_is_not_validated_again_until_it_changes() {
+    let upstream = upstream().await;
+    let (chatd, adapters) = start(&upstream, "");
+    deploy(&adapters, "echo", b"\0asm not a component");
+    chatd.wait_for_log("adapter rejected", Duration::from_secs(30));
+    for _ in 0..3 {
+        let (status, body) = admin(
+            &chatd,
+            reqwest::Method::POST,
+            "/v1/admin/reload",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["rejected"][0]["adapter"], "echo",
+            "still reported: {body}"
+        );
+    }
+    assert_eq!(chatd.logs().matches("adapter rejected").count(), 1);
+    // The previous version still serves; a changed file is validated again.
+    assert_eq!(content(&reqwest::Client::new(), &chatd).await.0, 200);
+    deploy(&adapters, "echo", b"\0asm another broken build");
+    support::eventually(
+        "the new file to be rejected",
+        Duration::from_secs(30),
+        || chatd.logs().matches("adapter rejected").count() == 2,
+    )
+    .await;
+}

@@ -26,6 +26,9 @@ pub struct LoadFailure {
     pub error: LoadError,
     /// When the attempt was made.
     pub at: SystemTime,
+    /// SHA-256 of the bytes that failed (absent when the file could not be read): the same
+    /// bytes are not validated again on the next reload.
+    pub sha256: Option<String>,
 }
 
 /// One adapter name: what serves it now and what last went wrong loading it.
@@ -92,6 +95,7 @@ impl AdapterSet {
                         path: path.display().to_string(),
                         message: e.to_string(),
                     },
+                    None,
                     previous,
                 ),
             };
@@ -122,15 +126,25 @@ async fn load_one(
     source: AdapterSource,
     previous: &AdapterSet,
 ) -> AdapterEntry {
+    let sha256 = sha256_hex(bytes);
     let old = previous.get(name);
     if let Some(old) = old
         && old.source == source
-        && old.sha256 == sha256_hex(bytes)
+        && old.sha256 == sha256
     {
         return AdapterEntry {
             active: Some(old.clone()),
             last_error: None,
         };
+    }
+    // The very file that was rejected last time: rejected again, without compiling it (or
+    // logging it) once more on every reload.
+    if let Some(entry) = previous.entries.get(name)
+        && let Some(failure) = &entry.last_error
+        && failure.sha256.as_deref() == Some(sha256.as_str())
+        && matches!(&source, AdapterSource::File(p) if *p == failure.path)
+    {
+        return entry.clone();
     }
     let loaded = {
         let runtime = runtime.clone();
@@ -154,19 +168,26 @@ async fn load_one(
                 AdapterSource::File(p) => p.clone(),
                 AdapterSource::Builtin => PathBuf::from(format!("<built-in {name}>")),
             };
-            failed(name, path, error, previous)
+            failed(name, path, error, Some(sha256), previous)
         }
         Err(join) => failed(
             name,
             PathBuf::from(name),
             LoadError::Describe(format!("loader task failed: {join}")),
+            None,
             previous,
         ),
     }
 }
 
 /// An entry for a failed load: the previous adapter (if any) keeps serving.
-fn failed(name: &str, path: PathBuf, error: LoadError, previous: &AdapterSet) -> AdapterEntry {
+fn failed(
+    name: &str,
+    path: PathBuf,
+    error: LoadError,
+    sha256: Option<String>,
+    previous: &AdapterSet,
+) -> AdapterEntry {
     tracing::error!(adapter = name, path = %path.display(), %error, "adapter rejected");
     AdapterEntry {
         active: previous.get(name).cloned(),
@@ -174,6 +195,7 @@ fn failed(name: &str, path: PathBuf, error: LoadError, previous: &AdapterSet) ->
             path,
             error,
             at: SystemTime::now(),
+            sha256,
         }),
     }
 }
