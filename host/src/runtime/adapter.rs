@@ -14,7 +14,7 @@ use super::bindings::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
     HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
 };
-use super::sandbox::{Sandbox, within_budget};
+use super::sandbox::{Sandbox, arm, within_budget};
 use super::{CallError, LoadError, Runtime};
 
 /// Where an adapter's bytes came from.
@@ -265,13 +265,10 @@ impl Adapter {
     pub async fn instance(&self) -> Result<AdapterInstance, CallError> {
         let permit = self.runtime.acquire_slot().await?;
         let mut store = self.runtime.new_store();
-        let budget = self.runtime.call_budget();
         // Instantiation runs guest code too (start functions): it gets the same budget.
-        store.data_mut().arm();
-        store.set_epoch_deadline(1);
-        let run = store.data().run.clone();
+        let run = arm(&mut store);
         let instantiate = self.instance_pre.instantiate_async(&mut store);
-        let instance = match within_budget(run, budget, instantiate).await {
+        let instance = match within_budget(run, instantiate).await {
             Some(Ok(instance)) => instance,
             Some(Err(e)) => return Err(CallError::from_trap(&e, store.data())),
             None => return Err(CallError::Timeout),
@@ -280,7 +277,6 @@ impl Adapter {
             store,
             instance,
             exports: self.exports,
-            budget,
             permit,
             slots: self.runtime.config().max_instances as usize,
         })
@@ -293,7 +289,6 @@ pub struct AdapterInstance {
     store: Store<Sandbox>,
     instance: Instance,
     exports: Exports,
-    budget: std::time::Duration,
     /// This instance's slot, given back when it is dropped.
     permit: OwnedSemaphorePermit,
     /// Slots in all.
@@ -411,11 +406,8 @@ impl AdapterInstance {
         R: ComponentNamedList + Lift + Send + Sync + Single + 'static,
     {
         let func = func?;
-        self.store.data_mut().arm();
-        self.store.set_epoch_deadline(1);
-        let run = self.store.data().run.clone();
-        let outcome =
-            within_budget(run, self.budget, func.call_async(&mut self.store, params)).await;
+        let run = arm(&mut self.store);
+        let outcome = within_budget(run, func.call_async(&mut self.store, params)).await;
         self.settle(outcome).map(Single::into_single)
     }
 

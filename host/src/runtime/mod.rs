@@ -218,10 +218,6 @@ impl Runtime {
         &self.inner.linker
     }
 
-    pub(crate) fn call_budget(&self) -> Duration {
-        self.inner.config.call_budget
-    }
-
     /// Compiles component bytes (tens of milliseconds: done at load, never per request).
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, LoadError> {
         Component::new(&self.inner.engine, bytes).map_err(|e| {

@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
-use wasmtime::{ResourceLimiter, StoreContextMut, UpdateDeadline};
+use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
@@ -43,8 +43,7 @@ pub struct Sandbox {
     /// chatd's per-request instructions when done for every instance (callgrind).
     wasi: Option<Wasi>,
     memory_bytes: usize,
-    call_budget: Duration,
-    /// How long the call in progress has run.
+    /// How long the call in progress has run, and may.
     pub(crate) run: Arc<RunClock>,
     /// Set when the instance asked for more memory than allowed.
     pub(crate) memory_exceeded: bool,
@@ -93,17 +92,10 @@ impl Sandbox {
         Sandbox {
             wasi: None,
             memory_bytes: limits.memory_bytes,
-            call_budget: limits.call_budget,
-            run: Arc::new(RunClock::new()),
+            run: Arc::new(RunClock::new(limits.call_budget)),
             memory_exceeded: false,
             out_of_time: false,
         }
-    }
-
-    /// Arms the time budget for the next call.
-    pub(crate) fn arm(&mut self) {
-        self.run.reset();
-        self.out_of_time = false;
     }
 
     /// What the adapter wrote to stderr (a panic message, usually), lossily decoded.
@@ -122,7 +114,7 @@ impl Sandbox {
         mut ctx: StoreContextMut<'_, Sandbox>,
     ) -> wasmtime::Result<UpdateDeadline> {
         let data = ctx.data_mut();
-        if data.run.spent() >= data.call_budget {
+        if data.run.spent() >= data.run.budget {
             data.out_of_time = true;
             return Err(wasmtime::Error::new(OutOfTime));
         }
@@ -147,6 +139,8 @@ impl Sandbox {
 /// calls that already ran for milliseconds pay).
 #[derive(Debug)]
 pub(crate) struct RunClock {
+    /// What one call may spend.
+    budget: Duration,
     origin: Instant,
     /// Nanoseconds counted before the poll in progress.
     spent_ns: AtomicU64,
@@ -161,8 +155,9 @@ pub(crate) struct RunClock {
 }
 
 impl RunClock {
-    fn new() -> RunClock {
+    fn new(budget: Duration) -> RunClock {
         RunClock {
+            budget,
             origin: Instant::now(),
             spent_ns: AtomicU64::new(0),
             poll_began_ns: AtomicU64::new(0),
@@ -245,14 +240,21 @@ fn thread_cpu_ns() -> Option<u64> {
     None
 }
 
+/// Arms `store` for one call (or instantiation) under its time budget; run the call with
+/// [`within_budget`] and the clock this returns.
+pub(crate) fn arm(store: &mut Store<Sandbox>) -> Arc<RunClock> {
+    let data = store.data_mut();
+    data.run.reset();
+    data.out_of_time = false;
+    let run = data.run.clone();
+    store.set_epoch_deadline(1);
+    run
+}
+
 /// Runs an adapter call (or instantiation) under its time budget; `None` if the budget ran
 /// out while the guest was parked on a host future. A guest that runs is stopped by the
 /// epoch callback instead (the call then fails with [`OutOfTime`]).
-pub(crate) async fn within_budget<F: Future>(
-    run: Arc<RunClock>,
-    budget: Duration,
-    call: F,
-) -> Option<F::Output> {
+pub(crate) async fn within_budget<F: Future>(run: Arc<RunClock>, call: F) -> Option<F::Output> {
     let mut call = pin!(call);
     // While the guest waits on the host: since when, and a timer for what is left.
     let mut host_wait: Option<(Instant, Pin<Box<tokio::time::Sleep>>)> = None;
@@ -271,7 +273,7 @@ pub(crate) async fn within_budget<F: Future>(
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
                 if !run.yielded.swap(false, Ordering::Relaxed) {
-                    let left = budget.saturating_sub(run.counted());
+                    let left = run.budget.saturating_sub(run.counted());
                     let mut timer = Box::pin(tokio::time::sleep(left));
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
