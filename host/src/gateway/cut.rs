@@ -35,6 +35,14 @@ pub(super) enum CutSignal {
 }
 
 impl Gateway {
+    /// Ends the chat exchanges still in flight because the shutdown grace period is over:
+    /// each answers a `shutting_down` error (a stream ends with one) instead of losing its
+    /// connection mid-answer. Exchanges that start later end the same way at once. True for
+    /// the first call.
+    pub fn cut_in_flight(&self) -> bool {
+        !self.cut.send_replace(true)
+    }
+
     /// Gives the calling server thread a cut signal of its own (see the module notes). Call it
     /// on the thread's runtime, before it serves.
     pub(crate) fn serve_cut_on_this_thread(&self) {

@@ -11,14 +11,6 @@ use crate::runtime::bindings::ChatRequest;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {
-    /// Ends the chat exchanges still in flight because the shutdown grace period is over:
-    /// each answers a `shutting_down` error (a stream ends with one) instead of losing its
-    /// connection mid-answer. Exchanges that start later end the same way at once. True for
-    /// the first call.
-    pub fn cut_in_flight(&self) -> bool {
-        !self.cut.send_replace(true)
-    }
-
     /// Routes `request` (its model becomes the upstream's name for it) and starts the
     /// exchange's bookkeeping.
     pub(super) fn begin(
