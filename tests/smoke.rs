@@ -508,6 +508,23 @@ async fn a_provider_with_a_missing_adapter_fails_check_but_not_serve() {
         out.contains("(known: ollama, ollama_cloud, openai_compat)"),
         "{out}"
     );
+    // The other one-shot commands see what serve would serve.
+    let (code, out) = run_chatd(
+        &["adapters", "list", "--config", path.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("nope "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains(" x ") && row.contains("(missing: no built-in, no nope.wasm in adapters_dir)"),
+        "{row}"
+    );
+    let (code, out) = run_chatd(&["route", "x/m", "--config", path.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("not registered"), "{out}");
 
     let mut chatd = ChatdProcess::start(&config, &[]);
     let client = reqwest::Client::new();

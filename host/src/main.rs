@@ -246,7 +246,6 @@ async fn load(config_path: &Path) -> Result<Snapshot, String> {
         &AdapterSet::default(),
     )
     .await;
-    Snapshot::check_adapters(&config, &adapters)?;
     Ok(Snapshot::build(
         Arc::new(config),
         Arc::new(adapters),
@@ -311,6 +310,12 @@ async fn check(config_path: &Path) -> Result<ExitCode, String> {
     }
     for (name, reason) in &snap.unregistered {
         println!("provider {name}: NOT registered: {reason}");
+    }
+    // `serve` starts without such a provider (as after its file was deleted); for a deploy's
+    // check it is a typo or a missing file.
+    if let Err(e) = Snapshot::check_adapters(&snap.config, &snap.adapters) {
+        failed = true;
+        println!("{e}");
     }
     let admin = &snap.config.chatd.admin;
     if admin.enabled {
@@ -410,7 +415,7 @@ async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
         source: String,
         rejected: Option<String>,
     }
-    let rows: Vec<Row> = snap
+    let mut rows: Vec<Row> = snap
         .adapters
         .entries
         .iter()
@@ -441,6 +446,25 @@ async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
             }
         })
         .collect();
+    // Adapters the config names that exist nowhere: their providers are not registered.
+    let mut missing: Vec<&str> = snap
+        .config
+        .chatd
+        .providers
+        .values()
+        .map(|p| p.adapter.as_str())
+        .filter(|name| !snap.adapters.entries.contains_key(*name))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    rows.extend(missing.into_iter().map(|name| Row {
+        name: name.to_owned(),
+        version: "-".into(),
+        contract: "-".into(),
+        used: snap.config.providers_using(name).join(","),
+        source: format!("(missing: no built-in, no {name}.wasm in adapters_dir)"),
+        rejected: None,
+    }));
     // Columns as wide as their longest cell, so long provider lists do not shift the rest.
     let width = |header: &str, cell: fn(&Row) -> &str| {
         rows.iter()
