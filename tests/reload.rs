@@ -50,6 +50,12 @@ fn deploy(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
+/// Deploys the echo fixture of `version` ("v1" or "v2") as `echo.wasm`.
+fn deploy_echo(dir: &Path, version: &str) {
+    let fixture = component(&format!("chatd-fixture-echo_{version}"));
+    deploy(dir, "echo", &std::fs::read(fixture).unwrap());
+}
+
 fn start(upstream: &MockServer, extra: &str) -> (ChatdProcess, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let adapters = dir.path().join("adapters");
@@ -125,11 +131,7 @@ async fn dropping_a_new_file_swaps_the_adapter_and_a_bad_file_is_rejected() {
     let client = reqwest::Client::new();
     assert_eq!(content(&client, &chatd).await, (200, "echo v1".to_owned()));
 
-    deploy(
-        &adapters,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
-    );
+    deploy_echo(&adapters, "v2");
     let took = wait_for_content(&client, &chatd, "echo v2").await;
     eprintln!("file renamed into place -> new version serving: {took:?}");
     chatd.wait_for_log(
@@ -172,11 +174,7 @@ async fn dropping_a_new_file_swaps_the_adapter_and_a_bad_file_is_rejected() {
     assert_eq!(content(&client, &chatd).await, (200, "echo v2".to_owned()));
 
     // Back to a valid file: serving v1, error cleared.
-    deploy(
-        &adapters,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v1")).unwrap(),
-    );
+    deploy_echo(&adapters, "v1");
     wait_for_content(&client, &chatd, "echo v1").await;
     let (_, providers) = admin(&chatd, reqwest::Method::GET, "/v1/chat/providers", None).await;
     assert!(providers["providers"][0]["adapter"]["last_error"].is_null());
@@ -480,11 +478,7 @@ async fn deleting_an_adapter_file_unregisters_its_provider_without_blocking_relo
     chatd.wait_for_log(r#"removed=["echo"]"#, Duration::from_secs(30));
 
     // Later deploys still take effect.
-    deploy(
-        &adapters,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
-    );
+    deploy_echo(&adapters, "v2");
     let start = Instant::now();
     while content(&client, &chatd).await != (200, "echo v2".to_owned()) {
         assert!(
@@ -508,21 +502,13 @@ async fn replacing_adapters_dir_is_followed_without_a_signal() {
 
     let release = adapters.with_file_name("release-2");
     std::fs::create_dir(&release).unwrap();
-    deploy(
-        &release,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
-    );
+    deploy_echo(&release, "v2");
     std::fs::rename(&adapters, adapters.with_file_name("release-1")).unwrap();
     std::fs::rename(&release, &adapters).unwrap();
     wait_for_content(&client, &chatd, "echo v2").await;
 
     // The new directory is the one watched now.
-    deploy(
-        &adapters,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v1")).unwrap(),
-    );
+    deploy_echo(&adapters, "v1");
     wait_for_content(&client, &chatd, "echo v1").await;
 }
 
@@ -542,22 +528,14 @@ async fn an_adapters_dir_created_after_start_is_loaded_and_watched() {
 
     let staging = adapters.with_file_name("staging");
     std::fs::create_dir(&staging).unwrap();
-    deploy(
-        &staging,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v1")).unwrap(),
-    );
+    deploy_echo(&staging, "v1");
     std::fs::rename(&staging, &adapters).unwrap();
     support::eventually("echo to register", Duration::from_secs(30), || {
         chatd.logs().contains("adapters_dir replaced")
     })
     .await;
     wait_for_content(&client, &chatd, "echo v1").await;
-    deploy(
-        &adapters,
-        "echo",
-        &std::fs::read(component("chatd-fixture-echo_v2")).unwrap(),
-    );
+    deploy_echo(&adapters, "v2");
     wait_for_content(&client, &chatd, "echo v2").await;
 }
 
