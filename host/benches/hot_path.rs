@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chatd::contract::StreamEvent;
 use chatd::routing::{RouteTable, resolve};
-use chatd::runtime::bindings::StreamEvent;
 use chatd::runtime::library::AdapterSet;
 use chatd::runtime::{Runtime, RuntimeConfig};
 use chatd::upstream::Framer;
@@ -159,7 +159,7 @@ fn frame_sse_body(bencher: Bencher) {
     let event = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tok \"}}]}\n\n";
     let body = bytes::Bytes::from(event.repeat(64));
     bencher.bench(|| {
-        let mut f = Framer::new(chatd::runtime::bindings::StreamFraming::Sse);
+        let mut f = Framer::new(chatd::contract::StreamFraming::Sse);
         f.feed(black_box(&body)).unwrap();
         let mut n = 0;
         while f.next_event().is_some() {
@@ -180,8 +180,6 @@ fn auth_header_injection(bencher: Bencher) {
     prepared.insert(http::header::AUTHORIZATION, auth);
     prepared.insert("x-title", http::HeaderValue::from_static("lakehouse"));
     let target = chatd::upstream::Target {
-        provider: "openrouter".into(),
-        adapter: "openai_compat".into(),
         base: url::Url::parse("https://openrouter.ai/api/v1").unwrap(),
         timeout: std::time::Duration::from_secs(60),
         headers: prepared,
@@ -219,7 +217,7 @@ fn openai_request_json_parse(bencher: Bencher) {
 /// no faster than chatd's async path (45-57 vs 32 us), so chatd calls adapters asynchronously.
 #[divan::bench(args = [false, true])]
 fn sync_adapter_call_experiment(bencher: Bencher, with_async_engine_config: bool) {
-    use chatd::runtime::bindings::v0_2::PluginPre;
+    use chatd::contract::v0_2::PluginPre;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.linear_memory_keep_resident(4 << 20)
         .pagemap_scan(wasmtime::Enabled::Auto);

@@ -13,8 +13,8 @@ fn main() {
 
 mod common;
 
-use chatd::runtime::bindings::v0_2::Plugin;
-use chatd::runtime::bindings::{ChatRequest, HttpResponse};
+use chatd::contract::v0_2::Plugin;
+use chatd::contract::{ChatRequest, HttpResponse};
 
 #[derive(Debug, Clone, Copy)]
 enum Bound {

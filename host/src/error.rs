@@ -7,9 +7,10 @@ use http::StatusCode;
 
 use crate::routing::RouteError;
 use crate::runtime::CallError;
-use crate::runtime::bindings::AdapterError;
+use crate::scrub::Scrubbed;
 
-/// A failed request.
+/// A failed request. Every text in it that came from an upstream or an adapter is
+/// [`Scrubbed`], so a failure can be shown to a client or logged as it is.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// The client's request is malformed or asks for something unsupported.
@@ -31,36 +32,36 @@ pub enum GatewayError {
     Route(#[from] RouteError),
     /// The adapter says the request cannot be expressed for its upstream.
     #[error("provider {provider}: {message}")]
-    Unsupported { provider: String, message: String },
+    Unsupported { provider: String, message: Scrubbed },
     #[error("provider {provider} is rate limited upstream: {message}")]
     RateLimited {
         provider: String,
-        message: String,
-        /// `Retry-After`, verbatim from the upstream when it sent one.
-        retry_after: Option<String>,
+        message: Scrubbed,
+        /// `Retry-After`, from the upstream when it sent one.
+        retry_after: Option<Scrubbed>,
     },
     #[error("provider {provider}: upstream answered HTTP {status}: {message}")]
     UpstreamStatus {
         provider: String,
         status: u16,
-        message: String,
+        message: Scrubbed,
         /// The upstream's `Retry-After` on a 503 (it is down for maintenance, say): passed
         /// on so clients back off as the upstream asked.
-        retry_after: Option<String>,
+        retry_after: Option<Scrubbed>,
     },
     #[error("provider {provider}: upstream stream failed: {message}")]
-    UpstreamStream { provider: String, message: String },
+    UpstreamStream { provider: String, message: Scrubbed },
     #[error("provider {provider}: upstream unreachable: {message}")]
-    UpstreamUnreachable { provider: String, message: String },
+    UpstreamUnreachable { provider: String, message: Scrubbed },
     #[error("provider {provider}: upstream did not answer within {}s", timeout.as_secs())]
     UpstreamTimeout { provider: String, timeout: Duration },
     #[error("provider {provider}: upstream response is malformed: {message}")]
-    MalformedResponse { provider: String, message: String },
-    #[error("provider {provider}: adapter {adapter}: {error}")]
+    MalformedResponse { provider: String, message: Scrubbed },
+    #[error("provider {provider}: adapter {adapter}: {failure}")]
     Adapter {
         provider: String,
         adapter: String,
-        error: CallError,
+        failure: AdapterFailure,
     },
     #[error("{0}")]
     Unauthorized(String),
@@ -74,6 +75,35 @@ pub enum GatewayError {
         "chatd is shutting down: the shutdown grace period ended before this answer was complete"
     )]
     ShuttingDown { provider: String },
+}
+
+/// Why an adapter call produced no result ([`CallError`]), its detail scrubbed: a trap's
+/// message carries what the adapter wrote to stderr, which may quote an upstream's body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdapterFailure {
+    #[error("adapter trapped: {0}")]
+    Trap(Scrubbed),
+    #[error("adapter exceeded its time budget")]
+    Timeout,
+    #[error("adapter exceeded its memory limit")]
+    MemoryLimit,
+    #[error("no adapter instance slot free")]
+    Capacity,
+    #[error("adapter returned an unusable value: {0}")]
+    BadOutput(Scrubbed),
+}
+
+impl AdapterFailure {
+    /// `error` with its text scrubbed by `scrub`.
+    pub fn new(error: CallError, scrub: impl Fn(&str) -> Scrubbed) -> AdapterFailure {
+        match error {
+            CallError::Trap(m) => AdapterFailure::Trap(scrub(&m)),
+            CallError::Timeout => AdapterFailure::Timeout,
+            CallError::MemoryLimit => AdapterFailure::MemoryLimit,
+            CallError::Capacity => AdapterFailure::Capacity,
+            CallError::BadOutput(m) => AdapterFailure::BadOutput(scrub(&m)),
+        }
+    }
 }
 
 impl GatewayError {
@@ -90,41 +120,6 @@ impl GatewayError {
         GatewayError::BadRequest {
             message: message.into(),
             param: Some(param.to_owned()),
-        }
-    }
-
-    /// Maps an adapter's typed error for `provider` (`status` is the upstream HTTP status).
-    pub fn from_adapter(provider: &str, error: AdapterError, retry_after: Option<String>) -> Self {
-        let provider = provider.to_owned();
-        match error {
-            AdapterError::InvalidRequest(message) => {
-                GatewayError::Unsupported { provider, message }
-            }
-            AdapterError::RateLimited(r) => GatewayError::RateLimited {
-                provider,
-                message: r.message,
-                retry_after: retry_after.or(r.retry_after_secs.map(|s| s.to_string())),
-            },
-            // An upstream that says "rate limited" inside a body (an error event first thing
-            // in a stream, an error object sent with a 200) is rate limited all the same.
-            AdapterError::Upstream(u) if u.status == 429 => GatewayError::RateLimited {
-                provider,
-                message: u.message,
-                retry_after,
-            },
-            AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
-                provider,
-                message: u.message,
-            },
-            AdapterError::Upstream(u) => GatewayError::UpstreamStatus {
-                provider,
-                status: u.status,
-                message: u.message,
-                retry_after: retry_after.filter(|_| u.status == 503),
-            },
-            AdapterError::MalformedResponse(message) => {
-                GatewayError::MalformedResponse { provider, message }
-            }
         }
     }
 
@@ -146,7 +141,7 @@ impl GatewayError {
             | GatewayError::MalformedResponse { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Adapter {
-                error: CallError::Capacity,
+                failure: AdapterFailure::Capacity,
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Adapter { .. } => StatusCode::BAD_GATEWAY,
@@ -174,12 +169,12 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::MalformedResponse { .. } => "upstream_malformed_response",
-            GatewayError::Adapter { error, .. } => match error {
-                CallError::Trap(_) => "adapter_trap",
-                CallError::Timeout => "adapter_timeout",
-                CallError::MemoryLimit => "adapter_memory_limit",
-                CallError::Capacity => "adapter_capacity",
-                CallError::BadOutput(_) => "adapter_bad_output",
+            GatewayError::Adapter { failure, .. } => match failure {
+                AdapterFailure::Trap(_) => "adapter_trap",
+                AdapterFailure::Timeout => "adapter_timeout",
+                AdapterFailure::MemoryLimit => "adapter_memory_limit",
+                AdapterFailure::Capacity => "adapter_capacity",
+                AdapterFailure::BadOutput(_) => "adapter_bad_output",
             },
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::Forbidden(_) => "forbidden",
@@ -216,9 +211,11 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<&str> {
         match self {
             GatewayError::RateLimited { retry_after, .. }
-            | GatewayError::UpstreamStatus { retry_after, .. } => retry_after.as_deref(),
+            | GatewayError::UpstreamStatus { retry_after, .. } => {
+                retry_after.as_ref().map(Scrubbed::as_str)
+            }
             GatewayError::Adapter {
-                error: CallError::Capacity,
+                failure: AdapterFailure::Capacity,
                 ..
             } => Some("1"),
             _ => None,
@@ -245,46 +242,26 @@ impl GatewayError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::{RateLimit, UpstreamFailure};
 
     #[test]
     fn statuses_follow_the_documented_table() {
         let p = "ollama";
-        let up = |status| {
-            GatewayError::from_adapter(
-                p,
-                AdapterError::Upstream(UpstreamFailure {
-                    status,
-                    message: "m".into(),
-                }),
-                None,
-            )
+        let up = GatewayError::UpstreamStatus {
+            provider: p.into(),
+            status: 500,
+            message: Scrubbed::fixed("m"),
+            retry_after: None,
         };
-        assert_eq!(up(500).status(), StatusCode::BAD_GATEWAY);
-        assert!(up(500).to_string().contains("HTTP 500"));
-        assert!(up(500).to_string().contains("ollama"));
-        let limited = GatewayError::from_adapter(
-            p,
-            AdapterError::RateLimited(RateLimit {
-                message: "slow".into(),
-                retry_after_secs: Some(7),
-            }),
-            None,
-        );
+        assert_eq!(up.status(), StatusCode::BAD_GATEWAY);
+        assert!(up.to_string().contains("HTTP 500"));
+        assert!(up.to_string().contains("ollama"));
+        let limited = GatewayError::RateLimited {
+            provider: p.into(),
+            message: Scrubbed::fixed("slow"),
+            retry_after: Some(Scrubbed::fixed("7")),
+        };
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limited.retry_after(), Some("7"));
-        let verbatim = GatewayError::from_adapter(
-            p,
-            AdapterError::RateLimited(RateLimit {
-                message: "slow".into(),
-                retry_after_secs: Some(7),
-            }),
-            Some("Wed, 21 Oct 2026 07:28:00 GMT".into()),
-        );
-        assert_eq!(
-            verbatim.retry_after(),
-            Some("Wed, 21 Oct 2026 07:28:00 GMT")
-        );
         let timeout = GatewayError::UpstreamTimeout {
             provider: p.into(),
             timeout: Duration::from_secs(3),
@@ -293,7 +270,7 @@ mod tests {
         let trap = GatewayError::Adapter {
             provider: p.into(),
             adapter: "a".into(),
-            error: CallError::Timeout,
+            failure: AdapterFailure::Timeout,
         };
         assert_eq!(
             (trap.status(), trap.code()),
@@ -302,7 +279,7 @@ mod tests {
         let busy = GatewayError::Adapter {
             provider: p.into(),
             adapter: "a".into(),
-            error: CallError::Capacity,
+            failure: AdapterFailure::Capacity,
         };
         assert_eq!(
             (busy.status(), busy.retry_after()),

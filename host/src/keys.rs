@@ -1,10 +1,14 @@
 //! API keys and tokens: from the process environment, falling back to a `.env` file.
 //!
 //! A [`Secret`] never prints its value (`Debug` and `Display` are redacted), so a key cannot
-//! reach a log line or an error body by accident.
+//! reach a log line or an error body by accident; text from upstreams, which may quote a key,
+//! is scrubbed of every key chatd holds by [`crate::scrub`].
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::config::Config;
 
 /// A credential whose value is only reachable through [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -19,32 +23,6 @@ impl Secret {
     /// The raw value, for the one place that must send it upstream.
     pub fn expose(&self) -> &str {
         &self.0
-    }
-
-    /// `text` with every occurrence of this secret replaced by `***`: upstream error bodies
-    /// sometimes quote the credential they rejected, and some quote it upper- or lower-cased,
-    /// so letters match regardless of ASCII case.
-    pub fn redact(&self, text: String) -> String {
-        // Very short values would mangle ordinary text and cannot be real keys.
-        if self.0.len() < 8 {
-            return text;
-        }
-        // ASCII case folding keeps byte offsets, so matches found in the folded copy are
-        // char boundaries of `text` too.
-        let folded = text.to_ascii_lowercase();
-        let needle = self.0.to_ascii_lowercase();
-        if !folded.contains(&needle) {
-            return text;
-        }
-        let mut out = String::with_capacity(text.len());
-        let mut last = 0;
-        for (at, _) in folded.match_indices(&needle) {
-            out.push_str(&text[last..at]);
-            out.push_str("***");
-            last = at + needle.len();
-        }
-        out.push_str(&text[last..]);
-        out
     }
 }
 
@@ -98,7 +76,7 @@ pub fn resolve_with(
     var: &str,
     file: Option<&Path>,
     env: impl Fn(&str) -> Option<String>,
-) -> Result<(Secret, KeySource), KeyMissing> {
+) -> Lookup {
     if let Some(value) = env(var).filter(|v| !v.trim().is_empty()) {
         return Ok((Secret::new(value.trim()), KeySource::Env(var.to_owned())));
     }
@@ -119,6 +97,55 @@ pub fn resolve_with(
         }
     }
     Err(KeyMissing { looked })
+}
+
+/// A key lookup's outcome: the key and where it was found, or where chatd looked.
+pub type Lookup = Result<(Secret, KeySource), KeyMissing>;
+
+/// Every credential a config names, looked up once: reading the environment and `.env`
+/// files happens here, before a snapshot is built from them.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// Provider → its key lookup, for every provider with a `key_env`.
+    pub providers: BTreeMap<String, Lookup>,
+    /// The admin token's lookup, when the admin API is enabled.
+    pub admin_token: Option<Lookup>,
+}
+
+impl Credentials {
+    /// Looks up every key and token `config` names.
+    pub fn resolve(config: &Config) -> Credentials {
+        Credentials::resolve_with(config, |name| std::env::var(name).ok())
+    }
+
+    /// [`Credentials::resolve`] with an injectable environment, for tests.
+    pub fn resolve_with(config: &Config, env: impl Fn(&str) -> Option<String>) -> Credentials {
+        let providers = config
+            .chatd
+            .providers
+            .iter()
+            .filter_map(|(name, p)| {
+                let var = p.key_env.as_deref()?;
+                Some((name.clone(), resolve_with(var, p.key_file.as_deref(), &env)))
+            })
+            .collect();
+        let admin = &config.chatd.admin;
+        let admin_token = admin
+            .enabled
+            .then(|| resolve_with(&admin.token_env, admin.token_file.as_deref(), &env));
+        Credentials {
+            providers,
+            admin_token,
+        }
+    }
+
+    /// Every secret found, for scrubbing them from upstream text.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.providers
+            .values()
+            .chain(&self.admin_token)
+            .filter_map(|lookup| lookup.as_ref().ok().map(|(secret, _)| secret))
+    }
 }
 
 /// Reads one variable from a `.env` file without touching the process environment.
@@ -219,14 +246,5 @@ mod tests {
         let s = Secret::new("sk-live-123");
         assert_eq!(format!("{s}"), "***");
         assert!(!format!("{s:?}").contains("sk-live"));
-        assert_eq!(
-            s.redact("bad key sk-live-123 given".into()),
-            "bad key *** given"
-        );
-        assert_eq!(Secret::new("abc").redact("abc".into()), "abc");
-        assert_eq!(
-            s.redact("SK-LIVE-123 and sk-Live-123, é sk-live-123é".into()),
-            "*** and ***, é ***é"
-        );
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! The host owns all I/O; adapters only translate requests and responses. Module map:
 //! - [`config`]: `lakehouse.toml`, parsed once into typed, validated structs.
+//! - [`contract`]: the adapter contract's types (generated from `wit/`) and its versions.
 //! - [`keys`]: API keys from the environment or a `.env` file; never logged.
 //! - [`routing`]: model name → provider, as one pure function.
 //! - [`runtime`]: the wasmtime engine, adapter loading, sandboxing and calls.
 //! - [`gateway`]: the registered providers and one chat call end to end.
+//! - [`scrub`]: the one path upstream text takes to clients and logs: every key scrubbed.
+//! - [`inspect`]: what the one-shot commands (`check`, `route`, `adapters ...`) report.
 //! - [`upstream`]: the shared HTTP client and stream framing.
 //! - [`reload`]: what triggers a reload (file watcher, SIGHUP).
 //! - [`api`]: the HTTP API (axum).
@@ -13,12 +16,15 @@
 
 pub mod api;
 pub mod config;
+pub mod contract;
 pub mod error;
 pub mod gateway;
+pub mod inspect;
 pub mod keys;
 pub mod logging;
 pub mod reload;
 pub mod routing;
 pub mod runtime;
+pub mod scrub;
 pub mod telemetry;
 pub mod upstream;

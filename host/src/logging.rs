@@ -1,8 +1,7 @@
 //! Where log lines go: stderr, written in batches.
 //!
-//! One `write(2)` per log line cost ~8 µs of CPU per request at 64 concurrent requests (the
-//! one access-log line per request, to a file; measured A/B against `2>/dev/null`), about a
-//! tenth of chatd's per-request CPU. Lines are therefore appended to an in-memory buffer and
+//! One `write(2)` per log line (the access-log line every request writes) measured about a
+//! tenth of chatd's per-request CPU under load (bench/README.md). Lines are therefore appended to an in-memory buffer and
 //! written out together: when [`FLUSH_DELAY`] has passed since the first unwritten line, when
 //! the buffer holds [`FLUSH_BYTES`], at once for warnings and errors, before a panic message,
 //! and when the [`LogGuard`] is dropped at exit. A crash that kills the process outright

@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 
 use chatd::config::Config;
 use chatd::gateway::{Gateway, Snapshot};
-use chatd::routing;
-use chatd::runtime::bindings::StreamFraming;
-use chatd::runtime::library::AdapterSet;
-use chatd::runtime::{Adapter, AdapterSource, Runtime, RuntimeConfig};
-use chatd::telemetry::StatsRegistry;
+use chatd::inspect;
 
 #[derive(Parser)]
 #[command(
@@ -119,9 +115,8 @@ fn main() -> ExitCode {
 ///
 /// Every thread that allocates (tokio workers, the blocking pool compiling adapters, the
 /// file watcher, the epoch ticker) otherwise gets an arena of its own that keeps freed memory
-/// resident. Measured at 64 concurrent requests on 2 CPUs: peak RSS 42 -> 36 MB, throughput
-/// and CPU per request unchanged (one arena in total cost ~20% throughput). An operator's own
-/// `MALLOC_ARENA_MAX` wins. Must run before any thread is spawned.
+/// resident; one arena per CPU lowers peak RSS without costing throughput, where a single
+/// arena would (bench/README.md). An operator's own `MALLOC_ARENA_MAX` wins. Must run before any thread is spawned.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -236,259 +231,45 @@ async fn shutdown_signal(gateway: Arc<Gateway>) {
     });
 }
 
-/// Loads what a config would serve, without listening.
-async fn load(config_path: &Path) -> Result<Snapshot, String> {
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
-    let runtime = Runtime::new(RuntimeConfig::from_config(&config.chatd.sandbox))?;
-    let adapters = AdapterSet::load(
-        &runtime,
-        config.chatd.adapters_dir.as_deref(),
-        &AdapterSet::default(),
-    )
-    .await;
-    Ok(Snapshot::build(
-        Arc::new(config),
-        Arc::new(adapters),
-        &StatsRegistry::default(),
-    ))
-}
-
 async fn route(config_path: &Path, model: &str) -> Result<ExitCode, String> {
-    let snap = load(config_path).await?;
-    match routing::resolve(&snap.routes, model) {
-        Ok(route) => {
-            println!("{}", route.explain(model));
+    let loaded = inspect::load(config_path).await?;
+    match inspect::route(&loaded.snapshot, model) {
+        Ok(line) => {
+            println!("{line}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            println!("{model:?} cannot be routed: {e}");
+        Err(line) => {
+            println!("{line}");
             Ok(ExitCode::from(2))
         }
     }
 }
 
 async fn check(config_path: &Path) -> Result<ExitCode, String> {
-    let snap = load(config_path).await?;
-    println!("config {}: ok", config_path.display());
-    let mut failed = false;
-    for (name, entry) in &snap.adapters.entries {
-        match (&entry.active, &entry.last_error) {
-            (Some(a), None) => println!(
-                "adapter {name}: ok ({} {}, contract {}, {})",
-                a.info.name, a.info.version, a.contract, a.source
-            ),
-            (active, Some(err)) => {
-                failed = true;
-                let fallback = active
-                    .as_ref()
-                    .map(|a| format!("; serving {} from {}", a.info.version, a.source))
-                    .unwrap_or_default();
-                println!(
-                    "adapter {name}: REJECTED {}: {}{fallback}",
-                    err.path.display(),
-                    err.error
-                );
-            }
-            (None, None) => {}
-        }
-    }
-    if let Some(e) = &snap.adapters.dir_error {
-        failed = true;
-        println!("adapters_dir: {e}");
-    }
-    for p in snap.providers.values() {
-        let key = p
-            .key_source
-            .as_ref()
-            .map_or("no key needed".to_owned(), |s| format!("key from {s}"));
-        println!(
-            "provider {}: registered (adapter {}, {}, {key})",
-            p.name,
-            p.adapter.name,
-            p.target.base_url()
-        );
-    }
-    for (name, reason) in &snap.unregistered {
-        println!("provider {name}: NOT registered: {reason}");
-    }
-    // `serve` starts without such a provider (as after its file was deleted); for a deploy's
-    // check it is a typo or a missing file.
-    if let Err(e) = Snapshot::check_adapters(&snap.config, &snap.adapters) {
-        failed = true;
-        println!("{e}");
-    }
-    let admin = &snap.config.chatd.admin;
-    if admin.enabled {
-        match chatd::keys::resolve(&admin.token_env, admin.token_file.as_deref()) {
-            Ok((_, source)) => println!("admin API: enabled, token from {source}"),
-            Err(missing) => println!(
-                "admin API: enabled but NO token found (looked in {}): it refuses every request",
-                missing.looked
-            ),
-        }
-    }
-    // Like a provider without a key, a tier that cannot be served now fails only itself.
-    for tier in snap.config.tiers.keys() {
-        match routing::resolve(&snap.routes, tier) {
-            Ok(route) => println!("tier {tier}: {}", route.explain(tier)),
-            Err(e) => println!("tier {tier}: cannot be served: {e}"),
-        }
-    }
-    // Another unregistered provider fails only its own prefix (keys may be added later); the
-    // default one fails every bare model name, which is a broken deployment.
-    let default = &snap.config.chatd.default_provider;
-    if snap.unregistered.contains_key(default) {
-        failed = true;
-        println!(
-            "default provider {default}: NOT registered, so bare model names cannot be served"
-        );
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let loaded = inspect::load(config_path).await?;
+    Ok(print(inspect::check(&loaded)))
 }
 
 async fn adapters_check(file: &Path) -> Result<ExitCode, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let runtime = Runtime::new(RuntimeConfig::default())?;
-    let name = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("adapter");
-    match Adapter::load(&runtime, name, &bytes, AdapterSource::File(file.to_owned())).await {
-        Ok(a) => {
-            println!("{}: valid adapter", file.display());
-            println!("  name:              {}", a.info.name);
-            println!("  version:           {}", a.info.version);
-            println!("  contract:          lakehouse:provider@{}", a.contract);
-            println!("  auth:              {}", describe_auth(&a.info.auth));
-            println!("  default base URL:  {}", a.info.default_base_url);
-            println!(
-                "  streaming:         {}",
-                if a.info.supports_streaming {
-                    match a.info.stream_framing {
-                        StreamFraming::Ndjson => "yes (NDJSON)".to_owned(),
-                        StreamFraming::Sse => "yes (SSE)".to_owned(),
-                    }
-                } else {
-                    "no".into()
-                }
-            );
-            let listing = match a.instance().await {
-                Ok(mut instance) => match instance.build_models_request().await {
-                    Ok(Some(req)) => format!("yes ({} {})", req.method, req.path),
-                    Ok(None) if a.contract.has_models() => "no".to_owned(),
-                    Ok(None) => "no (contract 0.1.0 has no model listing)".to_owned(),
-                    Err(e) => format!("fails: {e}"),
-                },
-                Err(e) => format!("fails: {e}"),
-            };
-            println!("  models listing:    {listing}");
-            println!("  sha256:            {}", a.sha256);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            println!("{}: rejected: {e}", file.display());
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
-fn describe_auth(auth: &chatd::runtime::bindings::AuthScheme) -> String {
-    use chatd::runtime::bindings::AuthScheme;
-    match auth {
-        AuthScheme::None => "none".into(),
-        AuthScheme::Bearer => "bearer token (Authorization header, added by chatd)".into(),
-        AuthScheme::Header(h) => format!("key in header {h} (added by chatd)"),
-    }
+    Ok(print(inspect::check_component(file).await))
 }
 
 async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
-    let snap = load(config_path).await?;
-    struct Row {
-        name: String,
-        version: String,
-        contract: String,
-        used: String,
-        source: String,
-        rejected: Option<String>,
-    }
-    let mut rows: Vec<Row> = snap
-        .adapters
-        .entries
-        .iter()
-        .map(|(name, entry)| {
-            let used = snap.config.providers_using(name);
-            let (version, contract, source) = match &entry.active {
-                Some(a) => (
-                    a.info.version.clone(),
-                    a.contract.as_str().to_owned(),
-                    a.source.to_string(),
-                ),
-                None => ("-".into(), "-".into(), "(not loaded)".into()),
-            };
-            Row {
-                name: name.clone(),
-                version,
-                contract,
-                used: if used.is_empty() {
-                    "-".into()
-                } else {
-                    used.join(",")
-                },
-                source,
-                rejected: entry
-                    .last_error
-                    .as_ref()
-                    .map(|e| format!("rejected {}: {}", e.path.display(), e.error)),
-            }
-        })
-        .collect();
-    // Adapters the config names that exist nowhere: their providers are not registered.
-    let mut missing: Vec<&str> = snap
-        .config
-        .chatd
-        .providers
-        .values()
-        .map(|p| p.adapter.as_str())
-        .filter(|name| !snap.adapters.entries.contains_key(*name))
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    rows.extend(missing.into_iter().map(|name| Row {
-        name: name.to_owned(),
-        version: "-".into(),
-        contract: "-".into(),
-        used: snap.config.providers_using(name).join(","),
-        source: format!("(missing: no built-in, no {name}.wasm in adapters_dir)"),
-        rejected: None,
-    }));
-    // Columns as wide as their longest cell, so long provider lists do not shift the rest.
-    let width = |header: &str, cell: fn(&Row) -> &str| {
-        rows.iter()
-            .map(|r| cell(r).chars().count())
-            .chain([header.len()])
-            .max()
-            .unwrap_or(0)
-    };
-    let w_name = width("ADAPTER", |r| &r.name);
-    let w_version = width("VERSION", |r| &r.version);
-    let w_contract = width("CONTRACT", |r| &r.contract);
-    let w_used = width("USED BY", |r| &r.used);
-    println!(
-        "{:<w_name$}  {:<w_version$}  {:<w_contract$}  {:<w_used$}  SOURCE",
-        "ADAPTER", "VERSION", "CONTRACT", "USED BY"
-    );
-    for r in &rows {
-        println!(
-            "{:<w_name$}  {:<w_version$}  {:<w_contract$}  {:<w_used$}  {}",
-            r.name, r.version, r.contract, r.used, r.source
-        );
-        if let Some(rejected) = &r.rejected {
-            println!("  {rejected}");
-        }
+    let loaded = inspect::load(config_path).await?;
+    for line in inspect::adapters_table(&loaded.snapshot) {
+        println!("{line}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a report; exits 1 when it found what should fail a deploy.
+fn print(report: inspect::Report) -> ExitCode {
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each bench binary uses part of it
 
-use chatd::runtime::bindings::{ChatRequest, HttpResponse, Message};
+use chatd::contract::{ChatRequest, HttpResponse, Message};
 
 /// A request of about 2 KB: a system prompt and a few turns.
 pub fn request(model: &str) -> ChatRequest {

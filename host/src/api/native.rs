@@ -13,10 +13,10 @@ use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, con
 use super::{
     AppState, JsonBody, checked, log_failure, log_request, native_error, streaming_response,
 };
+use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::Adapter;
-use crate::runtime::bindings::ChatRequest;
 
 /// The body of `POST /v1/chat`.
 #[derive(Debug, Deserialize)]

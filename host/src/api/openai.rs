@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use super::native::ms;
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use super::{AppState, JsonBody, checked, log_failure, log_request, streaming_response};
+use crate::contract::{ChatRequest, FinishReason};
 use crate::error::GatewayError;
 use crate::gateway::{ChatStream, ModelListing};
-use crate::runtime::bindings::{ChatRequest, FinishReason};
 
 /// The body of `POST /v1/chat/completions`.
 #[derive(Debug, Deserialize)]

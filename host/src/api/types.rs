@@ -9,8 +9,8 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, Error, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::Value;
 
+use crate::contract::Message;
 use crate::error::GatewayError;
-use crate::runtime::bindings::Message;
 
 /// Message content: a string, `null`, or OpenAI's array of parts (text parts only).
 #[derive(Debug, Clone, Deserialize)]

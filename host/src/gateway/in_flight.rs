@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::cut::CutSignal;
 use super::{Gateway, Provider};
+use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::Route;
-use crate::runtime::bindings::ChatRequest;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {

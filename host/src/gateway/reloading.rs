@@ -1,12 +1,44 @@
 //! Reloading: re-reading the config and adapters and swapping the snapshot.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use tokio::sync::watch;
 
 use super::{Gateway, Snapshot};
 use crate::config::Config;
+use crate::keys::Credentials;
 use crate::runtime::library::AdapterSet;
+
+/// What reloading keeps between reloads.
+pub(super) struct Reloads {
+    /// The config file, re-read by every config reload.
+    config_path: PathBuf,
+    /// The config chatd started with: what the settings a reload cannot change still are.
+    initial: Arc<Config>,
+    /// Serialises reloads: each one builds on the snapshot the previous one installed.
+    lock: tokio::sync::Mutex<()>,
+    last: Mutex<Option<ReloadReport>>,
+    /// Publishes `adapters_dir` after every reload, so the file watcher can follow it.
+    adapters_dir: watch::Sender<Option<PathBuf>>,
+}
+
+impl Reloads {
+    pub(super) fn new(initial: Arc<Config>) -> Reloads {
+        Reloads {
+            config_path: initial.path.clone(),
+            adapters_dir: watch::Sender::new(initial.chatd.adapters_dir.clone()),
+            initial,
+            lock: tokio::sync::Mutex::new(()),
+            last: Mutex::new(None),
+        }
+    }
+
+    pub(super) fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+}
 /// What a reload re-reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadScope {
@@ -56,18 +88,19 @@ impl Gateway {
     /// fails to parse or validate is rejected whole; an adapter file that fails validation is
     /// rejected alone and its previous version keeps serving.
     pub async fn reload(&self, scope: ReloadScope, trigger: &str) -> ReloadReport {
-        let _serial = self.reload_lock.lock().await;
+        let reloads = &self.reloads;
+        let _serial = reloads.lock.lock().await;
         let started = Instant::now();
         let current = self.snapshot();
         let config = match scope {
             ReloadScope::Adapters => Ok(current.config.clone()),
-            ReloadScope::ConfigAndAdapters => Config::load(&self.config_path)
+            ReloadScope::ConfigAndAdapters => Config::load(&reloads.config_path)
                 .map(Arc::new)
                 .map_err(|e| e.to_string()),
         };
         let outcome = match config {
             Ok(config) => {
-                warn_restart_only_changes(&self.initial, &config);
+                warn_restart_only_changes(&reloads.initial, &config);
                 let adapters = AdapterSet::load(
                     &self.runtime,
                     config.chatd.adapters_dir.as_deref(),
@@ -75,7 +108,15 @@ impl Gateway {
                 )
                 .await;
                 match Snapshot::check_new_adapters(&config, Some(&current.config), &adapters) {
-                    Ok(()) => Ok(Snapshot::build(config, Arc::new(adapters), &self.stats)),
+                    Ok(()) => {
+                        let credentials = Credentials::resolve(&config);
+                        Ok(Snapshot::build(
+                            config,
+                            Arc::new(adapters),
+                            &credentials,
+                            &self.stats,
+                        ))
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -84,7 +125,9 @@ impl Gateway {
         let report = match outcome {
             Ok(next) => {
                 let report = ReloadReport::new(trigger, &current, &next, None, started);
-                self.adapters_dir
+                next.log_unregistered();
+                reloads
+                    .adapters_dir
                     .send_replace(next.config.chatd.adapters_dir.clone());
                 self.state.store(Arc::new(next));
                 report
@@ -107,21 +150,22 @@ impl Gateway {
                 "reload rejected; previous config stays active"
             );
         }
-        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
+        *reloads.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(report.clone());
         report
     }
 
     /// The outcome of the most recent reload, if any.
     pub fn last_reload(&self) -> Option<ReloadReport> {
-        self.last_reload
+        self.reloads
+            .last
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
 
     /// Follows `adapters_dir` across config reloads.
-    pub fn watch_adapters_dir(&self) -> tokio::sync::watch::Receiver<Option<PathBuf>> {
-        self.adapters_dir.subscribe()
+    pub fn watch_adapters_dir(&self) -> watch::Receiver<Option<PathBuf>> {
+        self.reloads.adapters_dir.subscribe()
     }
 }
 

@@ -6,12 +6,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
+use super::Gateway;
 use super::in_flight::{InFlight, Kind, elapsed_ms};
-use super::{Gateway, Provider, adapter_failed, instance, retry_after};
+use super::provider::{Provider, retry_after};
+use crate::contract::{ChatRequest, ChatResponse, StreamChunk};
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::runtime::AdapterInstance;
-use crate::runtime::bindings::{ChatRequest, ChatResponse, StreamChunk};
+use crate::scrub::Scrubbed;
 use crate::upstream::{Framer, Opened};
 impl Gateway {
     /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
@@ -68,56 +70,52 @@ impl Gateway {
         request: &ChatRequest,
     ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
         if !provider.adapter.info.supports_streaming {
-            return Err(GatewayError::Unsupported {
-                provider: provider.name.clone(),
-                message: format!(
-                    "adapter {} does not support streaming",
-                    provider.adapter.name
-                ),
-            });
+            return Err(provider.unsupported(&format!(
+                "adapter {} does not support streaming",
+                provider.adapter.name
+            )));
         }
-        let mut builder = instance(provider).await?;
-        let http_request = builder
+        let mut builder = provider.instance().await?;
+        let built = builder
             .build_request(request)
             .await
-            .map_err(|e| adapter_failed(provider, e))?
-            .map_err(|e| provider.upstream_error(e, None))?;
+            .map_err(|e| provider.call_failed(e))?
+            .map_err(|e| provider.adapter_error(e, None))?;
         let framing = provider.adapter.info.stream_framing;
         let open = self
             .upstream
-            .open_stream(&provider.target, http_request, framing);
+            .open_stream(&provider.target, provider.request(built)?, framing);
         let (opened, mut kept) =
             hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
         let mut parser = async || match kept.take() {
             Some(instance) => Ok(instance),
-            None => instance(provider).await,
+            None => provider.instance().await,
         };
-        let (body, pending): (ByteStream, _) = match opened? {
+        let opened = opened.map_err(|e| provider.upstream_failed(e))?;
+        let (body, pending): (ByteStream, _) = match opened {
             Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
             Opened::Whole(response) => {
-                let retry_after = retry_after(&response);
                 let whole = parser()
                     .await?
                     .parse_response(&response)
                     .await
-                    .map_err(|e| adapter_failed(provider, e))?
-                    .map_err(|e| provider.upstream_error(e, retry_after))?;
+                    .map_err(|e| provider.call_failed(e))?
+                    .map_err(|e| provider.adapter_error(e, retry_after(&response)))?;
                 (Box::pin(futures_util::stream::empty()), chunks_of(whole))
             }
             Opened::Refused(error_response) => {
-                let retry_after = retry_after(&error_response);
                 let parsed = parser()
                     .await?
                     .parse_response(&error_response)
                     .await
-                    .map_err(|e| adapter_failed(provider, e))?;
+                    .map_err(|e| provider.call_failed(e))?;
                 return Err(match parsed {
-                    Err(e) => provider.upstream_error(e, retry_after),
+                    Err(e) => provider.adapter_error(e, retry_after(&error_response)),
                     // The adapter accepted a non-2xx answer; it is still not a stream.
                     Ok(_) => GatewayError::UpstreamStatus {
                         provider: provider.name.clone(),
                         status: error_response.status,
-                        message: "upstream refused the stream".into(),
+                        message: Scrubbed::fixed("upstream refused the stream"),
                         retry_after: None,
                     },
                 });
@@ -262,7 +260,7 @@ impl ChatStream {
             if let Some(event) = self.framer.next_event() {
                 let mut parser = match self.take_instance() {
                     Some(instance) => instance,
-                    None => match instance(&provider).await {
+                    None => match provider.instance().await {
                         Ok(instance) => {
                             self.instance_events = 0;
                             instance
@@ -273,7 +271,7 @@ impl ChatStream {
                 // A failed call drops the instance: a trapped instance is not used again.
                 let parsed = match parser.parse_stream_event(&event).await {
                     Ok(parsed) => parsed,
-                    Err(e) => return Some(Err(adapter_failed(&provider, e))),
+                    Err(e) => return Some(Err(provider.call_failed(e))),
                 };
                 self.instance_events += 1;
                 if parser.may_idle() {
@@ -287,7 +285,7 @@ impl ChatStream {
                     }
                     Ok(None) => continue,
                     Err(e) => {
-                        return Some(Err(provider.upstream_error(e, None)));
+                        return Some(Err(provider.adapter_error(e, None)));
                     }
                 }
             }
@@ -295,10 +293,9 @@ impl ChatStream {
                 return if self.saw_end {
                     None
                 } else {
-                    Some(Err(GatewayError::UpstreamStream {
-                        provider: provider.name.clone(),
-                        message: "upstream closed the stream before it finished".into(),
-                    }))
+                    Some(Err(provider.stream_failed(
+                        "upstream closed the stream before it finished",
+                    )))
                 };
             }
             let timeout = provider.target.timeout;
@@ -325,17 +322,13 @@ impl ChatStream {
                     self.body_ended = true;
                 }
                 Ok(Some(Err(e))) => {
-                    return Some(Err(GatewayError::UpstreamStream {
-                        provider: provider.name.clone(),
-                        message: crate::upstream::describe(&e),
-                    }));
+                    return Some(Err(provider.stream_failed(&crate::upstream::describe(&e))));
                 }
                 Ok(Some(Ok(bytes))) => {
                     if self.framer.feed(&bytes).is_err() {
-                        return Some(Err(GatewayError::MalformedResponse {
-                            provider: provider.name.clone(),
-                            message: "a stream event exceeds the size limit".into(),
-                        }));
+                        return Some(Err(
+                            provider.malformed("a stream event exceeds the size limit")
+                        ));
                     }
                 }
             }
@@ -347,9 +340,8 @@ impl ChatStream {
 /// upstream works (so a quick answer is parsed by the same instance), a stream's parser
 /// between events.
 ///
-/// An instance costs ~8 µs of CPU to create and drop (the memory reset included) at 64
-/// concurrent requests, a tenth of a request's CPU; reusing it for the answer saves one of
-/// the two per request, and a fast stream (tokens a few ms apart) parses all its events in
+/// Creating and dropping an instance (the memory reset included) is a good part of a
+/// request's CPU; reusing it for the answer saves one of the two per request, and a fast stream (tokens a few ms apart) parses all its events in
 /// one instance instead of one per upstream read. The bound keeps what the
 /// one-instance-per-call design gave: a request that waits longer for its model (most LLM
 /// calls, most gaps between tokens) holds no sandbox slot and no instance memory while it

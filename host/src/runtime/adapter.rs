@@ -1,5 +1,6 @@
 //! One loaded adapter ([`Adapter`]) and one per-request instance of it ([`AdapterInstance`]).
 
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
@@ -10,12 +11,13 @@ use wasmtime::component::{
     TypedFunc, types::ComponentItem,
 };
 
-use super::bindings::{
+use super::sandbox::{Sandbox, arm, within_budget};
+use super::{CallError, LoadError, Runtime};
+use crate::config::http_rules;
+use crate::contract::{
     AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
     HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
 };
-use super::sandbox::{Sandbox, arm, within_budget};
-use super::{CallError, LoadError, Runtime};
 
 /// Where an adapter's bytes came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,44 +37,69 @@ impl std::fmt::Display for AdapterSource {
     }
 }
 
-/// Where an adapter's exported functions are, resolved once at load.
+/// The type of one export, as the calls use it.
+trait Signature {
+    type Params<'a>: ComponentNamedList + Lower + Send + Sync;
+    type Results: ComponentNamedList + Lift + Send + Sync + Single + 'static;
+}
+
+/// Declares a marker type per export with its [`Signature`].
+macro_rules! signatures {
+    ($($name:ident: ($($param:ty),*) -> $result:ty;)*) => {$(
+        struct $name;
+        impl Signature for $name {
+            type Params<'a> = ($(&'a $param,)*);
+            type Results = ($result,);
+        }
+    )*};
+}
+
+signatures! {
+    Describe: () -> AdapterInfo;
+    BuildRequest: (ChatRequest) -> Result<HttpRequest, AdapterError>;
+    ParseResponse: (HttpResponse) -> Result<ChatResponse, AdapterError>;
+    ParseStreamEvent: (StreamEvent) -> Result<Option<StreamChunk>, AdapterError>;
+    BuildModelsRequest: () -> Option<HttpRequest>;
+    ParseModelsResponse: (HttpResponse) -> Result<Vec<ModelInfo>, AdapterError>;
+}
+
+/// An export whose type was checked to be `S` when its adapter loaded. Only
+/// [`Export::checked`] makes one, so a call through it needs no check of its own.
 ///
 /// Per request only the raw [`InstancePre`] is instantiated and a function is looked up by
-/// this index when it is called; the typed wrappers `bindgen!` generates would instead look
-/// up *and typecheck* every export on every instantiation (~10k instructions a request, 3% of
-/// chatd's per-request CPU, measured with callgrind). The types are checked once, at load,
-/// by [`Exports::typecheck`]: a function's type is a property of the component, identical in
-/// every instance of it.
-#[derive(Clone, Copy)]
-struct Exports {
-    describe: ComponentExportIndex,
-    build_request: ComponentExportIndex,
-    parse_response: ComponentExportIndex,
-    parse_stream_event: ComponentExportIndex,
-    /// `models` interface (contract 0.2.0 and later).
-    models: Option<ModelsExports>,
+/// index when it is called; the typed wrappers `bindgen!` generates would instead look up
+/// *and typecheck* every export on every instantiation (see bench/README.md for its cost).
+/// A function's type is a property of the component, identical in every instance of it.
+struct Export<S> {
+    index: ComponentExportIndex,
+    signature: PhantomData<S>,
 }
 
-#[derive(Clone, Copy)]
-struct ModelsExports {
-    build_models_request: ComponentExportIndex,
-    parse_models_response: ComponentExportIndex,
+impl<S> Clone for Export<S> {
+    fn clone(&self) -> Self {
+        *self
+    }
 }
 
-// The typed signature of each export, shared by every contract version (0.1.0 reuses 0.2.0's
-// types, see `bindings`).
-type DescribeParams = ();
-type DescribeResults = (AdapterInfo,);
-type BuildRequestParams<'a> = (&'a ChatRequest,);
-type BuildRequestResults = (Result<HttpRequest, AdapterError>,);
-type ParseResponseParams<'a> = (&'a HttpResponse,);
-type ParseResponseResults = (Result<ChatResponse, AdapterError>,);
-type ParseStreamEventParams<'a> = (&'a StreamEvent,);
-type ParseStreamEventResults = (Result<Option<StreamChunk>, AdapterError>,);
-type BuildModelsRequestParams = ();
-type BuildModelsRequestResults = (Option<HttpRequest>,);
-type ParseModelsResponseParams<'a> = (&'a HttpResponse,);
-type ParseModelsResponseResults = (Result<Vec<ModelInfo>, AdapterError>,);
+impl<S> Copy for Export<S> {}
+
+impl<S: Signature> Export<S> {
+    /// The export at `index`, if its type in `instance` is `S`.
+    fn checked(
+        instance: &Instance,
+        store: &mut Store<Sandbox>,
+        index: ComponentExportIndex,
+        name: &str,
+    ) -> Result<Export<S>, String> {
+        instance
+            .get_typed_func::<S::Params<'static>, S::Results>(&mut *store, index)
+            .map_err(|e| format!("function `{name}` has the wrong type: {}", error_chain(&e)))?;
+        Ok(Export {
+            index,
+            signature: PhantomData,
+        })
+    }
+}
 
 /// A one-element result tuple (what every export returns), unwrapped.
 trait Single {
@@ -87,9 +114,35 @@ impl<T> Single for (T,) {
     }
 }
 
-impl Exports {
+/// Where a component's contract functions are, found by name; their types not yet checked.
+struct ExportIndices {
+    describe: ComponentExportIndex,
+    build_request: ComponentExportIndex,
+    parse_response: ComponentExportIndex,
+    parse_stream_event: ComponentExportIndex,
+    /// `models` interface (contract 0.2.0 and later).
+    models: Option<(ComponentExportIndex, ComponentExportIndex)>,
+}
+
+/// An adapter's exports, each checked to have its contract type.
+#[derive(Clone, Copy)]
+struct Exports {
+    describe: Export<Describe>,
+    build_request: Export<BuildRequest>,
+    parse_response: Export<ParseResponse>,
+    parse_stream_event: Export<ParseStreamEvent>,
+    models: Option<ModelsExports>,
+}
+
+#[derive(Clone, Copy)]
+struct ModelsExports {
+    build_models_request: Export<BuildModelsRequest>,
+    parse_models_response: Export<ParseModelsResponse>,
+}
+
+impl ExportIndices {
     /// Finds the contract's exports in `component`.
-    fn resolve(component: &Component, contract: ContractVersion) -> Result<Exports, String> {
+    fn resolve(component: &Component, contract: ContractVersion) -> Result<ExportIndices, String> {
         let version = contract.as_str();
         let interface = |name: &str| {
             let full = format!("{PACKAGE}/{name}@{version}");
@@ -109,14 +162,14 @@ impl Exports {
         let parse_stream_event = func(&adapter, "parse-stream-event")?;
         let models = if contract.has_models() {
             let models = interface("models")?;
-            Some(ModelsExports {
-                build_models_request: func(&models, "build-models-request")?,
-                parse_models_response: func(&models, "parse-models-response")?,
-            })
+            Some((
+                func(&models, "build-models-request")?,
+                func(&models, "parse-models-response")?,
+            ))
         } else {
             None
         };
-        Ok(Exports {
+        Ok(ExportIndices {
             describe,
             build_request,
             parse_response,
@@ -125,59 +178,46 @@ impl Exports {
         })
     }
 
-    /// Checks every export against the Rust types the calls use, naming the first that
-    /// differs. Must succeed once (at load) before [`AdapterInstance::typed`] may skip the
-    /// check.
-    fn typecheck(&self, instance: &Instance, store: &mut Store<Sandbox>) -> Result<(), String> {
-        fn check<P, R>(
-            instance: &Instance,
-            store: &mut Store<Sandbox>,
-            index: &ComponentExportIndex,
-            name: &str,
-        ) -> Result<(), String>
-        where
-            P: ComponentNamedList + Lower,
-            R: ComponentNamedList + Lift,
-        {
-            instance
-                .get_typed_func::<P, R>(&mut *store, index)
-                .map(drop)
-                .map_err(|e| format!("function `{name}` has the wrong type: {}", error_chain(&e)))
-        }
-        check::<DescribeParams, DescribeResults>(instance, store, &self.describe, "describe")?;
-        check::<BuildRequestParams, BuildRequestResults>(
+    /// Checks every export's type in `instance`, naming the first that differs.
+    fn typecheck(
+        &self,
+        instance: &Instance,
+        store: &mut Store<Sandbox>,
+    ) -> Result<Exports, String> {
+        let describe = Export::checked(instance, store, self.describe, "describe")?;
+        let build_request = Export::checked(instance, store, self.build_request, "build-request")?;
+        let parse_response =
+            Export::checked(instance, store, self.parse_response, "parse-response")?;
+        let parse_stream_event = Export::checked(
             instance,
             store,
-            &self.build_request,
-            "build-request",
-        )?;
-        check::<ParseResponseParams, ParseResponseResults>(
-            instance,
-            store,
-            &self.parse_response,
-            "parse-response",
-        )?;
-        check::<ParseStreamEventParams, ParseStreamEventResults>(
-            instance,
-            store,
-            &self.parse_stream_event,
+            self.parse_stream_event,
             "parse-stream-event",
         )?;
-        if let Some(m) = &self.models {
-            check::<BuildModelsRequestParams, BuildModelsRequestResults>(
-                instance,
-                store,
-                &m.build_models_request,
-                "build-models-request",
-            )?;
-            check::<ParseModelsResponseParams, ParseModelsResponseResults>(
-                instance,
-                store,
-                &m.parse_models_response,
-                "parse-models-response",
-            )?;
-        }
-        Ok(())
+        let models = match self.models {
+            Some((build, parse)) => Some(ModelsExports {
+                build_models_request: Export::checked(
+                    instance,
+                    store,
+                    build,
+                    "build-models-request",
+                )?,
+                parse_models_response: Export::checked(
+                    instance,
+                    store,
+                    parse,
+                    "parse-models-response",
+                )?,
+            }),
+            None => None,
+        };
+        Ok(Exports {
+            describe,
+            build_request,
+            parse_response,
+            parse_stream_event,
+            models,
+        })
     }
 }
 
@@ -213,7 +253,7 @@ impl std::fmt::Debug for Adapter {
 
 impl Adapter {
     /// Compiles, links and validates a component: it must export a supported contract
-    /// version and answer `describe` within its budget.
+    /// version with the contract's types, and answer `describe` within its budget.
     pub async fn load(
         runtime: &Runtime,
         name: &str,
@@ -231,10 +271,26 @@ impl Adapter {
             version: contract,
             message,
         };
-        let exports = Exports::resolve(&component, contract).map_err(exports_error)?;
-        let mut adapter = Adapter {
+        let indices = ExportIndices::resolve(&component, contract).map_err(exports_error)?;
+        let (mut store, instance, permit) =
+            instantiate(runtime, &instance_pre)
+                .await
+                .map_err(|e| match e {
+                    CallError::Trap(message) => LoadError::Instantiate(message),
+                    other => LoadError::Describe(other.to_string()),
+                })?;
+        let exports = indices
+            .typecheck(&instance, &mut store)
+            .map_err(exports_error)?;
+        let mut first = AdapterInstance::new(store, instance, exports, permit, runtime);
+        let info = first
+            .describe()
+            .await
+            .map_err(|e| LoadError::Describe(e.to_string()))?;
+        check_info(&info).map_err(LoadError::Description)?;
+        Ok(Adapter {
             name: name.to_owned(),
-            info: placeholder_info(),
+            info,
             contract,
             source,
             sha256,
@@ -242,44 +298,35 @@ impl Adapter {
             instance_pre,
             exports,
             runtime: runtime.clone(),
-        };
-        let mut instance = adapter.instance().await.map_err(|e| match e {
-            CallError::Trap(message) => LoadError::Instantiate(message),
-            other => LoadError::Describe(other.to_string()),
-        })?;
-        // Calls skip the type check from now on, so it must pass before the adapter is used.
-        let (store, instance_ref) = (&mut instance.store, &instance.instance);
-        adapter
-            .exports
-            .typecheck(instance_ref, store)
-            .map_err(exports_error)?;
-        adapter.info = instance
-            .describe()
-            .await
-            .map_err(|e| LoadError::Describe(e.to_string()))?;
-        check_info(&adapter.info).map_err(LoadError::Description)?;
-        Ok(adapter)
+        })
     }
 
     /// A fresh, isolated instance, used for the calls of one request at most.
     pub async fn instance(&self) -> Result<AdapterInstance, CallError> {
-        let permit = self.runtime.acquire_slot().await?;
-        let mut store = self.runtime.new_store();
-        // Instantiation runs guest code too (start functions): it gets the same budget.
-        let run = arm(&mut store);
-        let instantiate = self.instance_pre.instantiate_async(&mut store);
-        let instance = match within_budget(run, instantiate).await {
-            Some(Ok(instance)) => instance,
-            Some(Err(e)) => return Err(CallError::from_trap(&e, store.data())),
-            None => return Err(CallError::Timeout),
-        };
-        Ok(AdapterInstance {
+        let (store, instance, permit) = instantiate(&self.runtime, &self.instance_pre).await?;
+        Ok(AdapterInstance::new(
             store,
             instance,
-            exports: self.exports,
+            self.exports,
             permit,
-            slots: self.runtime.config().max_instances as usize,
-        })
+            &self.runtime,
+        ))
+    }
+}
+
+/// A new instance in a fresh store and a slot of its own. Instantiation runs guest code too
+/// (start functions): it gets a call's budget.
+async fn instantiate(
+    runtime: &Runtime,
+    pre: &InstancePre<Sandbox>,
+) -> Result<(Store<Sandbox>, Instance, OwnedSemaphorePermit), CallError> {
+    let permit = runtime.acquire_slot().await?;
+    let mut store = runtime.new_store();
+    let run = arm(&mut store);
+    match within_budget(run, pre.instantiate_async(&mut store)).await {
+        Some(Ok(instance)) => Ok((store, instance, permit)),
+        Some(Err(e)) => Err(CallError::from_trap(&e, store.data())),
+        None => Err(CallError::Timeout),
     }
 }
 
@@ -296,6 +343,22 @@ pub struct AdapterInstance {
 }
 
 impl AdapterInstance {
+    fn new(
+        store: Store<Sandbox>,
+        instance: Instance,
+        exports: Exports,
+        permit: OwnedSemaphorePermit,
+        runtime: &Runtime,
+    ) -> AdapterInstance {
+        AdapterInstance {
+            store,
+            instance,
+            exports,
+            permit,
+            slots: runtime.config().max_instances as usize,
+        }
+    }
+
     /// Whether this instance may be kept idle for a while (for a request's next call): only
     /// while at least half of all instance slots are free, so an idle instance never makes
     /// another call wait for a slot.
@@ -312,8 +375,7 @@ impl AdapterInstance {
 
     /// The adapter's self-description.
     pub async fn describe(&mut self) -> Result<AdapterInfo, CallError> {
-        let func = self.typed::<DescribeParams, DescribeResults>(self.exports.describe);
-        self.call(func, ()).await
+        self.call(self.exports.describe, ()).await
     }
 
     /// Builds the upstream request.
@@ -321,9 +383,7 @@ impl AdapterInstance {
         &mut self,
         request: &ChatRequest,
     ) -> Result<Result<HttpRequest, AdapterError>, CallError> {
-        let func =
-            self.typed::<BuildRequestParams, BuildRequestResults>(self.exports.build_request);
-        self.call(func, (request,)).await
+        self.call(self.exports.build_request, (request,)).await
     }
 
     /// Parses a complete upstream response.
@@ -331,9 +391,7 @@ impl AdapterInstance {
         &mut self,
         response: &HttpResponse,
     ) -> Result<Result<ChatResponse, AdapterError>, CallError> {
-        let func =
-            self.typed::<ParseResponseParams, ParseResponseResults>(self.exports.parse_response);
-        self.call(func, (response,)).await
+        self.call(self.exports.parse_response, (response,)).await
     }
 
     /// Parses one framed stream event.
@@ -341,15 +399,7 @@ impl AdapterInstance {
         &mut self,
         event: &StreamEvent,
     ) -> Result<Result<Option<StreamChunk>, AdapterError>, CallError> {
-        let func = self.typed::<ParseStreamEventParams, ParseStreamEventResults>(
-            self.exports.parse_stream_event,
-        );
-        self.call(func, (event,)).await
-    }
-
-    /// Whether this instance's contract has the `models` interface.
-    pub fn has_models(&self) -> bool {
-        self.exports.models.is_some()
+        self.call(self.exports.parse_stream_event, (event,)).await
     }
 
     /// Builds the model-listing request; `None` when the adapter has none (0.1.0 adapters
@@ -358,10 +408,7 @@ impl AdapterInstance {
         let Some(models) = self.exports.models else {
             return Ok(None);
         };
-        let func = self.typed::<BuildModelsRequestParams, BuildModelsRequestResults>(
-            models.build_models_request,
-        );
-        self.call(func, ()).await
+        self.call(models.build_models_request, ()).await
     }
 
     /// Parses the model-listing response.
@@ -372,49 +419,27 @@ impl AdapterInstance {
         let Some(models) = self.exports.models else {
             return Ok(Ok(Vec::new()));
         };
-        let func = self.typed::<ParseModelsResponseParams, ParseModelsResponseResults>(
-            models.parse_models_response,
-        );
-        self.call(func, (response,)).await
+        self.call(models.parse_models_response, (response,)).await
     }
 
-    /// The export at `index` as a typed function, without a typecheck.
-    fn typed<P, R>(&mut self, index: ComponentExportIndex) -> Result<TypedFunc<P, R>, CallError>
-    where
-        P: ComponentNamedList + Lower,
-        R: ComponentNamedList + Lift,
-    {
+    /// Calls `export` under the time budget (see [`within_budget`]).
+    async fn call<'a, S: Signature>(
+        &mut self,
+        export: Export<S>,
+        params: S::Params<'a>,
+    ) -> Result<<S::Results as Single>::Output, CallError> {
         let func = self
             .instance
-            .get_func(&mut self.store, index)
+            .get_func(&mut self.store, export.index)
             .ok_or_else(|| CallError::Trap("adapter export disappeared".into()))?;
-        // SAFETY: `index` came from `Exports::resolve` on this instance's component, and
-        // `Exports::typecheck` verified at load that the export at `index` has exactly the
-        // type `P -> R` (every `typed` call site passes the same type aliases as `typecheck`);
-        // an export's type is fixed by the component, so it holds for every instance.
-        Ok(unsafe { TypedFunc::new_unchecked(func) })
-    }
-
-    /// Calls `func` under the time budget (see [`within_budget`]).
-    async fn call<P, R>(
-        &mut self,
-        func: Result<TypedFunc<P, R>, CallError>,
-        params: P,
-    ) -> Result<R::Output, CallError>
-    where
-        P: ComponentNamedList + Lower + Send + Sync,
-        R: ComponentNamedList + Lift + Send + Sync + Single + 'static,
-    {
-        let func = func?;
+        // SAFETY: an `Export<S>` exists only if `Export::checked` verified, on an instance of
+        // this instance's component, that the function at `export.index` has type `S`; an
+        // export's type is fixed by the component, so it holds for every instance of it.
+        let func = unsafe { TypedFunc::<S::Params<'a>, S::Results>::new_unchecked(func) };
         let run = arm(&mut self.store);
         let outcome = within_budget(run, func.call_async(&mut self.store, params)).await;
-        self.settle(outcome).map(Single::into_single)
-    }
-
-    /// Maps a guarded call's outcome.
-    fn settle<T>(&self, outcome: Option<wasmtime::Result<T>>) -> Result<T, CallError> {
         match outcome {
-            Some(Ok(value)) => Ok(value),
+            Some(Ok(value)) => Ok(value.into_single()),
             Some(Err(e)) => Err(CallError::from_trap(&e, self.store.data())),
             None => Err(CallError::Timeout),
         }
@@ -429,19 +454,11 @@ fn check_info(info: &AdapterInfo) -> Result<(), String> {
         return Err("empty name or version".into());
     }
     if let AuthScheme::Header(h) = &info.auth {
-        let name = http::HeaderName::from_bytes(h.as_bytes())
-            .map_err(|_| format!("auth header {h:?} is not a valid header name"))?;
-        if crate::upstream::CONNECTION_HEADERS.contains(&name.as_str())
-            || name == http::header::CONTENT_TYPE
-        {
-            return Err(format!(
-                "auth header {h:?} is one chatd's HTTP client sets itself; the key cannot go there"
-            ));
-        }
+        http_rules::auth_header(h)?;
     }
     let url = url::Url::parse(&info.default_base_url)
         .map_err(|e| format!("default base URL {:?}: {e}", info.default_base_url))?;
-    crate::config::check_base_url(&url).map_err(|e| format!("default base URL {url}: {e}"))
+    http_rules::check_base_url(&url).map_err(|e| format!("default base URL {url}: {e}"))
 }
 
 /// Finds which supported contract version a component exports.
@@ -486,17 +503,6 @@ fn contract_version(
     }
 }
 
-fn placeholder_info() -> AdapterInfo {
-    AdapterInfo {
-        name: String::new(),
-        version: String::new(),
-        auth: super::bindings::AuthScheme::None,
-        default_base_url: String::new(),
-        supports_streaming: false,
-        stream_framing: super::bindings::StreamFraming::Ndjson,
-    }
-}
-
 /// Renders an error and its causes on one line, without backtraces or byte dumps (the
 /// full error goes to the debug log): "wasm trap: wasm `unreachable` instruction executed".
 pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
@@ -531,7 +537,7 @@ pub(crate) fn error_chain(e: &wasmtime::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::bindings::StreamFraming;
+    use crate::contract::StreamFraming;
 
     #[test]
     fn descriptions_that_could_not_serve_are_refused() {

@@ -10,7 +10,7 @@
 //! does) works on tokio threads, and so a busy guest yields at every epoch tick.
 
 pub mod adapter;
-pub mod bindings;
+
 pub mod library;
 mod retire;
 pub mod sandbox;
@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
+pub use crate::contract::ContractVersion;
 pub use adapter::{Adapter, AdapterInstance, AdapterSource};
-pub use bindings::ContractVersion;
 pub use retire::drop_on_park;
 use sandbox::{OutOfTime, Sandbox, SandboxLimits};
 
@@ -169,8 +169,8 @@ impl Runtime {
             .max_memory_size(config.memory_bytes)
             // On reuse, a slot's memory is reset with memset instead of madvise: with the
             // kernel's PAGEMAP_SCAN (Linux 6.7+) only pages the last request dirtied are
-            // touched, which measured 55 µs → 32 µs per adapter call (build + parse on a
-            // fresh instance). Older kernels fall back to madvise beyond the first 4 MiB.
+            // touched, which almost halves an adapter call on a fresh instance (see
+            // bench/README.md). Older kernels fall back to madvise beyond the first 4 MiB.
             .linear_memory_keep_resident(4 << 20)
             .table_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);

@@ -1,10 +1,10 @@
 //! Where a request's last adapter instance is dropped: on its worker thread, after the
 //! response is written, when that worker next runs out of work.
 //!
-//! Dropping an instance resets its pooled memory (~4 µs, ~9% of chatd's CPU at c=64).
+//! Dropping an instance resets its pooled memory, a noticeable share of a request's CPU.
 //! Done in place, it sits between parsing the upstream's answer and writing the response.
-//! A task spawned per instance moves it after the write (+9% req/s at c=64) but, at c=1,
-//! often wakes the idle second worker to run it (~13% more CPU per request). So each worker
+//! A task spawned per instance moves it after the write, but when load is light it often
+//! wakes an idle worker just to run it (bench/README.md has the measurements). So each worker
 //! keeps the instances its requests let go of and drops them when it is about to park
 //! (tokio's `on_thread_park`), or in one spawned task per [`BATCH`] while it never parks.
 //! Threads without that hook (a test's runtime, blocking threads) spawn a task per instance.

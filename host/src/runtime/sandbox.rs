@@ -39,8 +39,8 @@ pub struct SandboxLimits {
 pub struct Sandbox {
     /// Built on the adapter's first WASI call. Most requests make none (adapters touch WASI
     /// to write a panic message, say), and building a `WasiCtx` costs ~15 allocations and
-    /// seeds two random generators from the OS that the builder then replaces: ~3% of
-    /// chatd's per-request instructions when done for every instance (callgrind).
+    /// seeds two random generators from the OS that the builder then replaces: a measurable
+    /// share of every request if done for every instance.
     wasi: Option<Wasi>,
     memory_bytes: usize,
     /// How long the call in progress has run, and may.

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::runtime::bindings::{StreamEvent, StreamFraming};
+use crate::contract::{StreamEvent, StreamFraming};
 
 /// Longest single NDJSON line or SSE event accepted from an upstream stream.
 const MAX_EVENT_BYTES: usize = 8 << 20;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -20,9 +20,8 @@ pub use framing::{FrameTooLong, Framer};
 
 use connect::Proxies;
 
-use crate::error::GatewayError;
-use crate::runtime::CallError;
-use crate::runtime::bindings::{HttpRequest, HttpResponse, StreamFraming};
+use crate::config::http_rules::is_connection_header;
+use crate::contract::{HttpResponse, StreamFraming};
 
 /// Whether a response declares a JSON body (`application/json`, `application/...+json`).
 fn is_json(headers: &HeaderMap) -> bool {
@@ -42,29 +41,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Headers that describe the connection and the message's framing, not the request: the HTTP
-/// client sets them (`host` from the base URL, a proxy's authorization from the environment).
-/// Neither an adapter nor a provider's static `headers` may set them.
-pub const CONNECTION_HEADERS: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "upgrade",
-    "te",
-    "trailer",
-];
-
 /// Where and how to send one provider's requests.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// Provider name, for error messages.
-    pub provider: String,
-    /// Adapter name, for error messages.
-    pub adapter: String,
     /// The base URL, parsed once at load: per request only the path is set, the scheme and
     /// host (IDNA processing included) are not parsed again.
     pub base: url::Url,
@@ -109,7 +88,7 @@ impl Target {
                 .map_err(|_| format!("invalid header name {name:?}"))?;
             // Auth is the host's too: the key goes in the header the adapter declared.
             if name == header::AUTHORIZATION
-                || CONNECTION_HEADERS.contains(&name.as_str())
+                || is_connection_header(&name)
                 || self.reserved.contains(&name)
             {
                 continue;
@@ -195,6 +174,28 @@ pub enum Opened {
     Refused(HttpResponse),
 }
 
+/// Why an exchange with an upstream failed. Text in it is the network's or the upstream's,
+/// not yet scrubbed: the gateway maps it to the client's error (naming the provider).
+#[derive(Debug)]
+pub enum UpstreamError {
+    /// No answer (or, for a whole body, not all of it) within the target's timeout.
+    Timeout,
+    /// Connection refused, DNS, TLS, reset before an answer: the message says which.
+    Unreachable(String),
+    /// The answer's body broke off (a reset or a short body) after its head had come.
+    BodyBroken(String),
+    /// A 3xx: chatd follows no redirect (a request body and an API key must not go wherever
+    /// a 3xx points).
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
+    /// A body with a `Content-Encoding`, although chatd asked for none.
+    Encoded(String),
+    /// A whole body larger than the limit.
+    TooLarge(usize),
+}
+
 impl Upstream {
     /// Builds the client; every provider shares its pools. Redirects are not followed: a
     /// provider's redirect is an answer to surface, not something to follow with the key
@@ -225,21 +226,21 @@ impl Upstream {
     pub async fn send(
         &self,
         target: &Target,
-        req: HttpRequest,
-    ) -> Result<HttpResponse, GatewayError> {
-        let request = self.prepare(target, req)?;
+        request: Request<Full<Bytes>>,
+    ) -> Result<HttpResponse, UpstreamError> {
+        let request = self.with_proxy_auth(request);
         let exchange = async {
             let response = self
                 .client()
                 .request(request)
                 .await
                 .map_err(|e| unreachable(target, &e))?;
-            check_head(target, &response)?;
-            self.read_whole(target, response).await
+            check_head(&response)?;
+            self.read_whole(response).await
         };
         tokio::time::timeout(target.timeout, exchange)
             .await
-            .map_err(|_| timeout(target))?
+            .map_err(|_| UpstreamError::Timeout)?
     }
 
     /// Sends a request whose answer is streamed. A non-2xx answer, or an SSE request answered
@@ -247,22 +248,22 @@ impl Upstream {
     pub async fn open_stream(
         &self,
         target: &Target,
-        req: HttpRequest,
+        request: Request<Full<Bytes>>,
         framing: StreamFraming,
-    ) -> Result<Opened, GatewayError> {
-        let request = self.prepare(target, req)?;
+    ) -> Result<Opened, UpstreamError> {
+        let request = self.with_proxy_auth(request);
         let response = tokio::time::timeout(target.timeout, self.client().request(request))
             .await
-            .map_err(|_| timeout(target))?
+            .map_err(|_| UpstreamError::Timeout)?
             .map_err(|e| unreachable(target, &e))?;
-        check_head(target, &response)?;
+        check_head(&response)?;
         let success = response.status().is_success();
         if success && !(framing == StreamFraming::Sse && is_json(response.headers())) {
             return Ok(Opened::Stream(OpenStream { response }));
         }
-        let whole = tokio::time::timeout(target.timeout, self.read_whole(target, response))
+        let whole = tokio::time::timeout(target.timeout, self.read_whole(response))
             .await
-            .map_err(|_| timeout(target))??;
+            .map_err(|_| UpstreamError::Timeout)??;
         Ok(if success {
             Opened::Whole(whole)
         } else {
@@ -270,43 +271,20 @@ impl Upstream {
         })
     }
 
-    fn prepare(
-        &self,
-        target: &Target,
-        req: HttpRequest,
-    ) -> Result<Request<Full<Bytes>>, GatewayError> {
-        let bad = |message: String| GatewayError::Adapter {
-            provider: target.provider.clone(),
-            adapter: target.adapter.clone(),
-            error: CallError::BadOutput(message),
-        };
-        let method = Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| bad(format!("invalid HTTP method {:?}", req.method)))?;
-        if !req.path.starts_with('/') || req.path.contains(['\r', '\n', '#']) {
-            return Err(bad(format!(
-                "request path {:?} must start with '/' and hold no CR, LF or '#'",
-                req.path
-            )));
+    /// A forward proxy's credentials, when the request goes through one that needs them.
+    fn with_proxy_auth(&self, mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+        if let Some(auth) = self.proxies.forward_auth(request.uri()) {
+            request
+                .headers_mut()
+                .insert(header::PROXY_AUTHORIZATION, auth);
         }
-        let uri = target
-            .uri_for(&req.path)
-            .map_err(|e| bad(format!("request path {:?}: {e}", req.path)))?;
-        let mut headers = target.request_headers(req.headers).map_err(bad)?;
-        if let Some(auth) = self.proxies.forward_auth(&uri) {
-            headers.insert(header::PROXY_AUTHORIZATION, auth);
-        }
-        let mut request = Request::new(Full::new(Bytes::from(req.body)));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Ok(request)
+        request
     }
 
     async fn read_whole(
         &self,
-        target: &Target,
         response: Response<Incoming>,
-    ) -> Result<HttpResponse, GatewayError> {
+    ) -> Result<HttpResponse, UpstreamError> {
         let status = response.status().as_u16();
         let headers = header_pairs(response.headers());
         // Sized from content-length when the upstream sends one: one allocation, no regrowth.
@@ -318,15 +296,12 @@ impl Upstream {
         let mut body = Vec::with_capacity(expected.min(self.max_body_bytes));
         let mut incoming = response.into_body();
         while let Some(frame) = incoming.frame().await {
-            let frame = frame.map_err(|e| unreachable(target, &e))?;
+            let frame = frame.map_err(|e| UpstreamError::BodyBroken(describe(&e)))?;
             let Ok(chunk) = frame.into_data() else {
                 continue; // trailers
             };
             if body.len() + chunk.len() > self.max_body_bytes {
-                return Err(GatewayError::MalformedResponse {
-                    provider: target.provider.clone(),
-                    message: format!("response body exceeds {} bytes", self.max_body_bytes),
-                });
+                return Err(UpstreamError::TooLarge(self.max_body_bytes));
             }
             body.extend_from_slice(&chunk);
         }
@@ -339,37 +314,25 @@ impl Upstream {
 }
 
 /// Answers no adapter can make sense of, told apart from the host's side: a redirect (chatd
-/// follows none: a request body and an API key must not go wherever a 3xx points) and a
-/// body encoded although chatd asked for no encoding.
-fn check_head(target: &Target, response: &Response<Incoming>) -> Result<(), GatewayError> {
+/// follows none) and a body encoded although chatd asked for no encoding.
+fn check_head(response: &Response<Incoming>) -> Result<(), UpstreamError> {
     let status = response.status();
     if status.is_redirection() {
         let location = response
             .headers()
             .get(header::LOCATION)
-            .and_then(|l| l.to_str().ok())
-            .unwrap_or("nowhere named");
-        return Err(GatewayError::UpstreamStatus {
-            provider: target.provider.clone(),
+            .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned());
+        return Err(UpstreamError::Redirect {
             status: status.as_u16(),
-            message: format!(
-                "redirected to {location}; chatd does not follow redirects: set base_url to \
-                 the address the upstream redirects to"
-            ),
-            retry_after: None,
+            location,
         });
     }
     if let Some(encoding) = response.headers().get(header::CONTENT_ENCODING)
         && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
     {
-        return Err(GatewayError::MalformedResponse {
-            provider: target.provider.clone(),
-            message: format!(
-                "the body is {}-encoded and chatd decodes no content encoding (do not send \
-                 Accept-Encoding to this upstream)",
-                String::from_utf8_lossy(encoding.as_bytes())
-            ),
-        });
+        return Err(UpstreamError::Encoded(
+            String::from_utf8_lossy(encoding.as_bytes()).into_owned(),
+        ));
     }
     Ok(())
 }
@@ -386,23 +349,13 @@ pub fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
-fn timeout(target: &Target) -> GatewayError {
-    GatewayError::UpstreamTimeout {
-        provider: target.provider.clone(),
-        timeout: target.timeout,
-    }
-}
-
 /// An I/O failure talking to the upstream: a timeout if connecting took too long, otherwise
 /// unreachable, described by [`describe`].
-fn unreachable(target: &Target, e: &(dyn std::error::Error + 'static)) -> GatewayError {
+fn unreachable(target: &Target, e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     if chain(e).any(|cause| cause.is::<connect::ConnectTimeout>()) {
-        return timeout(target);
+        return UpstreamError::Timeout;
     }
-    GatewayError::UpstreamUnreachable {
-        provider: target.provider.clone(),
-        message: format!("{}: {}", target.base_url(), describe(e)),
-    }
+    UpstreamError::Unreachable(format!("{}: {}", target.base_url(), describe(e)))
 }
 
 /// An error and its causes on one line, each said once. The chain of a transport error
@@ -441,8 +394,6 @@ mod tests {
             "http://[::1]:8080/x%20y",
         ] {
             let target = Target {
-                provider: "p".into(),
-                adapter: "a".into(),
                 base: url::Url::parse(base).unwrap(),
                 timeout: Duration::from_secs(1),
                 headers: HeaderMap::new(),

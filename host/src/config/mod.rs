@@ -12,6 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub mod http_rules;
+
+pub use http_rules::check_base_url;
+
 /// Upper bound of `chatd.threads`: each thread is an event loop with its own upstream
 /// connections; more than this is a typo, not a tuning.
 const MAX_THREADS: usize = 256;
@@ -156,9 +160,12 @@ pub struct ProviderConfig {
     /// `.env` file consulted when the variable is unset or empty.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
-    /// Static headers added to every upstream request (e.g. a User-Agent).
+    /// Static headers added to every upstream request (e.g. a User-Agent), as written.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `headers`, parsed and checked once when the config is loaded.
+    #[serde(skip)]
+    pub header_map: http::HeaderMap,
     /// Overrides `chatd.timeout_secs` for this provider.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
@@ -258,7 +265,8 @@ impl Config {
             chatd,
         };
         config.resolve_paths();
-        config.validate().map_err(invalid)?;
+        config.validate().map_err(&invalid)?;
+        config.prepare().map_err(invalid)?;
         Ok(config)
     }
 
@@ -339,6 +347,15 @@ impl Config {
         }
         for (name, p) in &c.providers {
             validate_provider(name, p)?;
+        }
+        Ok(())
+    }
+
+    /// Parses what validation proved parseable, once, so no later stage parses it again.
+    fn prepare(&mut self) -> Result<(), String> {
+        for (name, p) in &mut self.chatd.providers {
+            p.header_map = http_rules::static_headers(&p.headers)
+                .map_err(|e| format!("provider {name}: {e}"))?;
         }
         Ok(())
     }
@@ -435,38 +452,6 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), String> {
     }
     if p.timeout_secs == Some(0) {
         return Err(format!("provider {name}: timeout_secs must be at least 1"));
-    }
-    for (header, value) in &p.headers {
-        let parsed = http::HeaderName::from_bytes(header.as_bytes())
-            .map_err(|_| format!("provider {name}: {header:?} is not a valid header name"))?;
-        if crate::upstream::CONNECTION_HEADERS.contains(&parsed.as_str()) {
-            return Err(format!(
-                "provider {name}: header {header} cannot be set in headers: chatd's HTTP \
-                 client sets it (the host comes from base_url)"
-            ));
-        }
-        http::HeaderValue::from_str(value)
-            .map_err(|_| format!("provider {name}: header {header} has an invalid value"))?;
-    }
-    Ok(())
-}
-
-/// Checks that a URL can be a provider base URL.
-pub fn check_base_url(url: &Url) -> Result<(), String> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!(
-            "scheme must be http or https, not {}",
-            url.scheme()
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host".into());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not have a query or fragment".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials; use key_env".into());
     }
     Ok(())
 }
