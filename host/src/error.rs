@@ -63,6 +63,36 @@ pub enum GatewayError {
         adapter: String,
         failure: AdapterFailure,
     },
+    /// Client keys are on and the request carries no key, or one chatd does not know. The
+    /// message is the same for every unknown key, well-formed or not.
+    #[error("{}", if *missing {
+        "missing API key: send it as Authorization: Bearer <key> (or x-api-key: <key>)"
+    } else {
+        "invalid API key"
+    })]
+    ApiKey { missing: bool },
+    /// The client's key does not allow the model.
+    #[error("client {client:?} may not use model {model:?}")]
+    ModelNotAllowed { client: String, model: String },
+    /// One of the client's limits is reached.
+    #[error("client {client:?} reached its {limit} limit ({value}); retry in {retry_after} s")]
+    LimitExceeded {
+        client: String,
+        /// The limit's config key (`requests_per_minute`, `tokens_per_day`, ...).
+        limit: &'static str,
+        value: u64,
+        /// A day's or month's token budget (rather than a per-minute rate).
+        budget: bool,
+        /// Whole seconds (rounded up, at least 1) until a request would be admitted, as
+        /// `Retry-After` says it.
+        retry_after: String,
+        retry_after_ms: u64,
+    },
+    /// The Redis limits store is unreachable and `chatd.limits.fail_open` is false.
+    #[error(
+        "the limits store is unreachable and chatd.limits.fail_open is false; try again shortly"
+    )]
+    LimitsUnavailable,
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -145,8 +175,12 @@ impl GatewayError {
                 ..
             } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Adapter { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
+            GatewayError::Unauthorized(_) | GatewayError::ApiKey { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) | GatewayError::ModelNotAllowed { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            GatewayError::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -176,6 +210,11 @@ impl GatewayError {
                 AdapterFailure::Capacity => "adapter_capacity",
                 AdapterFailure::BadOutput(_) => "adapter_bad_output",
             },
+            GatewayError::ApiKey { .. } => "invalid_api_key",
+            GatewayError::ModelNotAllowed { .. } => "model_not_allowed",
+            GatewayError::LimitExceeded { budget: false, .. } => "rate_limit_exceeded",
+            GatewayError::LimitExceeded { budget: true, .. } => "token_budget_exceeded",
+            GatewayError::LimitsUnavailable => "limits_unavailable",
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::NotFound(_) => "not_found",
@@ -191,7 +230,8 @@ impl GatewayError {
             | StatusCode::PAYLOAD_TOO_LARGE
             | StatusCode::NOT_FOUND
             | StatusCode::REQUEST_TIMEOUT => "invalid_request_error",
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
             StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             _ => "api_error",
         }
@@ -207,9 +247,12 @@ impl GatewayError {
     }
 
     /// The `Retry-After` value to send: a rate limit's, an upstream 503's, or a second when
-    /// every adapter instance slot is busy (a burst that is usually over by then).
+    /// every adapter instance slot is busy (a burst that is usually over by then) or the
+    /// limits store is unreachable.
     pub fn retry_after(&self) -> Option<&str> {
         match self {
+            GatewayError::LimitExceeded { retry_after, .. } => Some(retry_after),
+            GatewayError::LimitsUnavailable => Some("1"),
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::UpstreamStatus { retry_after, .. } => {
                 retry_after.as_ref().map(Scrubbed::as_str)
@@ -286,6 +329,30 @@ mod tests {
             (StatusCode::SERVICE_UNAVAILABLE, Some("1"))
         );
         assert_eq!(trap.retry_after(), None);
+        let limit = GatewayError::LimitExceeded {
+            client: "alice".into(),
+            limit: "tokens_per_day",
+            value: 10,
+            budget: true,
+            retry_after: "1".into(),
+            retry_after_ms: 300,
+        };
+        assert_eq!(
+            (limit.status(), limit.code(), limit.retry_after()),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "token_budget_exceeded",
+                Some("1")
+            )
+        );
+        assert_eq!(
+            GatewayError::ModelNotAllowed {
+                client: "a".into(),
+                model: "m".into()
+            }
+            .openai_type(),
+            "permission_error"
+        );
         let nr = GatewayError::Route(RouteError::NotRegistered {
             model: "m".into(),
             provider: "kimi".into(),

@@ -11,10 +11,12 @@
 //! - [`inspect`]: what the one-shot commands (`check`, `route`, `adapters ...`) report.
 //! - [`upstream`]: the shared HTTP client and stream framing.
 //! - [`reload`]: what triggers a reload (file watcher, SIGHUP).
+//! - [`clients`]: client keys, the models each may use, limits and usage.
 //! - [`api`]: the HTTP API (axum).
 //! - [`logging`]: log lines to stderr, batched.
 
 pub mod api;
+pub mod clients;
 pub mod config;
 pub mod contract;
 pub mod error;

@@ -12,8 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub mod clients;
 pub mod http_rules;
 
+pub use clients::{ClientKey, ClientsConfig, Limits, LimitsConfig};
 pub use http_rules::check_base_url;
 
 /// Upper bound of `chatd.threads`: each thread is an event loop with its own upstream
@@ -91,6 +93,12 @@ pub struct ChatdConfig {
     /// The admin endpoints (`/v1/admin/*`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Client keys, the models each may use and its limits (off by default).
+    #[serde(default)]
+    pub clients: ClientsConfig,
+    /// Where limit counters live.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Provider name → provider.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -267,6 +275,15 @@ impl Config {
         config.resolve_paths();
         config.validate().map_err(&invalid)?;
         config.prepare().map_err(invalid)?;
+        // The keys file is read here, so keys reload with the config; its errors name it.
+        config
+            .chatd
+            .clients
+            .load(path)
+            .map_err(|e| ConfigError::Invalid {
+                path: e.path,
+                message: e.message,
+            })?;
         Ok(config)
     }
 
@@ -296,6 +313,7 @@ impl Config {
         if let Some(file) = self.chatd.admin.token_file.as_mut() {
             anchor(file);
         }
+        self.chatd.clients.resolve_paths(&base);
         for provider in self.chatd.providers.values_mut() {
             if let Some(file) = provider.key_file.as_mut() {
                 anchor(file);
@@ -348,6 +366,7 @@ impl Config {
         for (name, p) in &c.providers {
             validate_provider(name, p)?;
         }
+        c.limits.validate()?;
         Ok(())
     }
 

@@ -1,0 +1,131 @@
+//! Where limit counters live: this process ([`memory`]) or Redis ([`redis`]), behind one
+//! [`Limiter`] that also owns the clock.
+
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use self::redis::RedisStore;
+use super::limits::{self, Clock, Limit, Reading, Verdict};
+use crate::config::LimitsConfig;
+use memory::MemoryStore;
+
+enum Store {
+    Memory(MemoryStore),
+    Redis(Arc<RedisStore>),
+}
+
+/// Checks and charges limits. Lives as long as the process: counters survive reloads.
+pub struct Limiter {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+/// The Redis store is unreachable and `fail_open` is false.
+#[derive(Debug)]
+pub struct Unavailable;
+
+impl Limiter {
+    /// The store `config` names, on `clock`. A Redis store connects in the background.
+    pub fn new(config: &LimitsConfig, clock: Arc<dyn Clock>) -> Result<Limiter, String> {
+        let store = match config.redis_url() {
+            None => Store::Memory(MemoryStore::default()),
+            Some(url) => Store::Redis(RedisStore::start(
+                url,
+                &config.key_prefix,
+                config.store_display(),
+            )?),
+        };
+        Ok(Limiter { store, clock })
+    }
+
+    /// `"memory"` or `"redis"`.
+    pub fn kind(&self) -> &'static str {
+        match self.store {
+            Store::Memory(_) => "memory",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// False while the Redis store is unreachable.
+    pub fn store_up(&self) -> bool {
+        match &self.store {
+            Store::Memory(_) => true,
+            Store::Redis(r) => r.is_up(),
+        }
+    }
+
+    /// Checks one request against `limits`, charging it when every limit admits it.
+    pub async fn check(
+        &self,
+        limits: &[Limit],
+        config: &LimitsConfig,
+    ) -> Result<Verdict, Unavailable> {
+        let now = self.clock.now();
+        let readings = match &self.store {
+            Store::Memory(m) => m.check(limits, now),
+            Store::Redis(r) => {
+                let shared = if r.is_up() {
+                    r.check(limits, now, timeout(config)).await.ok()
+                } else {
+                    None
+                };
+                match shared {
+                    Some(readings) => readings,
+                    None if config.fail_open => r.fallback.check(limits, now),
+                    None => return Err(Unavailable),
+                }
+            }
+        };
+        Ok(limits::verdict(limits, &readings))
+    }
+
+    /// Debits a finished answer's tokens; for Redis in a task of its own (the answer is not
+    /// held for it), falling back to this process's counters while Redis is unreachable.
+    pub fn debit(&self, limits: Vec<Limit>, tokens: u64, config: &LimitsConfig) {
+        if tokens == 0 || !limits.iter().any(|l| l.kind.counts_tokens()) {
+            return;
+        }
+        let now = self.clock.now();
+        match &self.store {
+            Store::Memory(m) => m.debit(&limits, now, tokens),
+            Store::Redis(r) => {
+                let (r, timeout) = (r.clone(), timeout(config));
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    r.fallback.debit(&limits, now, tokens);
+                    return;
+                };
+                runtime.spawn(async move {
+                    if !r.is_up() || r.debit(&limits, now, tokens, timeout).await.is_err() {
+                        r.fallback.debit(&limits, now, tokens);
+                    }
+                });
+            }
+        }
+    }
+
+    /// What `limits` have left now, charging nothing (for the admin listing); `None` when
+    /// the Redis store is unreachable.
+    pub async fn peek(&self, limits: &[Limit], config: &LimitsConfig) -> Option<Vec<Reading>> {
+        let now = self.clock.now();
+        match &self.store {
+            Store::Memory(m) => Some(m.peek(limits, now)),
+            Store::Redis(r) => {
+                let states = r.peek(limits, now, timeout(config)).await.ok()?;
+                Some(
+                    limits
+                        .iter()
+                        .zip(states)
+                        .map(|(l, s)| limits::peek(l, s, now))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
+fn timeout(config: &LimitsConfig) -> Duration {
+    Duration::from_millis(config.timeout_ms)
+}

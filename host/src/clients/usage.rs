@@ -1,0 +1,181 @@
+//! What each client used, per model, in this process since it started: `GET /metrics` and
+//! `GET /v1/admin/clients` read these counters.
+//!
+//! Label cardinality stays bounded: client names come from the config, and each client
+//! counts at most [`MODELS_PER_CLIENT`] distinct model names (as requested); further ones
+//! are counted under `other`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::limits::Kind;
+
+/// Distinct model labels per client before the rest count as [`OTHER_MODEL`].
+pub const MODELS_PER_CLIENT: usize = 32;
+/// The model label of models past [`MODELS_PER_CLIENT`].
+pub const OTHER_MODEL: &str = "other";
+
+/// The counters of one client × model.
+#[derive(Debug, Default)]
+pub struct ModelUsage {
+    requests: AtomicU64,
+    input_tokens: AtomicU64,
+    output_tokens: AtomicU64,
+}
+
+impl ModelUsage {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn tokens(&self, input: u64, output: u64) {
+        self.input_tokens.fetch_add(input, Ordering::Relaxed);
+        self.output_tokens.fetch_add(output, Ordering::Relaxed);
+    }
+
+    pub fn read(&self) -> UsageCounts {
+        UsageCounts {
+            requests: self.requests.load(Ordering::Relaxed),
+            input_tokens: self.input_tokens.load(Ordering::Relaxed),
+            output_tokens: self.output_tokens.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of one client × model's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UsageCounts {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+#[derive(Debug, Default)]
+struct ClientUsage {
+    models: HashMap<Arc<str>, Arc<ModelUsage>>,
+    /// Requests refused, by reason ([`Kind::name`] or `model_not_allowed`).
+    refused: HashMap<&'static str, u64>,
+}
+
+/// Every client's counters.
+#[derive(Debug, Default)]
+pub struct Usage {
+    clients: Mutex<HashMap<Arc<str>, ClientUsage>>,
+    /// Requests refused for a missing or unknown key.
+    auth_failures: AtomicU64,
+}
+
+/// Why a client's request was refused, for the refusal counter.
+pub fn refusal_reason(kind: Option<Kind>) -> &'static str {
+    kind.map_or("model_not_allowed", Kind::name)
+}
+
+impl Usage {
+    /// The counters of `client` × `model` (or × [`OTHER_MODEL`] once the client has
+    /// [`MODELS_PER_CLIENT`] models).
+    pub fn model(&self, client: &Arc<str>, model: &str) -> Arc<ModelUsage> {
+        let mut clients = self.lock();
+        let usage = clients.entry(client.clone()).or_default();
+        if let Some(m) = usage.models.get(model) {
+            return m.clone();
+        }
+        let label: Arc<str> = if usage.models.len() < MODELS_PER_CLIENT {
+            model.chars().take(100).collect::<String>().into()
+        } else {
+            OTHER_MODEL.into()
+        };
+        usage.models.entry(label).or_default().clone()
+    }
+
+    pub fn refused(&self, client: &Arc<str>, reason: &'static str) {
+        let mut clients = self.lock();
+        *clients
+            .entry(client.clone())
+            .or_default()
+            .refused
+            .entry(reason)
+            .or_default() += 1;
+    }
+
+    pub fn auth_failed(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures.load(Ordering::Relaxed)
+    }
+
+    /// Client → model → counts, sorted.
+    pub fn by_model(&self) -> Vec<(Arc<str>, Vec<(Arc<str>, UsageCounts)>)> {
+        let clients = self.lock();
+        let mut out: Vec<_> = clients
+            .iter()
+            .map(|(client, usage)| {
+                let mut models: Vec<_> = usage
+                    .models
+                    .iter()
+                    .map(|(m, u)| (m.clone(), u.read()))
+                    .collect();
+                models.sort_by(|a, b| a.0.cmp(&b.0));
+                (client.clone(), models)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Client → reason → refused requests, sorted.
+    pub fn refusals(&self) -> Vec<(Arc<str>, Vec<(&'static str, u64)>)> {
+        let clients = self.lock();
+        let mut out: Vec<_> = clients
+            .iter()
+            .map(|(client, usage)| {
+                let mut reasons: Vec<_> = usage.refused.iter().map(|(r, n)| (*r, *n)).collect();
+                reasons.sort();
+                (client.clone(), reasons)
+            })
+            .filter(|(_, reasons)| !reasons.is_empty())
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, ClientUsage>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_labels_are_capped_per_client() {
+        let usage = Usage::default();
+        let alice: Arc<str> = "alice".into();
+        for i in 0..MODELS_PER_CLIENT + 5 {
+            usage.model(&alice, &format!("m{i}")).request();
+        }
+        usage.model(&alice, "m0").tokens(3, 4);
+        let all = usage.by_model();
+        let models = &all[0].1;
+        assert_eq!(models.len(), MODELS_PER_CLIENT + 1);
+        let other = models.iter().find(|(m, _)| &**m == OTHER_MODEL).unwrap();
+        assert_eq!(other.1.requests, 5);
+        let m0 = models.iter().find(|(m, _)| &**m == "m0").unwrap();
+        assert_eq!(
+            (m0.1.requests, m0.1.input_tokens, m0.1.output_tokens),
+            (1, 3, 4)
+        );
+        usage.refused(&alice, refusal_reason(None));
+        usage.refused(&alice, refusal_reason(Some(Kind::TokensPerDay)));
+        usage.refused(&alice, refusal_reason(None));
+        assert_eq!(
+            usage.refusals()[0].1,
+            [("model_not_allowed", 2), ("tokens_per_day", 1)]
+        );
+    }
+}
