@@ -50,6 +50,36 @@ enum Command {
         #[command(subcommand)]
         command: AdaptersCommand,
     },
+    /// Client keys (`[chatd.clients]`).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new key for a client: prints the key once, and the config lines to add (only
+    /// its SHA-256 digest is stored). For an existing client, the lines add a second key.
+    Add {
+        /// The client's name (letters, digits, '_', '-', '.'): in log lines, metrics, limits.
+        name: String,
+        /// Models the key may use, comma-separated patterns (`*` matches any run of
+        /// characters): tiers, `provider/*`, model names.
+        #[arg(long, value_delimiter = ',', default_value = "*")]
+        models: Vec<String>,
+        #[arg(long)]
+        requests_per_minute: Option<u64>,
+        #[arg(long)]
+        tokens_per_minute: Option<u64>,
+        #[arg(long)]
+        tokens_per_day: Option<u64>,
+        #[arg(long)]
+        tokens_per_month: Option<u64>,
+        /// The config the key is for (to find its keys file and existing clients).
+        #[arg(long, short, default_value = "lakehouse.toml", env = "CHATD_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -98,6 +128,28 @@ fn main() -> ExitCode {
             Command::Adapters {
                 command: AdaptersCommand::List { config },
             } => adapters_list(&config).await,
+            Command::Keys {
+                command:
+                    KeysCommand::Add {
+                        name,
+                        models,
+                        requests_per_minute,
+                        tokens_per_minute,
+                        tokens_per_day,
+                        tokens_per_month,
+                        config,
+                    },
+            } => keys_add(
+                &name,
+                &models,
+                chatd::config::Limits {
+                    requests_per_minute,
+                    tokens_per_minute,
+                    tokens_per_day,
+                    tokens_per_month,
+                },
+                &config,
+            ),
         }
     });
     // Buffered log lines come out before the final error, in order.
@@ -178,6 +230,9 @@ async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode,
         threads = gateway.snapshot().config.server_threads(),
         "chatd listening"
     );
+    if let Some(warning) = chatd::clients::exposure_warning(local, &gateway.snapshot().config) {
+        tracing::warn!("{warning}");
+    }
     chatd::reload::spawn(gateway.clone(), hup);
     chatd::api::serve(listener, gateway.clone(), shutdown_signal(gateway.clone()))
         .await
@@ -258,6 +313,63 @@ async fn adapters_list(config_path: &Path) -> Result<ExitCode, String> {
     let loaded = inspect::load(config_path).await?;
     for line in inspect::adapters_table(&loaded.snapshot) {
         println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `chatd keys add`: a new key, printed once, and the lines that configure it.
+fn keys_add(
+    name: &str,
+    models: &[String],
+    limits: chatd::config::Limits,
+    config_path: &Path,
+) -> Result<ExitCode, String> {
+    chatd::config::clients::check_client_name(name)?;
+    let models: Vec<String> = models
+        .iter()
+        .map(|m| m.trim().to_owned())
+        .filter(|m| !m.is_empty())
+        .collect();
+    if models.is_empty() {
+        return Err("--models names no model pattern".into());
+    }
+    let fields = [
+        ("--requests-per-minute", limits.requests_per_minute),
+        ("--tokens-per-minute", limits.tokens_per_minute),
+        ("--tokens-per-day", limits.tokens_per_day),
+        ("--tokens-per-month", limits.tokens_per_month),
+    ];
+    if let Some((flag, _)) = fields.iter().find(|(_, v)| *v == Some(0)) {
+        return Err(format!(
+            "{flag} must be at least 1 (leave it out for no limit)"
+        ));
+    }
+    // The config, when it loads, says where keys live and whether the client exists.
+    let config = match Config::load(config_path) {
+        Ok(config) => Some(config),
+        Err(chatd::config::ConfigError::Read { .. }) => None,
+        Err(e) => {
+            eprintln!("chatd: note: {e}; printing lines for lakehouse.toml");
+            None
+        }
+    };
+    let clients = config.as_ref().map(|c| &c.chatd.clients);
+    let existing = clients.and_then(|c| c.keys.get(name));
+    let keys_file = clients.and_then(|c| c.keys_file.as_deref());
+    let key = chatd::clients::keys::generate()?;
+    println!(
+        "New key for client {name:?}. It is shown only now: chatd keeps only its SHA-256 digest.\n"
+    );
+    println!("    {key}\n");
+    print!(
+        "{}",
+        chatd::clients::keys::entry_lines(name, &key, &models, &limits, existing, keys_file)
+    );
+    if clients.is_some_and(|c| !c.enabled) {
+        println!(
+            "\nClient keys are off in {}: set [chatd.clients] enabled = true.",
+            config_path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,6 +27,9 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut registry = Registry::with_prefix("chatd");
     registry.register_collector(Box::new(GatewayCollector(state.gateway.clone())));
+    registry.register_collector(Box::new(crate::clients::usage::Collector(
+        state.clients.clone(),
+    )));
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, &registry) {
         Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),

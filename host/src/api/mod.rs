@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
 pub mod admin;
+pub mod clients;
 pub mod metrics;
 pub mod native;
 pub mod openai;
@@ -29,15 +30,24 @@ pub use types::{ApiMessage, Content, Stop};
 pub struct AppState {
     /// The running gateway.
     pub gateway: Arc<Gateway>,
+    /// Client keys, limits and usage (process lifetime).
+    pub clients: Arc<crate::clients::Service>,
 }
 
-/// The full router.
-pub fn router(gateway: Arc<Gateway>) -> Router {
+/// The full router. Connects to the limits store when one is configured (in the background:
+/// requests are served meanwhile, per `chatd.limits.fail_open`), so it must be called inside
+/// a tokio runtime.
+pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
     let cors = cors_layer(&gateway.snapshot().config.chatd.cors_origins);
-    let state = AppState { gateway };
+    let service = crate::clients::Service::new(&gateway.snapshot().config.chatd.limits)?;
+    let state = AppState {
+        gateway,
+        clients: Arc::new(service),
+    };
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/adapters", get(admin::adapters))
+        .route("/v1/admin/clients", get(clients::admin_list))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -54,14 +64,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/models/{*id}", get(openai::model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Client keys (when on): every API request, unknown paths included, needs one.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            clients::authenticate,
+        ))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ));
     // No layer at all unless configured: most deployments serve programs, not browsers.
-    match cors {
+    Ok(match cors {
         Some(cors) => router.layer(cors).with_state(state),
         None => router.with_state(state),
-    }
+    })
 }
 
 /// CORS for the configured browser origins (validated with the config), answering
@@ -85,7 +100,11 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_origin(allow)
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers(
+                std::iter::once(header::RETRY_AFTER)
+                    .chain(clients::RATE_HEADERS.map(header::HeaderName::from_static))
+                    .collect::<Vec<_>>(),
+            )
             .max_age(std::time::Duration::from_secs(600)),
     )
 }
@@ -233,19 +252,23 @@ pub(crate) fn log_failure(endpoint: &str, model: &str, err: &GatewayError, laten
     let provider = err.provider().unwrap_or("-");
     let latency_ms = format_args!("{latency_ms:.3}");
     let code = err.code();
+    let client = crate::clients::current_name();
+    let client = client.as_deref().unwrap_or("-");
     if status >= 500 {
-        tracing::warn!(endpoint, provider, model, status, latency_ms, code, error = %err, "request");
+        tracing::warn!(endpoint, provider, model, client, status, latency_ms, code, error = %err, "request");
     } else {
-        tracing::info!(endpoint, provider, model, status, latency_ms, code, error = %err, "request");
+        tracing::info!(endpoint, provider, model, client, status, latency_ms, code, error = %err, "request");
     }
 }
 
 /// The log line of a request that was answered (for a stream: its first chunk).
 pub(crate) fn log_request(endpoint: &str, provider: &str, model: &str, latency_ms: f64) {
+    let client = crate::clients::current_name();
     tracing::info!(
         endpoint,
         provider,
         model,
+        client = client.as_deref().unwrap_or("-"),
         status = 200,
         latency_ms = format_args!("{latency_ms:.3}"),
         "request"

@@ -49,7 +49,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let threads = gateway.snapshot().config.server_threads();
-    let app = super::router(gateway.clone());
+    let app = super::router(gateway.clone()).map_err(std::io::Error::other)?;
     let mut workers = Vec::with_capacity(threads);
     let mut finished = Vec::with_capacity(threads);
     for index in 0..threads {

@@ -71,9 +71,116 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
+/// What `chatd keys add` prints after the key: where the lines go, and the TOML lines of the
+/// client's entry. `existing` is the client's current entry, when the config has one (the new
+/// digest is then added to its `sha256`, a rotation); `keys_file` is where the config keeps
+/// its keys, when it names a file.
+pub fn entry_lines(
+    name: &str,
+    key: &str,
+    models: &[String],
+    limits: &crate::config::Limits,
+    existing: Option<&crate::config::ClientKey>,
+    keys_file: Option<&std::path::Path>,
+) -> String {
+    let digest = hex(&digest(key.as_bytes()));
+    let table = match keys_file {
+        Some(_) => format!("[keys.{name}]"),
+        None => format!("[chatd.clients.keys.{name}]"),
+    };
+    let place = match keys_file {
+        Some(file) => format!("the keys file {}", file.display()),
+        None => "lakehouse.toml (or the file [chatd.clients] keys_file names)".to_owned(),
+    };
+    let quoted = |items: &[String]| {
+        let items: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+        format!("[{}]", items.join(", "))
+    };
+    let mut out = String::new();
+    match existing {
+        Some(entry) => {
+            let mut digests = entry.sha256.clone();
+            digests.push(digest);
+            out.push_str(&format!(
+                "Client {name:?} exists: in {table} of {}, replace its sha256 line with the one                  below (both keys work until you remove the old digest), then reload chatd                  (SIGHUP or POST /v1/admin/reload):\n\n",
+                entry.source.display()
+            ));
+            out.push_str(&format!("sha256 = {}\n", quoted(&digests)));
+            return out;
+        }
+        None => out.push_str(&format!(
+            "Add to {place}, then reload chatd (SIGHUP or POST /v1/admin/reload):\n\n"
+        )),
+    }
+    out.push_str(&format!(
+        "{table}\nsha256 = \"{digest}\"\nmodels = {}\n",
+        quoted(models)
+    ));
+    let values = [
+        ("requests_per_minute", limits.requests_per_minute),
+        ("tokens_per_minute", limits.tokens_per_minute),
+        ("tokens_per_day", limits.tokens_per_day),
+        ("tokens_per_month", limits.tokens_per_month),
+    ];
+    for (field, value) in values {
+        if let Some(v) = value {
+            out.push_str(&format!("{field} = {v}\n"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_printed_lines_parse_back_as_a_client_of_that_key() {
+        let key = generate().unwrap();
+        let limits = crate::config::Limits {
+            requests_per_minute: Some(60),
+            tokens_per_day: Some(1000),
+            ..Default::default()
+        };
+        let models = ["fast".to_owned(), "ollama/*".to_owned()];
+        let lines = entry_lines("alice", &key, &models, &limits, None, None);
+        let toml_part = &lines[lines.find("[chatd.clients.keys.").unwrap()..];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lakehouse.toml");
+        std::fs::write(
+            &path,
+            format!("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\n{toml_part}"),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let alice = &config.chatd.clients.keys["alice"];
+        assert_eq!(alice.digests, [digest(key.as_bytes())]);
+        assert_eq!(alice.models, models);
+        assert_eq!(alice.limits, limits);
+
+        // A second key for the same client: both digests, old first.
+        let rotated = entry_lines("alice", "chatd_new", &models, &limits, Some(alice), None);
+        assert!(rotated.contains("exists"), "{rotated}");
+        assert!(
+            rotated.contains(&format!(
+                "sha256 = [\"{}\", \"{}\"]",
+                alice.sha256[0],
+                hex(&digest(b"chatd_new"))
+            )),
+            "{rotated}"
+        );
+        let in_file = entry_lines(
+            "bob",
+            &key,
+            &models,
+            &limits,
+            None,
+            Some(std::path::Path::new("/etc/k.toml")),
+        );
+        assert!(in_file.contains("[keys.bob]") && in_file.contains("/etc/k.toml"));
+        // Never the key itself.
+        assert!(!lines.contains(&key) && !in_file.contains(&key));
+    }
 
     #[test]
     fn keys_are_random_prefixed_and_hashed_with_sha256() {

@@ -247,11 +247,9 @@ pub fn current() -> Option<Arc<Caller>> {
     CALLER.try_with(Arc::clone).ok()
 }
 
-/// The client's name for log lines: the caller in scope, or `-`.
-pub fn current_name() -> Arc<str> {
-    CALLER
-        .try_with(|c| c.client.name.clone())
-        .unwrap_or_else(|_| Arc::from("-"))
+/// The name of the caller in scope, for log lines (which write `-` without one).
+pub fn current_name() -> Option<Arc<str>> {
+    CALLER.try_with(|c| c.client.name.clone()).ok()
 }
 
 /// Checks a routed request against its client's models and limits (the caller in scope)

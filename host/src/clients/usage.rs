@@ -148,6 +148,88 @@ impl Usage {
     }
 }
 
+/// The clients' counters for `GET /metrics`, read at scrape time.
+pub struct Collector(pub Arc<super::Service>);
+
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("clients::usage::Collector")
+    }
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let service = &self.0;
+        let by_model = service.usage.by_model();
+        let mut family = encoder.encode_descriptor(
+            "client_requests",
+            "Requests admitted per client (client keys on) and model as requested.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (client, models) in &by_model {
+            for (model, counts) in models {
+                let labels = [("client", &**client), ("model", &**model)];
+                ConstCounter::new(counts.requests).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "client_tokens",
+            "Tokens per client, model and type (input or output), counted when answers end.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (client, models) in &by_model {
+            for (model, counts) in models {
+                for (kind, n) in [
+                    ("input", counts.input_tokens),
+                    ("output", counts.output_tokens),
+                ] {
+                    let labels = [("client", &**client), ("model", &**model), ("type", kind)];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "client_refused",
+            "Requests refused per client and reason (model_not_allowed, or the limit reached).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (client, reasons) in service.usage.refusals() {
+            for (reason, n) in reasons {
+                let labels = [("client", &*client), ("reason", reason)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let family = encoder.encode_descriptor(
+            "client_auth_failures",
+            "Requests refused for a missing or unknown client key.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(service.usage.auth_failures()).encode(family)?;
+        let family = encoder.encode_descriptor(
+            "limits_store_up",
+            "1 while the limits store answers (always, for the in-process store); 0 while \
+             Redis is unreachable and each replica enforces limits alone (or refuses, without \
+             fail_open).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(service.limiter.store_up())).encode(family)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,15 +11,18 @@ use crate::routing::Route;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {
-    /// Routes `request` (its model becomes the upstream's name for it) and starts the
-    /// exchange's bookkeeping.
-    pub(super) fn begin(
+    /// Routes `request` (its model becomes the upstream's name for it), admits it for its
+    /// client (models and limits, when client keys are on) and starts the exchange's
+    /// bookkeeping.
+    pub(super) async fn begin(
         &self,
         request: &mut ChatRequest,
         kind: Kind,
     ) -> Result<(Route, InFlight), GatewayError> {
         let started = Instant::now();
-        let (route, provider) = self.snapshot().route(&request.model)?;
+        let snapshot = self.snapshot();
+        let (route, provider) = snapshot.route(&request.model)?;
+        let meter = crate::clients::admit(&snapshot.config, &request.model, &route).await?;
         request.model = route.model.clone();
         request.stream = matches!(kind, Kind::Stream);
         let exchange = InFlight {
@@ -29,6 +32,7 @@ impl Gateway {
             started,
             kind,
             cut: self.cut_signal(),
+            meter,
         };
         Ok((route, exchange))
     }
@@ -58,6 +62,8 @@ pub(super) struct InFlight {
     /// Present until the exchange finishes.
     stats: Option<RequestGuard>,
     cut: CutSignal,
+    /// Counts the client's usage (client keys on); records it when dropped.
+    meter: Option<crate::clients::Meter>,
 }
 
 impl InFlight {
@@ -67,7 +73,21 @@ impl InFlight {
         if let Some(stats) = self.stats.take() {
             stats.finish(latency, ok);
         }
+        // The client's tokens count when the answer ends.
+        self.meter.take();
         latency
+    }
+
+    /// The token counts the upstream reported so far, for the client's usage and limits.
+    pub(super) fn tokens(&mut self, input: Option<u32>, output: Option<u32>) {
+        if let Some(meter) = self.meter.as_mut() {
+            meter.tokens(input, output);
+        }
+    }
+
+    /// The client's name for log lines, `-` without client keys.
+    pub(super) fn client(&self) -> &str {
+        self.meter.as_ref().map_or("-", |m| m.client())
     }
 
     /// How an exchange ended by the shutdown fails.

@@ -138,11 +138,14 @@ impl Gateway {
 
     /// One non-streamed chat exchange. `request.model` is the model as the client named it.
     pub async fn chat(&self, mut request: ChatRequest) -> Result<ChatOutcome, GatewayError> {
-        let (route, mut exchange) = self.begin(&mut request, Kind::Request)?;
+        let (route, mut exchange) = self.begin(&mut request, Kind::Request).await?;
         let provider = exchange.provider.clone();
         let result = exchange
             .unless_cut(self.exchange(&provider, &request))
             .await;
+        if let Ok(r) = &result {
+            exchange.tokens(r.input_tokens, r.output_tokens);
+        }
         let latency = exchange.finish(result.is_ok());
         Ok(ChatOutcome {
             route,

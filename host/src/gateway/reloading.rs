@@ -253,6 +253,11 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
             "chatd.threads changed: takes effect after a restart"
         );
     }
+    if old.chatd.limits.store != new.chatd.limits.store
+        || old.chatd.limits.key_prefix != new.chatd.limits.key_prefix
+    {
+        tracing::warn!("chatd.limits.store or key_prefix changed: takes effect after a restart");
+    }
     let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
         tracing::warn!("chatd.sandbox changed: takes effect after a restart");

@@ -19,7 +19,7 @@ impl Gateway {
     /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
     /// returned here (and become normal HTTP errors); later ones come from the stream.
     pub async fn chat_stream(&self, mut request: ChatRequest) -> Result<ChatStream, GatewayError> {
-        let (route, mut exchange) = self.begin(&mut request, Kind::Stream)?;
+        let (route, mut exchange) = self.begin(&mut request, Kind::Stream).await?;
         let provider = exchange.provider.clone();
         let opened = exchange
             .unless_cut(self.start_stream(&provider, &request))
@@ -202,6 +202,10 @@ impl ChatStream {
             return None;
         }
         let item = self.advance_unless_cut().await;
+        if let Some(Ok(chunk)) = &item {
+            self.exchange
+                .tokens(chunk.input_tokens, chunk.output_tokens);
+        }
         match &item {
             Some(Ok(chunk)) if chunk.done => self.end(None),
             Some(Ok(_)) => {}
@@ -220,12 +224,14 @@ impl ChatStream {
             None => tracing::info!(
                 provider = %self.exchange.provider.name,
                 model = %self.route.model,
+                client = self.exchange.client(),
                 duration_ms,
                 "stream finished"
             ),
             Some(e) => tracing::warn!(
                 provider = %self.exchange.provider.name,
                 model = %self.route.model,
+                client = self.exchange.client(),
                 duration_ms,
                 code = e.code(),
                 error = %e,
