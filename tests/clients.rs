@@ -462,7 +462,7 @@ async fn usage_shows_in_metrics_and_the_admin_listing() {
         "chatd_client_auth_failures_total 1",
         "chatd_limits_store_up 1",
     ] {
-        assert!(text.contains(line), "missing {line}:\n{text}");
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
     }
     let admin = bearer(ADMIN);
     let a = send(
@@ -523,7 +523,8 @@ async fn an_unreachable_limits_store_is_skipped_or_refused_per_fail_open() {
                 .body
                 .as_str()
                 .unwrap()
-                .contains("chatd_limits_store_up 0"),
+                .lines()
+                .any(|l| l == "chatd_limits_store_up 0"),
             "{}",
             metrics.body
         );
@@ -721,4 +722,244 @@ fn serve_warns_when_it_listens_beyond_loopback_without_client_keys() {
     .unwrap();
     let on = chatd::config::Config::load(&path).unwrap();
     assert!(chatd::clients::exposure_warning(addr, &on).is_none());
+}
+
+/// A `redis-server` of the test's own on a free loopback port, without persistence. `None`
+/// (the test skips, saying why) when the binary is not installed, except under CI, which
+/// installs it: there its absence fails the test.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Option<RedisServer> {
+        let probe = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output();
+        if probe.is_err() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server is not installed; .ci/run installs it (apt-get install redis-server)"
+            );
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Some(RedisServer::on(port))
+    }
+
+    fn on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("starting redis-server");
+        let server = RedisServer { child, port };
+        let start = std::time::Instant::now();
+        while !server.answers() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn answers(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it outright (SIGKILL), as a crash would.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn store_up(url: &str) -> Option<bool> {
+    let m = send(url, reqwest::Method::GET, "/metrics", &[], None).await;
+    let text = m.body.as_str()?.to_owned();
+    let value = text
+        .lines()
+        .find_map(|l| l.strip_prefix("chatd_limits_store_up "))?;
+    Some(value.trim() == "1")
+}
+
+async fn wait_store(replicas: &[&ChatdProcess], up: bool) {
+    let start = std::time::Instant::now();
+    for r in replicas {
+        while store_up(&r.url).await != Some(up) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "limits store never showed up={up}:\n{}",
+                r.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Sends `n` requests to the replicas in turn; returns how many were admitted.
+async fn admitted(replicas: &[&ChatdProcess], n: usize) -> usize {
+    let mut ok = 0;
+    for i in 0..n {
+        let a = post(
+            &replicas[i % replicas.len()].url,
+            "/v1/chat",
+            ALICE,
+            chat("fast"),
+        )
+        .await;
+        match a.status {
+            200 => ok += 1,
+            429 => assert_eq!(a.body["error"]["code"], "rate_limit_exceeded"),
+            other => panic!("unexpected {other}: {}", a.body),
+        }
+    }
+    ok
+}
+
+/// Two replicas share one client's limit through Redis: 5 requests a minute in total, not 5
+/// each. Redis killed mid-test: both keep serving (fail_open), each limiting alone; Redis
+/// back: they share the limit again.
+#[tokio::test]
+async fn two_replicas_share_a_limit_through_redis_and_survive_its_loss() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let up = upstream().await;
+    // 5 a minute: one request's worth comes back every 12 s, far longer than a round of
+    // requests takes, so the counts below are exact.
+    let text = config(&up.uri(), "requests_per_minute = 5")
+        + &format!(
+            "\n[chatd.limits]\nstore = \"{}\"\ntimeout_ms = 1000\n",
+            redis.url()
+        );
+    let a = ChatdProcess::start(&text, &[]);
+    let b = ChatdProcess::start(&text, &[]);
+    let replicas = [&a, &b];
+    wait_store(&replicas, true).await;
+    assert_eq!(admitted(&replicas, 12).await, 5, "shared: 5 in total");
+
+    redis.kill();
+    // Both keep serving; each now limits alone, from a fresh count.
+    for r in replicas {
+        let answer = post(&r.url, "/v1/chat", ALICE, chat("fast")).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    wait_store(&replicas, false).await;
+    assert_eq!(admitted(&[&a], 10).await, 4, "replica a alone");
+    assert_eq!(admitted(&[&b], 10).await, 4, "replica b alone");
+    for r in replicas {
+        assert!(
+            r.logs().contains("limits store unreachable"),
+            "{}",
+            r.logs()
+        );
+    }
+
+    let _redis = RedisServer::on(redis.port);
+    wait_store(&replicas, true).await;
+    // The new Redis starts empty: one shared allowance of 5 again.
+    assert_eq!(admitted(&replicas, 12).await, 5, "shared again");
+    for r in replicas {
+        assert!(
+            r.logs().contains("limits store reachable again"),
+            "{}",
+            r.logs()
+        );
+    }
+}
+
+/// The Lua scripts and the in-process store agree, step by step, on a manual clock.
+#[tokio::test]
+async fn the_redis_store_and_the_memory_store_agree() {
+    use chatd::clients::limits::{Kind, Limit, ManualClock};
+    use chatd::clients::store::Limiter;
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let t0 = 1_767_225_600_000_000 + 86_400_000_000 * 31 - 5_000_000; // 5 s before January ends
+    let memory_clock = ManualClock::at(t0);
+    let redis_clock = ManualClock::at(t0);
+    let memory_config = chatd::config::LimitsConfig::default();
+    let redis_config = chatd::config::LimitsConfig {
+        store: redis.url(),
+        timeout_ms: 2000,
+        ..Default::default()
+    };
+    let memory = Limiter::new(&memory_config, memory_clock.clone()).unwrap();
+    let shared = Limiter::new(&redis_config, redis_clock.clone()).unwrap();
+    let start = std::time::Instant::now();
+    while !shared.store_up() {
+        assert!(start.elapsed() < Duration::from_secs(30), "redis never up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let limit = |kind: Kind, n: u64, pattern: Option<&str>| Limit {
+        client: "alice".into(),
+        id: format!("alice:{}:{pattern:?}", kind.tag()).into(),
+        kind,
+        limit: n,
+        pattern: pattern.map(Into::into),
+    };
+    let limits = vec![
+        limit(Kind::RequestsPerMinute, 4, None),
+        limit(Kind::TokensPerMinute, 90, None),
+        limit(Kind::TokensPerDay, 200, None),
+        limit(Kind::TokensPerMonth, 260, Some("ollama/*")),
+    ];
+    // (advance by ms, tokens of the answer if admitted)
+    let steps = [
+        (0, 40),
+        (10, 40),
+        (10, 40),
+        (100, 0),
+        (1_000, 5),
+        (15_000, 30),
+        (30_000, 30),
+        (200, 1),
+        (3_000, 50),
+        (60_000, 50),
+        (60_000, 50),
+        (1, 0),
+    ];
+    for (i, (advance, tokens)) in steps.into_iter().enumerate() {
+        memory_clock.advance(Duration::from_millis(advance));
+        redis_clock.advance(Duration::from_millis(advance));
+        let m = memory.check(&limits, &memory_config).await.unwrap();
+        let r = shared.check(&limits, &redis_config).await.unwrap();
+        assert!(shared.store_up());
+        assert_eq!(m, r, "step {i}");
+        if m.allowed {
+            memory.debit_now(&limits, tokens, &memory_config).await;
+            shared.debit_now(&limits, tokens, &redis_config).await;
+        }
+        eprintln!("step {i}: {m:?}");
+    }
+    let m = memory.peek(&limits, &memory_config).await.unwrap();
+    let r = shared.peek(&limits, &redis_config).await.unwrap();
+    assert_eq!(m, r);
 }

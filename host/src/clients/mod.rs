@@ -172,7 +172,7 @@ impl ClientTable {
 /// What lives as long as the process: the limiter (counters survive reloads), the usage
 /// counters, and the client table of the running config.
 pub struct Service {
-    pub limiter: Limiter,
+    pub limiter: Arc<Limiter>,
     pub usage: Usage,
     table: Mutex<Option<Arc<ClientTable>>>,
 }
@@ -185,7 +185,7 @@ impl Service {
 
     pub fn with_clock(config: &LimitsConfig, clock: Arc<dyn Clock>) -> Result<Service, String> {
         Ok(Service {
-            limiter: Limiter::new(config, clock)?,
+            limiter: Arc::new(Limiter::new(config, clock)?),
             usage: Usage::default(),
             table: Mutex::new(None),
         })

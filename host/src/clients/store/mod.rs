@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use self::redis::RedisStore;
-use super::limits::{self, Clock, Limit, Reading, Verdict};
+use super::limits::{self, Clock, Limit, Micros, Reading, Verdict};
 use crate::config::LimitsConfig;
 use memory::MemoryStore;
 
@@ -84,7 +84,7 @@ impl Limiter {
 
     /// Debits a finished answer's tokens; for Redis in a task of its own (the answer is not
     /// held for it), falling back to this process's counters while Redis is unreachable.
-    pub fn debit(&self, limits: Vec<Limit>, tokens: u64, config: &LimitsConfig) {
+    pub fn debit(self: &Arc<Self>, limits: Vec<Limit>, tokens: u64, config: &LimitsConfig) {
         if tokens == 0 || !limits.iter().any(|l| l.kind.counts_tokens()) {
             return;
         }
@@ -92,16 +92,29 @@ impl Limiter {
         match &self.store {
             Store::Memory(m) => m.debit(&limits, now, tokens),
             Store::Redis(r) => {
-                let (r, timeout) = (r.clone(), timeout(config));
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                     r.fallback.debit(&limits, now, tokens);
                     return;
                 };
-                runtime.spawn(async move {
-                    if !r.is_up() || r.debit(&limits, now, tokens, timeout).await.is_err() {
-                        r.fallback.debit(&limits, now, tokens);
-                    }
-                });
+                let (limiter, timeout) = (self.clone(), timeout(config));
+                runtime.spawn(async move { limiter.debit_at(&limits, now, tokens, timeout).await });
+            }
+        }
+    }
+
+    /// Debits `tokens` at `now`, waiting for the store.
+    pub async fn debit_now(&self, limits: &[Limit], tokens: u64, config: &LimitsConfig) {
+        self.debit_at(limits, self.clock.now(), tokens, timeout(config))
+            .await;
+    }
+
+    async fn debit_at(&self, limits: &[Limit], now: Micros, tokens: u64, timeout: Duration) {
+        match &self.store {
+            Store::Memory(m) => m.debit(limits, now, tokens),
+            Store::Redis(r) => {
+                if !r.is_up() || r.debit(limits, now, tokens, timeout).await.is_err() {
+                    r.fallback.debit(limits, now, tokens);
+                }
             }
         }
     }
