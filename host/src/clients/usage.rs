@@ -60,6 +60,11 @@ struct ClientUsage {
     refused: HashMap<&'static str, u64>,
 }
 
+/// Per client (sorted): each model's counts.
+pub type UsageByModel = Vec<(Arc<str>, Vec<(Arc<str>, UsageCounts)>)>;
+/// Per client (sorted): refused requests by reason.
+pub type Refusals = Vec<(Arc<str>, Vec<(&'static str, u64)>)>;
+
 /// Every client's counters.
 #[derive(Debug, Default)]
 pub struct Usage {
@@ -109,7 +114,7 @@ impl Usage {
     }
 
     /// Client → model → counts, sorted.
-    pub fn by_model(&self) -> Vec<(Arc<str>, Vec<(Arc<str>, UsageCounts)>)> {
+    pub fn by_model(&self) -> UsageByModel {
         let clients = self.lock();
         let mut out: Vec<_> = clients
             .iter()
@@ -128,7 +133,7 @@ impl Usage {
     }
 
     /// Client → reason → refused requests, sorted.
-    pub fn refusals(&self) -> Vec<(Arc<str>, Vec<(&'static str, u64)>)> {
+    pub fn refusals(&self) -> Refusals {
         let clients = self.lock();
         let mut out: Vec<_> = clients
             .iter()

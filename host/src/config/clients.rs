@@ -479,7 +479,7 @@ tokens_per_minute = 5
                 format!("{ok_digest}\nmodels = []"),
                 "chatd.clients.keys.alice.models is empty",
             ),
-            (format!("{ok_digest}"), "missing field `models`"),
+            (ok_digest.clone(), "missing field `models`"),
             (
                 "sha256 = []\nmodels = [\"*\"]".to_owned(),
                 "chatd.clients.keys.alice.sha256 is empty",
