@@ -206,8 +206,10 @@ fn openai_request_json_parse(bencher: Bencher) {
     .unwrap();
     bencher.bench(|| {
         black_box(
-            serde_json::from_slice::<chatd::api::openai::CompletionsRequest>(black_box(&body))
-                .unwrap(),
+            serde_json::from_slice::<chatd::api::formats::openai::CompletionsRequest>(black_box(
+                &body,
+            ))
+            .unwrap(),
         )
     });
 }

@@ -50,7 +50,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             let err = GatewayError::ApiKey {
                 missing: refusal == Refusal::Missing,
             };
-            super::log_failure(&path, "-", &err, super::native::ms(started.elapsed()));
+            super::log_failure(&path, "-", &err, super::pipeline::ms(started.elapsed()));
             let mut response = error_for_path(&path, &err);
             response
                 .headers_mut()
@@ -105,18 +105,20 @@ pub const RATE_HEADERS: [&str; 7] = [
 ];
 
 /// Renders an error in the wire format of the endpoint at `path` (for failures found before
-/// any handler ran): Anthropic's for `/v1/messages`, Ollama's for `/api/*`, chatd's native
-/// shape for `/v1/chat`, OpenAI's for everything else.
+/// any handler ran), with that format's own error rendering: chatd's native shape for
+/// `/v1/chat`, Anthropic's for `/v1/messages`, Ollama's for `/api/*`, OpenAI's for everything
+/// else.
 pub fn error_for_path(path: &str, err: &GatewayError) -> Response {
+    use super::formats::WireFormat;
     if path == "/v1/messages" || path.starts_with("/v1/messages/") {
         anthropic_error(err)
     } else if path.starts_with("/api/") {
         let body = json!({"error": err.to_string()});
         super::with_retry_after(err, (err.status(), axum::Json(body)).into_response())
     } else if path == "/v1/chat" {
-        super::native_error(err)
+        super::formats::native::Native::error(err)
     } else {
-        super::openai::openai_error(err)
+        super::formats::openai::OpenAi::error(err)
     }
 }
 
