@@ -271,6 +271,38 @@ async fn missing_unknown_and_malformed_keys_are_401_in_the_callers_wire_format()
 #[tokio::test]
 async fn a_model_the_key_may_not_use_is_403_in_the_callers_wire_format() {
     let (gw, _up) = start("").await;
+    // Model lists show each client what it may use.
+    let ids = |key: &'static str| {
+        let url = gw.url.clone();
+        async move {
+            let a = send(
+                &url,
+                reqwest::Method::GET,
+                "/v1/models",
+                &[("authorization", &bearer(key))],
+                None,
+            )
+            .await;
+            assert_eq!(a.status, 200, "{}", a.body);
+            a.body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(BOB).await, ["fast"]);
+    assert_eq!(ids(ALICE).await, ["fast", "ollama/q"]);
+    let a = send(
+        &gw.url,
+        reqwest::Method::GET,
+        "/v1/models/ollama/q",
+        &[("authorization", &bearer(BOB))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, 404);
     // bob may use the tier, not what it points to under another name.
     assert_eq!(
         post(&gw.url, "/v1/chat", BOB, chat("fast")).await.status,

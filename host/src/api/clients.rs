@@ -166,6 +166,23 @@ impl http_body::Body for InScope {
     }
 }
 
+/// The entries of a model list (objects with an `id`) the client in scope may use: a client
+/// sees only its own models. All of them without client keys.
+pub fn visible(state: &AppState, models: Vec<Value>) -> Vec<Value> {
+    let Some(caller) = clients::current() else {
+        return models;
+    };
+    let snap = state.gateway.snapshot();
+    models
+        .into_iter()
+        .filter(|m| {
+            let id = m["id"].as_str().unwrap_or_default();
+            snap.route(id)
+                .is_ok_and(|(route, _)| caller.client.may_use(id, &route))
+        })
+        .collect()
+}
+
 /// `GET /v1/admin/clients`: every configured client with its models, limits, what is left
 /// of each limit now (from the shared store), and this replica's usage since it started.
 pub async fn admin_list(State(state): State<AppState>) -> Response {

@@ -19,14 +19,14 @@ pub async fn models(State(state): State<AppState>) -> Response {
         .iter()
         .map(|(provider, e)| json!({"provider": provider, "code": e.code(), "message": e.to_string()}))
         .collect();
-    let data = model_objects(&listing);
+    let data = super::clients::visible(&state, model_objects(&listing));
     axum::Json(json!({"object": "list", "data": data, "errors": errors})).into_response()
 }
 
 /// `GET /v1/models/{id}`: one entry of the model list (the OpenAI SDK's `models.retrieve`).
 pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let listing = state.gateway.list_models().await;
-    if let Some(found) = model_objects(&listing)
+    if let Some(found) = super::clients::visible(&state, model_objects(&listing))
         .into_iter()
         .find(|m| m["id"] == id.as_str())
     {

@@ -152,7 +152,10 @@ impl LimitsConfig {
                     self.store_display()
                 )
             })?;
-            if !matches!(url.scheme(), "redis" | "valkey" | "unix" | "redis+unix") {
+            if !matches!(
+                url.scheme(),
+                "redis" | "valkey" | "unix" | "redis+unix" | "valkey+unix"
+            ) {
                 return Err(format!(
                     "chatd.limits.store: scheme {:?} is not supported (use \"memory\", \
                      redis://host:port/db or unix:///path/to/redis.sock)",
