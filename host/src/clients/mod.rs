@@ -23,7 +23,9 @@ pub mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
 
 use crate::config::{ClientKey, Config, LimitsConfig};
 use crate::error::GatewayError;
@@ -174,7 +176,8 @@ impl ClientTable {
 pub struct Service {
     pub limiter: Arc<Limiter>,
     pub usage: Usage,
-    table: Mutex<Option<Arc<ClientTable>>>,
+    /// The table of the config last seen (read without a lock on every request).
+    table: ArcSwapOption<ClientTable>,
 }
 
 impl Service {
@@ -187,20 +190,20 @@ impl Service {
         Ok(Service {
             limiter: Arc::new(Limiter::new(config, clock)?),
             usage: Usage::default(),
-            table: Mutex::new(None),
+            table: ArcSwapOption::empty(),
         })
     }
 
     /// The client table of `config`, built once per config (a reload brings a new one).
     pub fn table(&self, config: &Arc<Config>) -> Arc<ClientTable> {
-        let mut cached = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(table) = cached.as_ref()
+        if let Some(table) = self.table.load_full()
             && Arc::ptr_eq(&table.config, config)
         {
-            return table.clone();
+            return table;
         }
+        // Two requests may both build it after a reload: the same table, built twice.
         let table = Arc::new(ClientTable::build(config.clone()));
-        *cached = Some(table.clone());
+        self.table.store(Some(table.clone()));
         table
     }
 }
@@ -353,6 +356,27 @@ impl Drop for Meter {
             std::mem::take(&mut self.limits),
             input + output,
             &self.config.chatd.limits,
+        );
+    }
+}
+
+/// Says what the client keys of a newly loaded config are: at start and after each reload.
+pub fn log_config(config: &Config) {
+    let clients = &config.chatd.clients;
+    if !clients.enabled {
+        return;
+    }
+    if clients.keys.is_empty() {
+        tracing::warn!(
+            "client keys are on but none is configured: every API request is refused \
+             (add one with `chatd keys add NAME`)"
+        );
+    } else {
+        tracing::info!(
+            clients = clients.keys.len(),
+            keys_file = clients.keys_file.as_ref().map(|f| f.display().to_string()),
+            limits_store = %config.chatd.limits.store_display(),
+            "client keys on"
         );
     }
 }

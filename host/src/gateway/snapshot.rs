@@ -111,6 +111,7 @@ impl Snapshot {
     /// Says once what a newly built snapshot could not register, and why: at start, and
     /// after a reload that installed it.
     pub fn log_unregistered(&self) {
+        crate::clients::log_config(&self.config);
         for (name, reason) in &self.unregistered {
             tracing::warn!(provider = %name, %reason, "provider not registered");
         }
