@@ -818,6 +818,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// Sends a signal (`STOP` makes it hang, `CONT` resumes it).
+    fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Kills it outright (SIGKILL), as a crash would.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -875,8 +884,8 @@ async fn admitted(replicas: &[&ChatdProcess], n: usize) -> usize {
 }
 
 /// Two replicas share one client's limit through Redis: 5 requests a minute in total, not 5
-/// each. Redis killed mid-test: both keep serving (fail_open), each limiting alone; Redis
-/// back: they share the limit again.
+/// each. Redis hung, then killed mid-test: both keep serving (fail_open), each limiting
+/// alone; Redis back: they share the limit again.
 #[tokio::test]
 async fn two_replicas_share_a_limit_through_redis_and_survive_its_loss() {
     let Some(mut redis) = RedisServer::start() else {
@@ -896,16 +905,37 @@ async fn two_replicas_share_a_limit_through_redis_and_survive_its_loss() {
     wait_store(&replicas, true).await;
     assert_eq!(admitted(&replicas, 12).await, 5, "shared: 5 in total");
 
-    redis.kill();
-    // Both keep serving; each now limits alone, from a fresh count.
+    // A Redis that hangs (stopped, its connections open): requests wait at most timeout_ms,
+    // then each replica counts alone; when it answers again, the limit is shared again.
+    redis.signal("STOP");
     for r in replicas {
         let answer = post(&r.url, "/v1/chat", ALICE, chat("fast")).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
     }
     wait_store(&replicas, false).await;
-    assert_eq!(admitted(&[&a], 10).await, 4, "replica a alone");
-    assert_eq!(admitted(&[&b], 10).await, 4, "replica b alone");
+    redis.signal("CONT");
+    wait_store(&replicas, true).await;
+    // The shared allowance is still spent (a request's worth refills every 12 s); each
+    // replica's own count would still admit 4.
+    assert!(
+        admitted(&replicas, 4).await <= 1,
+        "shared again after a hang"
+    );
+
+    redis.kill();
+    // Both keep serving; each now limits alone.
     for r in replicas {
+        let answer = post(&r.url, "/v1/chat", ALICE, chat("fast")).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    wait_store(&replicas, false).await;
+    for r in replicas {
+        // 2 of its own 5 are spent (plus what refilled since): limited, alone.
+        let alone = admitted(&[r], 10).await;
+        assert!(
+            (3..=5).contains(&alone),
+            "replica alone admitted {alone} of 10"
+        );
         assert!(
             r.logs().contains("limits store unreachable"),
             "{}",
