@@ -39,8 +39,7 @@ pub trait Adapter: Default + Send + Sync + 'static {
 
     /// Parses one framed event of a streamed 2xx response; `None` for events that carry
     /// nothing.
-    fn parse_stream_event(&self, event: &StreamEvent)
-    -> Result<Option<StreamChunk>, AdapterError>;
+    fn parse_stream_event(&self, event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError>;
 
     /// The request for one page of the upstream's models (`cursor` is `None` for the first
     /// page); `None`, the default, when the upstream has no listing.

@@ -116,14 +116,19 @@ mod tests {
             strict: false,
         });
         let mut user = message("user", "look");
-        user.content.push(image_part(ImageSource::Url("https://x/y.png".into())));
+        user.content
+            .push(image_part(ImageSource::Url("https://x/y.png".into())));
         request.messages = vec![user];
         assert_eq!(
             missing_capability(&request, || declared(&["seed", "top-k", "json-schema"])),
             Some("image-urls")
         );
         assert_eq!(
-            missing_capability(&request, || declared(&["image-urls", "seed", "json-schema"])),
+            missing_capability(&request, || declared(&[
+                "image-urls",
+                "seed",
+                "json-schema"
+            ])),
             Some("top-k")
         );
         assert_eq!(

@@ -317,7 +317,10 @@ mod tests {
         assert_eq!(failure.message, "HTTP 401");
         assert_eq!(failure.code.as_deref(), Some("invalid_api_key"));
         let failure = upstream_failure(Err::<(), _>(status_error(
-            &response(404, r#"{"error":"model \"llama9\" not found, try pulling it first"}"#),
+            &response(
+                404,
+                r#"{"error":"model \"llama9\" not found, try pulling it first"}"#,
+            ),
             ErrorShape::OpenAi,
         )));
         assert_eq!(failure.code.as_deref(), Some("model_not_found"));
@@ -332,12 +335,19 @@ mod tests {
     fn error_codes() {
         let code = |status, body: Value, message: &str| error_code(status, &body, message);
         // OpenAI's own codes pass as they are; numbers and sentences are not codes.
-        for name in ["model_not_found", "context_length_exceeded", "insufficient_quota"] {
+        for name in [
+            "model_not_found",
+            "context_length_exceeded",
+            "insufficient_quota",
+        ] {
             let body = json!({"error": {"message": "m", "code": name}});
             assert_eq!(code(400, body, "m").as_deref(), Some(name));
         }
         assert_eq!(code(400, json!({"error": {"code": 400}}), "bad"), None);
-        assert_eq!(code(400, json!({"error": {"code": "Bad thing"}}), "bad"), None);
+        assert_eq!(
+            code(400, json!({"error": {"code": "Bad thing"}}), "bad"),
+            None
+        );
         assert_eq!(code(400, json!({"error": {"code": "123"}}), "bad"), None);
         // OpenAI's quota error is a type.
         let body = json!({"error": {"type": "insufficient_quota", "code": null}});
@@ -354,17 +364,36 @@ mod tests {
         }
         // Messages.
         for (message, expected) in [
-            ("model \"qwen9\" not found, try pulling it first", "model_not_found"),
+            (
+                "model \"qwen9\" not found, try pulling it first",
+                "model_not_found",
+            ),
             ("The model `gpt-9` does not exist", "model_not_found"),
-            ("prompt is too long: 210000 tokens > 200000 maximum", "context_length_exceeded"),
-            ("the input length exceeds the context length", "context_length_exceeded"),
-            ("This model's maximum context length is 8192 tokens", "context_length_exceeded"),
+            (
+                "prompt is too long: 210000 tokens > 200000 maximum",
+                "context_length_exceeded",
+            ),
+            (
+                "the input length exceeds the context length",
+                "context_length_exceeded",
+            ),
+            (
+                "This model's maximum context length is 8192 tokens",
+                "context_length_exceeded",
+            ),
             ("Incorrect API key provided", "invalid_api_key"),
         ] {
-            assert_eq!(code(400, Value::Null, message).as_deref(), Some(expected), "{message}");
+            assert_eq!(
+                code(400, Value::Null, message).as_deref(),
+                Some(expected),
+                "{message}"
+            );
         }
         assert_eq!(code(500, Value::Null, "internal"), None);
-        assert_eq!(code(401, Value::Null, "who are you").as_deref(), Some("invalid_api_key"));
+        assert_eq!(
+            code(401, Value::Null, "who are you").as_deref(),
+            Some("invalid_api_key")
+        );
     }
 
     #[test]

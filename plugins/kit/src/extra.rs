@@ -35,7 +35,9 @@ pub fn merge_extra(
     }
     for (key, value) in fields {
         match (body.get_mut(&key), value) {
-            (Some(Value::Object(ours)), Value::Object(theirs)) if merged.contains(&key.as_str()) => {
+            (Some(Value::Object(ours)), Value::Object(theirs))
+                if merged.contains(&key.as_str()) =>
+            {
                 ours.extend(theirs);
             }
             (_, value) => {

@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn percent_encoding_keeps_only_unreserved_characters() {
         assert_eq!(percent_encode("claude-3.5_x~y"), "claude-3.5_x~y");
-        assert_eq!(percent_encode("a b?c/d&e=f#g%"), "a%20b%3Fc%2Fd%26e%3Df%23g%25");
+        assert_eq!(
+            percent_encode("a b?c/d&e=f#g%"),
+            "a%20b%3Fc%2Fd%26e%3Df%23g%25"
+        );
         assert_eq!(percent_encode("é"), "%C3%A9");
         assert_eq!(percent_encode(""), "");
     }

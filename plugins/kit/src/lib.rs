@@ -151,7 +151,7 @@ macro_rules! export_adapter {
                     &INSTANCE
                 }
             }
-            $crate::bindings::export!(Component with_types_in $crate::bindings);
+    $crate::bindings::export!(Component with_types_in $crate::bindings);
         };
     };
 }

@@ -311,7 +311,12 @@ pub fn embed_request(request: &EmbeddingsRequest) -> Result<HttpRequest, Adapter
     if let Some(dimensions) = request.dimensions {
         body.insert("dimensions".into(), dimensions.into());
     }
-    merge_extra(&mut body, request.extra.as_deref(), OWNED_FIELDS, &["options"])?;
+    merge_extra(
+        &mut body,
+        request.extra.as_deref(),
+        OWNED_FIELDS,
+        &["options"],
+    )?;
     Ok(post("/api/embed", false, body))
 }
 
@@ -532,7 +537,10 @@ mod tests {
         let body = request_body(&request, "prompt", Value::Null).unwrap();
         assert_eq!(body["format"], json!({"type": "object"}));
         assert_eq!(body["keep_alive"], "10m");
-        assert_eq!(body["options"], json!({"temperature": 0.5, "num_ctx": 8192}));
+        assert_eq!(
+            body["options"],
+            json!({"temperature": 0.5, "num_ctx": 8192})
+        );
         for field in ["stream", "model", "messages", "prompt"] {
             request.extra = Some(format!(r#"{{"{field}":1}}"#));
             assert_eq!(
@@ -555,7 +563,8 @@ mod tests {
     #[test]
     fn chat_messages_carry_images_reasoning_and_tool_names() {
         let mut user = message("user", "look");
-        user.content.push(image_part(inline_image("image/png", "AAAA")));
+        user.content
+            .push(image_part(inline_image("image/png", "AAAA")));
         user.content.push(text_part("closely"));
         let mut assistant = message("assistant", "a cat");
         assistant.reasoning = Some("whiskers".into());
@@ -601,7 +610,10 @@ mod tests {
         assert_eq!(parsed.embeddings, vec![vec![0.5, -1.0], vec![0.25, 2.0]]);
         assert_eq!((parsed.model.as_str(), parsed.input_tokens), ("e", Some(7)));
         assert_eq!(
-            malformed_response(embed_response(&response(200, r#"{"embeddings":[[1,"x"]]}"#))),
+            malformed_response(embed_response(&response(
+                200,
+                r#"{"embeddings":[[1,"x"]]}"#
+            ))),
             "embeddings[0] holds a value that is not a number"
         );
         let failure = upstream_failure(embed_response(&response(

@@ -71,7 +71,9 @@ impl Settings {
         match self.take(key) {
             None => Ok(None),
             Some(Value::Bool(value)) => Ok(Some(value)),
-            Some(other) => Err(format!("setting {key:?} must be true or false, not {other}")),
+            Some(other) => Err(format!(
+                "setting {key:?} must be true or false, not {other}"
+            )),
         }
     }
 
@@ -159,6 +161,10 @@ mod tests {
             Settings::parse("[]").unwrap_err(),
             "settings must be a table (a JSON object)"
         );
-        assert!(Settings::parse("{").unwrap_err().starts_with("settings are not valid JSON"));
+        assert!(
+            Settings::parse("{")
+                .unwrap_err()
+                .starts_with("settings are not valid JSON")
+        );
     }
 }

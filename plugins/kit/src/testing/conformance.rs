@@ -96,7 +96,10 @@ pub fn describe_is_sane<A: Adapter>(fixtures: &Fixtures) {
 /// `configure` accepts an empty table, and refuses an unknown key by name; an adapter
 /// without the "settings" capability refuses every key.
 pub fn settings_are_checked<A: Adapter>(_: &Fixtures) {
-    assert!(A::configure("{}").is_ok(), "configure refuses empty settings");
+    assert!(
+        A::configure("{}").is_ok(),
+        "configure refuses empty settings"
+    );
     let error = A::configure(r#"{"zq_no_such_setting": 1}"#)
         .err()
         .expect("an unknown setting is refused");
@@ -104,7 +107,10 @@ pub fn settings_are_checked<A: Adapter>(_: &Fixtures) {
         error.contains("zq_no_such_setting"),
         "the refusal of an unknown setting does not name it: {error}"
     );
-    assert!(A::configure("[1]").is_err(), "settings that are not a table");
+    assert!(
+        A::configure("[1]").is_err(),
+        "settings that are not a table"
+    );
 }
 
 /// A plain request builds, with a path under the base URL.
@@ -124,8 +130,13 @@ pub fn a_plain_request_builds<A: Adapter>(fixtures: &Fixtures) {
 /// listings and embeddings alike.
 pub fn statuses_map_to_errors<A: Adapter>(fixtures: &Fixtures) {
     let adapter = adapter::<A>(fixtures);
-    let mut parsers: Vec<(&str, Box<dyn Fn(&crate::types::HttpResponse) -> Result<(), AdapterError>>)> =
-        vec![("parse-response", Box::new(|r| adapter.parse_response(r).map(drop)))];
+    let mut parsers: Vec<(
+        &str,
+        Box<dyn Fn(&crate::types::HttpResponse) -> Result<(), AdapterError>>,
+    )> = vec![(
+        "parse-response",
+        Box::new(|r| adapter.parse_response(r).map(drop)),
+    )];
     if adapter.build_models_request(None).is_some() {
         parsers.push((
             "parse-models-response",
@@ -142,15 +153,26 @@ pub fn statuses_map_to_errors<A: Adapter>(fixtures: &Fixtures) {
         for status in [400, 401, 403, 404, 409, 422, 500, 502, 503, 504, 529] {
             let failure = upstream_failure(parse(&response(status, "upstream said no")));
             assert_eq!(failure.status, status, "{name}: status {status}");
-            assert_eq!(failure.message, "upstream said no", "{name}: status {status}");
+            assert_eq!(
+                failure.message, "upstream said no",
+                "{name}: status {status}"
+            );
         }
         let mut limited = response(429, "slow down");
         limited.headers = vec![("retry-after".into(), "7".into())];
         let limit = rate_limited(parse(&limited));
         assert_eq!(limit.retry_after_secs, Some(7), "{name}");
-        assert!(limit.message.contains("slow down"), "{name}: {}", limit.message);
+        assert!(
+            limit.message.contains("slow down"),
+            "{name}: {}",
+            limit.message
+        );
         limited.headers = vec![("retry-after".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())];
-        assert_eq!(rate_limited(parse(&limited)).retry_after_secs, None, "{name}");
+        assert_eq!(
+            rate_limited(parse(&limited)).retry_after_secs,
+            None,
+            "{name}"
+        );
     }
 }
 
@@ -208,7 +230,10 @@ pub fn the_stream_ends_where_the_upstream_does<A: Adapter>(fixtures: &Fixtures) 
         assert_eq!(done, index == last, "event {index} ({data}): done = {done}");
         finished |= chunk.is_some_and(|chunk| chunk.finish.is_some());
     }
-    assert!(finished, "no event of the stream's end carried a finish reason");
+    assert!(
+        finished,
+        "no event of the stream's end carried a finish reason"
+    );
 }
 
 /// Inline images (with "images") and image URLs (with "image-urls") reach the body: the
@@ -308,15 +333,31 @@ pub fn capabilities_are_honest<A: Adapter>(fixtures: &Fixtures) {
         ),
         ("seed", |r| r.seed = Some(4242), |_| true),
         ("top-k", |r| r.top_k = Some(37), |_| true),
-        ("presence-penalty", |r| r.presence_penalty = Some(0.375), |_| true),
-        ("frequency-penalty", |r| r.frequency_penalty = Some(0.625), |_| true),
-        ("repeat-penalty", |r| r.repeat_penalty = Some(1.125), |_| true),
+        (
+            "presence-penalty",
+            |r| r.presence_penalty = Some(0.375),
+            |_| true,
+        ),
+        (
+            "frequency-penalty",
+            |r| r.frequency_penalty = Some(0.625),
+            |_| true,
+        ),
+        (
+            "repeat-penalty",
+            |r| r.repeat_penalty = Some(1.125),
+            |_| true,
+        ),
         (
             "passthrough",
             |r| r.extra = Some(r#"{"zq_extra":"on"}"#.into()),
             |body| body["zq_extra"] == "on",
         ),
-        ("json-object", |r| r.response_format = ResponseFormat::JsonObject, |_| true),
+        (
+            "json-object",
+            |r| r.response_format = ResponseFormat::JsonObject,
+            |_| true,
+        ),
         (
             "reasoning",
             |r| {
