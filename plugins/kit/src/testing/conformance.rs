@@ -12,7 +12,7 @@ use super::{
 };
 use crate::capabilities::CAPABILITIES;
 use crate::types::{
-    AdapterError, ChatRequest, ContentPart, ImageSource, JsonSchema, ResponseFormat,
+    AdapterError, ChatRequest, ContentPart, HttpResponse, ImageSource, JsonSchema, ResponseFormat,
 };
 use crate::{Adapter, MAX_ERROR_BYTES};
 
@@ -125,15 +125,15 @@ pub fn a_plain_request_builds<A: Adapter>(fixtures: &Fixtures) {
     }
 }
 
+/// A parse function of an adapter, with its result dropped.
+type Parser<'a> = Box<dyn Fn(&HttpResponse) -> Result<(), AdapterError> + 'a>;
+
 /// 429 is rate limited with the whole seconds of `retry-after`; every other non-2xx status is
 /// an upstream failure with that status and the body's text — for chat answers, model
 /// listings and embeddings alike.
 pub fn statuses_map_to_errors<A: Adapter>(fixtures: &Fixtures) {
     let adapter = adapter::<A>(fixtures);
-    let mut parsers: Vec<(
-        &str,
-        Box<dyn Fn(&crate::types::HttpResponse) -> Result<(), AdapterError>>,
-    )> = vec![(
+    let mut parsers: Vec<(&str, Parser)> = vec![(
         "parse-response",
         Box::new(|r| adapter.parse_response(r).map(drop)),
     )];
