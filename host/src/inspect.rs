@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::contract::{AuthScheme, StreamFraming};
+use crate::contract::{AuthScheme, ContractVersion, StreamFraming};
 use crate::gateway::Snapshot;
 use crate::keys::Credentials;
 use crate::routing;
@@ -181,7 +181,7 @@ pub async fn check_component(file: &Path) -> Report {
         (true, StreamFraming::Sse) => "yes (SSE)",
     };
     let listing = match a.instance().await {
-        Ok(mut instance) => match instance.build_models_request().await {
+        Ok(mut instance) => match instance.build_models_request(None).await {
             Ok(Some(req)) => format!("yes ({} {})", req.method, req.path),
             Ok(None) if a.contract.has_models() => "no".to_owned(),
             Ok(None) => "no (contract 0.1.0 has no model listing)".to_owned(),
@@ -202,6 +202,17 @@ pub async fn check_component(file: &Path) -> Report {
     ));
     report.line(format!("  default base URL:  {}", a.info.default_base_url));
     report.line(format!("  streaming:         {streaming}"));
+    let capabilities = if a.info.capabilities.is_empty() {
+        "none".to_owned()
+    } else {
+        a.info.capabilities.join(", ")
+    };
+    let implied = if a.contract < ContractVersion::V0_3 {
+        " (implied by its contract)"
+    } else {
+        ""
+    };
+    report.line(format!("  capabilities:      {capabilities}{implied}"));
     report.line(format!("  models listing:    {listing}"));
     report.line(format!("  sha256:            {}", a.sha256));
     report

@@ -13,7 +13,7 @@ use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, con
 use super::{
     AppState, JsonBody, checked, log_failure, log_request, native_error, streaming_response,
 };
-use crate::contract::ChatRequest;
+use crate::contract::{ChatRequest, ResponseFormat};
 use crate::error::GatewayError;
 use crate::gateway::ChatStream;
 use crate::runtime::Adapter;
@@ -65,9 +65,9 @@ impl NativeChatRequest {
         if model.trim().is_empty() {
             return Err(GatewayError::bad_param("model", "model is required"));
         }
-        let json_mode = match self.format.as_deref() {
-            None | Some("") => false,
-            Some("json") => true,
+        let response_format = match self.format.as_deref() {
+            None | Some("") => ResponseFormat::Text,
+            Some("json") => ResponseFormat::JsonObject,
             Some(other) => {
                 return Err(GatewayError::bad_param(
                     "format",
@@ -84,12 +84,19 @@ impl NativeChatRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
             stop: self.stop.map(Stop::into_list).unwrap_or_default(),
-            json_mode,
+            response_format,
             think: self.think,
+            reasoning_effort: None,
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
+            extra: None,
         })
     }
 }
@@ -138,8 +145,8 @@ pub async fn chat(
                 "model": if r.model.is_empty() { out.route.model.clone() } else { r.model },
                 "provider": out.route.provider,
                 "content": r.content,
-                "input_tokens": r.input_tokens,
-                "output_tokens": r.output_tokens,
+                "input_tokens": r.usage.input_tokens,
+                "output_tokens": r.usage.output_tokens,
                 "latency_ms": ms(out.latency),
                 "done_reason": r.done_reason,
             });
@@ -190,8 +197,8 @@ fn ndjson(
         loop {
             let line = match s.stream.next().await {
                 Some(Ok(chunk)) => {
-                    s.input_tokens = chunk.input_tokens.or(s.input_tokens);
-                    s.output_tokens = chunk.output_tokens.or(s.output_tokens);
+                    s.input_tokens = chunk.usage.input_tokens.or(s.input_tokens);
+                    s.output_tokens = chunk.usage.output_tokens.or(s.output_tokens);
                     s.done_reason = chunk.done_reason.clone().or(s.done_reason.take());
                     s.model = chunk.model.clone().or(s.model.take());
                     let mut delta = json!({"type": "delta"});
