@@ -55,7 +55,8 @@ pub async fn load(config_path: &Path) -> Result<Loaded, String> {
         Arc::new(adapters),
         &credentials,
         &StatsRegistry::default(),
-    );
+    )
+    .await;
     Ok(Loaded {
         snapshot,
         credentials,
@@ -112,7 +113,12 @@ pub fn check(loaded: &Loaded) -> Report {
         ));
     }
     for (name, reason) in &snap.unregistered {
-        report.line(format!("provider {name}: NOT registered: {reason}"));
+        // A missing key is the environment's business; refused settings are the config's.
+        if snap.refused_settings.contains_key(name) {
+            report.fail(format!("provider {name}: NOT registered: {reason}"));
+        } else {
+            report.line(format!("provider {name}: NOT registered: {reason}"));
+        }
     }
     // `serve` starts without such a provider (as after its file was deleted); for a deploy's
     // check it is a typo or a missing file.

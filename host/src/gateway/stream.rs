@@ -75,6 +75,7 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
+        super::capable::check(provider, request)?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)
