@@ -142,3 +142,72 @@ impl Limiter {
 fn timeout(config: &LimitsConfig) -> Duration {
     Duration::from_millis(config.timeout_ms)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clients::limits::{Kind, ManualClock};
+
+    const T0: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+    fn limit(kind: Kind, n: u64) -> Limit {
+        Limit {
+            client: "alice".into(),
+            id: format!("alice:{}", kind.tag()).into(),
+            kind,
+            limit: n,
+            pattern: None,
+        }
+    }
+
+    /// Each kind of limit, alone: spent, refused with a wait, admitted again once the clock
+    /// has moved by that wait.
+    #[tokio::test]
+    async fn each_limit_kind_is_hit_and_recovers_on_the_clock() {
+        let config = LimitsConfig::default();
+        for (kind, n, tokens_each) in [
+            (Kind::RequestsPerMinute, 3, 0),
+            (Kind::TokensPerMinute, 100, 60),
+            (Kind::TokensPerDay, 100, 60),
+            (Kind::TokensPerMonth, 100, 60),
+        ] {
+            let clock = ManualClock::at(T0 + 3_600_000_000);
+            let limiter = Limiter::new(&config, clock.clone()).unwrap();
+            let limits = [limit(kind, n)];
+            let mut admitted = 0;
+            let wait = loop {
+                let v = limiter.check(&limits, &config).await.unwrap();
+                if let Some((refused, wait)) = v.refused {
+                    assert_eq!(refused, kind);
+                    break wait;
+                }
+                admitted += 1;
+                limiter.debit_now(&limits, tokens_each, &config).await;
+                assert!(admitted < 10, "{kind:?} never refused");
+            };
+            let expected = if kind == Kind::RequestsPerMinute {
+                3
+            } else {
+                2
+            };
+            assert_eq!(admitted, expected, "{kind:?}");
+            clock.advance(wait - Duration::from_millis(1).min(wait));
+            if wait > Duration::from_millis(1) {
+                let v = limiter.check(&limits, &config).await.unwrap();
+                assert!(!v.allowed, "{kind:?} admitted before its wait was over");
+            }
+            clock.advance(Duration::from_millis(1));
+            let v = limiter.check(&limits, &config).await.unwrap();
+            assert!(v.allowed, "{kind:?} not admitted after waiting {wait:?}");
+            let waited_about = match kind {
+                Kind::RequestsPerMinute => Duration::from_secs(20),
+                // 20 tokens of debt + 1 to spend, at 100 a minute.
+                Kind::TokensPerMinute => Duration::from_millis(12_600),
+                // From 01:00 to the next midnight / the 1st of February.
+                Kind::TokensPerDay => Duration::from_secs(23 * 3600),
+                Kind::TokensPerMonth => Duration::from_secs(31 * 86_400 - 3600),
+            };
+            assert_eq!(wait, waited_about, "{kind:?}");
+        }
+    }
+}
