@@ -10,6 +10,10 @@
 //! store down: requests are then checked against the in-process store (`fail_open = true`)
 //! or refused with 503 (`fail_open = false`) without waiting on Redis, while one background
 //! task pings Redis until it answers again. The connection manager reconnects by itself.
+//!
+//! Each server thread has a connection of its own (as it has its own upstream pool): a check
+//! then runs on the thread that serves the request, instead of hopping to another thread's
+//! connection task and back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -81,7 +85,10 @@ return 1
 
 /// The Redis store and its in-process stand-in.
 pub struct RedisStore {
-    connection: ConnectionManager,
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// One connection per thread that uses the store, made on its first call there.
+    connections: thread_local::ThreadLocal<ConnectionManager>,
     check: redis::Script,
     debit: redis::Script,
     prefix: String,
@@ -108,10 +115,10 @@ impl RedisStore {
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(1));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("chatd.limits.store: {e}"))?;
         let store = Arc::new(RedisStore {
-            connection,
+            client,
+            config,
+            connections: thread_local::ThreadLocal::new(),
             check: redis::Script::new(CHECK),
             debit: redis::Script::new(DEBIT),
             prefix: prefix.to_owned(),
@@ -121,6 +128,19 @@ impl RedisStore {
         });
         tokio::spawn(probe(Arc::downgrade(&store)));
         Ok(store)
+    }
+
+    /// This thread's connection.
+    fn connection(&self) -> Result<ConnectionManager, Down> {
+        self.connections
+            .get_or_try(|| {
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+            })
+            .cloned()
+            .map_err(|e| {
+                self.mark_down(&e.to_string());
+                Down
+            })
     }
 
     pub fn is_up(&self) -> bool {
@@ -158,7 +178,7 @@ impl RedisStore {
                 _ => call.arg("b").arg(limit.limit),
             };
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let reply: Vec<String> = self
             .call(timeout, call.invoke_async(&mut connection))
             .await?;
@@ -187,7 +207,7 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = limits.iter().map(|l| self.key(l, now)).collect();
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let mut command = redis::cmd("MGET");
         command.arg(&keys);
         let values: Vec<Option<String>> = self
@@ -223,7 +243,7 @@ impl RedisStore {
         if !any {
             return Ok(());
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         let _: i64 = self
             .call(timeout, call.invoke_async(&mut connection))
             .await?;
@@ -272,11 +292,8 @@ async fn probe(store: Weak<RedisStore>) {
             tokio::time::sleep(PROBE_EVERY).await;
             continue;
         }
-        let mut connection = s.connection.clone();
-        let command = redis::cmd("PING");
-        let ping = command.query_async::<String>(&mut connection);
-        match tokio::time::timeout(Duration::from_secs(2), ping).await {
-            Ok(Ok(_)) => {
+        match s.ping_all().await {
+            Ok(()) => {
                 s.up.store(true, Ordering::Relaxed);
                 if first {
                     tracing::info!(store = %s.display, "limits store connected");
@@ -286,17 +303,34 @@ async fn probe(store: Weak<RedisStore>) {
                 first = false;
                 continue;
             }
-            Ok(Err(e)) if first => {
+            Err(e) if first => {
                 tracing::warn!(store = %s.display, error = %e, "limits store unreachable at start; trying again every second");
             }
-            Err(_) if first => {
-                tracing::warn!(store = %s.display, "limits store did not answer at start; trying again every second");
-            }
-            _ => {}
+            Err(_) => {}
         }
         first = false;
         drop(s);
         tokio::time::sleep(PROBE_EVERY).await;
+    }
+}
+
+impl RedisStore {
+    /// Pings Redis through this task's connection and every server thread's: a thread's
+    /// connection broken by the outage fails its first command (and reconnects), which must
+    /// be this ping, not a request's check.
+    async fn ping_all(&self) -> Result<(), String> {
+        let mut connections: Vec<ConnectionManager> = self.connections.iter().cloned().collect();
+        connections.push(self.connection().map_err(|_| "no connection".to_owned())?);
+        for mut connection in connections {
+            let command = redis::cmd("PING");
+            let ping = command.query_async::<String>(&mut connection);
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Err("no answer within 2 s".into()),
+            }
+        }
+        Ok(())
     }
 }
 
