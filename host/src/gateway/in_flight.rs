@@ -126,21 +126,21 @@ impl Drop for InFlight {
             return;
         }
         let after_ms = format_args!("{:.3}", elapsed_ms(self.started));
-        let (provider, model) = (&self.provider.name, &self.model);
+        let (provider, model, client) = (&self.provider.name, &self.model, self.client());
         // Cut exchanges answer an error and finish; one still here was cut with its
         // connection as chatd exited.
         match (self.cut.is_cut(), self.kind) {
             (true, Kind::Request) => {
-                tracing::warn!(%provider, %model, after_ms, "request cut: chatd exited before it finished");
+                tracing::warn!(%provider, %model, client, after_ms, "request cut: chatd exited before it finished");
             }
             (true, Kind::Stream) => {
-                tracing::warn!(%provider, %model, after_ms, "stream cut: chatd exited before it finished");
+                tracing::warn!(%provider, %model, client, after_ms, "stream cut: chatd exited before it finished");
             }
             (false, Kind::Request) => {
-                tracing::info!(%provider, %model, after_ms, "request cancelled: the client went away");
+                tracing::info!(%provider, %model, client, after_ms, "request cancelled: the client went away");
             }
             (false, Kind::Stream) => {
-                tracing::info!(%provider, %model, after_ms, "stream cancelled: the client went away");
+                tracing::info!(%provider, %model, client, after_ms, "stream cancelled: the client went away");
             }
         }
     }
