@@ -130,7 +130,8 @@ async fn unregistered_and_unconfigured_routes_are_404_not_fall_throughs() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert_eq!(body["error"]["code"], "provider_not_registered");
+    // OpenAI's word for it, which SDKs and error mappers know.
+    assert_eq!(body["error"]["code"], "model_not_found");
     assert!(
         upstream.received_requests().await.unwrap().is_empty(),
         "nothing reached the default upstream"

@@ -287,3 +287,323 @@ fn chatd_check_fails_on_refused_settings() {
         "{out}"
     );
 }
+
+// --- errors clients can act on ----------------------------------------------------------------
+
+/// Answers every `/api/v1/chat/completions` request for `model` with `status` and `body`.
+async fn openai_fails(upstream: &MockServer, model: &str, status: u16, body: Value) {
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"model": model}),
+        ))
+        .respond_with(ResponseTemplate::new(status).set_body_json(body))
+        .mount(upstream)
+        .await;
+}
+
+fn completions(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+#[tokio::test]
+async fn upstream_statuses_that_blame_the_request_are_kept_with_their_code() {
+    let upstream = MockServer::start().await;
+    openai_fails(
+        &upstream,
+        "gone",
+        404,
+        json!({"error": {"message": "The model `gone` does not exist", "type": "invalid_request_error", "code": "model_not_found"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "long",
+        400,
+        json!({"error": {"message": format!("This model's maximum context length is 8192 tokens (key {KEY})"), "type": "invalid_request_error"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "busy",
+        409,
+        json!({"error": {"message": "conflict"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "huge",
+        413,
+        json!({"error": {"message": "too large"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "odd",
+        422,
+        json!({"error": {"message": "unprocessable"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "broken",
+        500,
+        json!({"error": {"message": "boom", "code": "server_error"}}),
+    )
+    .await;
+    openai_fails(
+        &upstream,
+        "payment",
+        402,
+        json!({"error": {"message": "pay up"}}),
+    )
+    .await;
+    let gw = gateway(&upstream, "").await;
+
+    let (status, _, reply) = gw
+        .post("/v1/chat/completions", completions("openrouter/gone"))
+        .await;
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["error"]["code"], "model_not_found");
+    assert_eq!(reply["error"]["type"], "invalid_request_error");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+    let (status, _, reply) = gw
+        .post("/v1/chat", TestGateway::chat("openrouter/gone"))
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+
+    let (status, _, reply) = gw
+        .post("/v1/chat/completions", completions("openrouter/long"))
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["error"]["code"], "context_length_exceeded");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("maximum context length") && !message.contains(KEY),
+        "{message}"
+    );
+
+    for (model, kept) in [("busy", 409), ("huge", 413), ("odd", 422)] {
+        let (status, _, reply) = gw
+            .post(
+                "/v1/chat/completions",
+                completions(&format!("openrouter/{model}")),
+            )
+            .await;
+        assert_eq!(status, kept, "{reply}");
+        assert_eq!(reply["error"]["code"], "upstream_error");
+        assert_eq!(reply["error"]["type"], "invalid_request_error");
+    }
+    let (status, _, reply) = gw
+        .post("/v1/chat/completions", completions("openrouter/broken"))
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (502, Some("server_error"))
+    );
+    let (status, _, reply) = gw
+        .post("/v1/chat/completions", completions("openrouter/payment"))
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (502, Some("upstream_error"))
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_refusing_the_key_is_a_502_naming_where_the_key_came_from() {
+    let upstream = MockServer::start().await;
+    openai_fails(
+        &upstream,
+        "m",
+        401,
+        json!({"error": {"message": format!("Incorrect API key provided: {KEY}"), "code": "invalid_api_key"}}),
+    )
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/api/generate"))
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"error": "forbidden"})))
+        .mount(&upstream)
+        .await;
+    let gw = gateway(&upstream, "").await;
+    for (model, status_text) in [("openrouter/m", "HTTP 401"), ("ollama_cloud/m", "HTTP 403")] {
+        let (status, _, reply) = gw.post("/v1/chat/completions", completions(model)).await;
+        assert_eq!(status, 502, "{reply}");
+        assert_eq!(reply["error"]["code"], "upstream_auth");
+        let message = reply["error"]["message"].as_str().unwrap();
+        let provider = model.split('/').next().unwrap();
+        assert!(
+            message.contains(&format!("provider {provider}"))
+                && message.contains(status_text)
+                && message.contains("keys.env")
+                && !message.contains(KEY),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_model_routed_to_no_registered_provider_is_model_not_found_in_openai_shape() {
+    let upstream = MockServer::start().await;
+    for (listing, empty) in [
+        ("/api/v1/models", json!({"object": "list", "data": []})),
+        ("/api/tags", json!({"models": []})),
+    ] {
+        Mock::given(method("GET"))
+            .and(path(listing))
+            .respond_with(ResponseTemplate::new(200).set_body_json(empty))
+            .mount(&upstream)
+            .await;
+    }
+    let extra = "[chatd.providers.kimi]\nadapter = \"openai_compat\"\nkey_env = \"CHATD_TEST_KIMI_KEY_UNSET\"\n";
+    let gw = gateway(&upstream, extra).await;
+    let (status, _, reply) = gw
+        .post("/v1/chat/completions", completions("kimi/k2"))
+        .await;
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["error"]["code"], "model_not_found");
+    assert_eq!(reply["error"]["param"], "model");
+    // The native shape keeps chatd's own, more precise code.
+    let (status, _, reply) = gw.post("/v1/chat", TestGateway::chat("kimi/k2")).await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("provider_not_registered"))
+    );
+    // A model id the list does not have, as OpenAI's models.retrieve answers it.
+    let (status, reply) = gw.get("/v1/models/openrouter/nope").await;
+    assert_eq!(
+        (status, reply["error"]["code"].as_str()),
+        (404, Some("model_not_found"))
+    );
+}
+
+#[tokio::test]
+async fn streamed_tool_call_indices_count_from_zero_whatever_the_upstream_numbers() {
+    let upstream = MockServer::start().await;
+    let chunk = |delta: Value, finish: Option<&str>| {
+        json!({"id": "c", "object": "chat.completion.chunk", "model": "m",
+               "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    };
+    let events = [
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 1, "function": {"arguments": "{\"city\":\"Paris\"}"}}]}),
+            None,
+        ),
+        chunk(
+            json!({"tool_calls": [{"index": 2, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}),
+            None,
+        ),
+        chunk(json!({}), Some("tool_calls")),
+    ];
+    let mut sse: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    sse.push_str("data: [DONE]\n\n");
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(sse, "text/event-stream"))
+        .mount(&upstream)
+        .await;
+    let gw = gateway(&upstream, "").await;
+    let mut request = completions("openrouter/m");
+    request["stream"] = json!(true);
+    let (status, _, lines) = gw.post_stream("/v1/chat/completions", request).await;
+    assert_eq!(status, 200, "{lines:?}");
+    let indices: Vec<(u64, Option<String>)> = support::sse_data(&lines)
+        .iter()
+        .flat_map(|e| {
+            e["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|c| {
+            (
+                c["index"].as_u64().unwrap(),
+                c["id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(
+        indices,
+        [
+            (0, Some("call_a".to_owned())),
+            (0, None),
+            (1, Some("call_b".to_owned()))
+        ]
+    );
+    // The native stream gets the same numbers.
+    let mut request = TestGateway::chat("openrouter/m");
+    request["stream"] = json!(true);
+    let (_, _, lines) = gw.post_stream("/v1/chat", request).await;
+    let native: Vec<u64> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .flat_map(|v| v["tool_calls"].as_array().cloned().unwrap_or_default())
+        .map(|c| c["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(native, [0, 0, 1]);
+}
+
+#[tokio::test]
+async fn the_model_listing_follows_pages_and_shows_context_lengths() {
+    let upstream = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/models"))
+        .and(wiremock::matchers::query_param("after", "b/two"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "data": [{"id": "c/three", "object": "model"}], "has_more": false
+        })))
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/models"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "list", "has_more": true, "last_id": "b/two",
+            "data": [{"id": "a/one", "object": "model", "context_length": 131072},
+                     {"id": "b/two", "object": "model"}]
+        })))
+        .mount(&upstream)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/tags"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"models": []})))
+        .mount(&upstream)
+        .await;
+    let gw = gateway(&upstream, "").await;
+    let (status, list) = gw.get("/v1/models").await;
+    assert_eq!(status, 200, "{list}");
+    let openrouter: Vec<(String, Option<u64>)> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["id"].as_str().unwrap().starts_with("openrouter/"))
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["context_length"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        openrouter,
+        [
+            ("openrouter/a/one".to_owned(), Some(131072)),
+            ("openrouter/b/two".to_owned(), None),
+            ("openrouter/c/three".to_owned(), None)
+        ]
+    );
+    assert_eq!(requests_to(&upstream, "/api/v1/models").await.len(), 2);
+}

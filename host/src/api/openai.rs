@@ -246,7 +246,7 @@ pub fn openai_error(err: &GatewayError) -> Response {
         "message": err.to_string(),
         "type": err.openai_type(),
         "param": err.param(),
-        "code": err.code(),
+        "code": err.openai_code(),
     }});
     super::with_retry_after(err, (err.status(), axum::Json(body)).into_response())
 }
@@ -555,7 +555,7 @@ fn sse_once_open(
 
 /// A failure sent as a stream's last event, in OpenAI's error shape.
 fn error_event(e: &GatewayError) -> Value {
-    json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}})
+    json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.openai_code(), "param": null}})
 }
 
 fn push_event(out: &mut String, value: &Value) {
@@ -595,9 +595,7 @@ pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Res
     if let Some((_, e)) = failed {
         return openai_error(e);
     }
-    openai_error(&GatewayError::NotFound(format!(
-        "model {id:?} is not in the model list (GET /v1/models); it may still be routable"
-    )))
+    openai_error(&GatewayError::ModelNotListed(id))
 }
 
 /// The model list's entries in OpenAI's shape: the tiers, then each provider's models with
@@ -609,12 +607,16 @@ fn model_objects(listing: &ModelListing) -> Vec<Value> {
     }
     for (provider, models) in &listing.providers {
         for m in models.iter() {
-            data.push(json!({
+            let mut entry = json!({
                 "id": format!("{provider}/{}", m.id),
                 "object": "model",
                 "created": m.created.unwrap_or(0),
                 "owned_by": m.owned_by.clone().unwrap_or_else(|| provider.clone()),
-            }));
+            });
+            if let Some(context_length) = m.context_length {
+                entry["context_length"] = context_length.into();
+            }
+            data.push(entry);
         }
     }
     data

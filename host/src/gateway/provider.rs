@@ -133,11 +133,21 @@ impl Provider {
             AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
                 provider,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
             },
+            AdapterError::Upstream(u) if matches!(u.status, 401 | 403) => {
+                GatewayError::UpstreamAuth {
+                    provider,
+                    status: u.status,
+                    message: self.scrub(&u.message),
+                    key_source: self.key_source.as_ref().map(ToString::to_string),
+                }
+            }
             AdapterError::Upstream(u) => GatewayError::UpstreamStatus {
                 provider,
                 status: u.status,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
                 retry_after: retry_after.filter(|_| u.status == 503),
             },
             AdapterError::MalformedResponse(message) => GatewayError::MalformedResponse {
@@ -145,6 +155,19 @@ impl Provider {
                 message: self.scrub(&message),
             },
         }
+    }
+
+    /// An adapter's `upstream-failure.code`, if it can be a client's error code: a short
+    /// snake_case word (`model_not_found`) holding nothing the scrubber would take out.
+    /// Anything else (a sentence, a key an upstream echoed into its code field) is dropped
+    /// rather than shown: the message carries the upstream's words anyway.
+    fn error_code(&self, code: Option<String>) -> Option<Box<str>> {
+        let code = code?;
+        let is_code = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        (is_code && self.scrub(&code).as_str() == code).then(|| code.into())
     }
 
     /// A failed exchange with the upstream.
@@ -171,6 +194,7 @@ impl Provider {
                      address the upstream redirects to",
                     location.as_deref().unwrap_or("nowhere named")
                 )),
+                code: None,
                 retry_after: None,
             },
             UpstreamError::Encoded(encoding) => GatewayError::MalformedResponse {
@@ -210,6 +234,7 @@ impl Provider {
         GatewayError::UpstreamStream {
             provider: self.name.clone(),
             message: self.scrub(message),
+            code: None,
         }
     }
 
