@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
 pub mod admin;
+pub mod embeddings;
 pub mod metrics;
 pub mod native;
 pub mod openai;
@@ -49,6 +50,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat", post(native::chat))
         .route("/v1/chat/providers", get(native::providers))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(openai::models).head(json_head))
         .route("/v1/models/{*id}", get(openai::model))

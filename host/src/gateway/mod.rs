@@ -28,6 +28,7 @@ use stream::hold_while;
 
 mod capable;
 mod cut;
+mod embeddings;
 mod in_flight;
 mod models;
 mod provider;
@@ -35,6 +36,7 @@ mod reloading;
 mod snapshot;
 mod stream;
 
+pub use embeddings::EmbeddingsOutcome;
 pub use models::ModelListing;
 pub use provider::Provider;
 pub use reloading::{RejectedAdapter, ReloadReport, ReloadScope};
