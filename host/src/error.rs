@@ -34,6 +34,14 @@ pub enum GatewayError {
     /// The adapter says the request cannot be expressed for its upstream.
     #[error("provider {provider}: {message}")]
     Unsupported { provider: String, message: Scrubbed },
+    /// An image the client gave by URL could not be fetched (for an adapter that takes
+    /// images inline only): the client's URL is at fault, as OpenAI answers it.
+    #[error("{param}: the image at {url} could not be fetched: {reason}")]
+    ImageFetch {
+        param: String,
+        url: String,
+        reason: String,
+    },
     /// The request needs a capability the provider's adapter does not declare.
     #[error("provider {provider} cannot carry {}: {}", capability.feature(), not_declared(adapter, *contract, *capability))]
     NotCapable {
@@ -186,6 +194,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest { .. }
+            | GatewayError::ImageFetch { .. }
             | GatewayError::Unsupported { .. }
             | GatewayError::NotCapable { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Route(RouteError::NotRegistered { .. }) => StatusCode::NOT_FOUND,
@@ -227,6 +236,7 @@ impl GatewayError {
                 code: Some(code), ..
             } => code,
             GatewayError::BadRequest { .. } => "invalid_request",
+            GatewayError::ImageFetch { .. } => "invalid_image_url",
             GatewayError::Unsupported { .. } | GatewayError::NotCapable { .. } => {
                 "unsupported_by_provider"
             }
@@ -288,6 +298,7 @@ impl GatewayError {
     pub fn param(&self) -> Option<&str> {
         match self {
             GatewayError::BadRequest { param, .. } => param.as_deref(),
+            GatewayError::ImageFetch { param, .. } => Some(param),
             GatewayError::Route(_) => Some("model"),
             _ => None,
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
-use crate::config::{Config, ProviderConfig, http_rules};
+use crate::config::{Config, ImagesConfig, ProviderConfig, http_rules};
 use crate::contract::{AdapterError, AuthScheme, Capability, HttpRequest, HttpResponse};
 use crate::error::{AdapterFailure, GatewayError};
 use crate::keys::{KeySource, Lookup};
@@ -33,6 +33,8 @@ pub struct Provider {
     pub target: Target,
     /// Its `settings` as JSON, handed to every instance of its adapter first thing.
     settings: Option<Arc<str>>,
+    /// Whether and how images by URL are fetched for its adapter (`[chatd.images]`).
+    pub(super) images: ImagesConfig,
     /// Scrubs every key chatd holds (not only this provider's) from what reaches clients.
     scrubber: Scrubber,
 }
@@ -366,6 +368,7 @@ impl Registration<'_> {
             key_source,
             stats: self.stats.provider(name),
             settings: pc.settings_json.clone(),
+            images: self.config.chatd.images.clone(),
             scrubber: self.scrubber.clone(),
         })
     }

@@ -22,7 +22,7 @@ impl Gateway {
         let (route, mut exchange) = self.begin(&mut request, Kind::Stream)?;
         let provider = exchange.provider.clone();
         let opened = exchange
-            .unless_cut(self.start_stream(&provider, &request))
+            .unless_cut(self.start_stream(&provider, &mut request))
             .await;
         let (body, pending, kept) = match opened {
             Ok(parts) => parts,
@@ -68,7 +68,7 @@ impl Gateway {
     async fn start_stream(
         &self,
         provider: &Arc<Provider>,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
     ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
         if !provider.adapter.info.supports_streaming {
             return Err(provider.unsupported(&format!(
@@ -76,7 +76,7 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
-        super::capable::check(provider, request)?;
+        self.ready(provider, request).await?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)
