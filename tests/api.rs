@@ -130,7 +130,8 @@ async fn unregistered_and_unconfigured_routes_are_404_not_fall_throughs() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert_eq!(body["error"]["code"], "provider_not_registered");
+    // OpenAI's word for it, which SDKs and error mappers know.
+    assert_eq!(body["error"]["code"], "model_not_found");
     assert!(
         upstream.received_requests().await.unwrap().is_empty(),
         "nothing reached the default upstream"
@@ -613,7 +614,9 @@ async fn openai_endpoint_rejects_answer_changing_fields_by_name() {
     for (field, value) in [
         ("n", json!(3)),
         ("logprobs", json!(true)),
-        ("response_format", json!({"type": "json_schema"})),
+        ("top_logprobs", json!(2)),
+        // json_schema is carried now (contract 0.3.0); a format no API has is still refused.
+        ("response_format", json!({"type": "xml"})),
     ] {
         let mut req = TestGateway::chat("qwen3:8b");
         req[field] = value;

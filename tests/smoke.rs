@@ -49,6 +49,17 @@ async fn ollama_mock() -> MockServer {
         .await;
     Mock::given(method("POST"))
         .and(path("/api/chat"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({"model": "broken/m"}),
+        ))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(json!({"error": "model 'broken/m' crashed"})),
+        )
+        .with_priority(1)
+        .mount(&upstream)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/chat"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "model": "qwen3:8b", "message": {"role": "assistant", "content": "pong"},
             "done": true, "done_reason": "stop", "prompt_eval_count": 4, "eval_count": 2
@@ -119,9 +130,11 @@ async fn the_six_seed_smoke_checks() {
     assert_eq!(status, 404, "{body}");
     assert_eq!(upstream.received_requests().await.unwrap().len(), before);
 
-    // 5. unknown/<m> falls through to the default unchanged; its upstream 404 is a 502.
+    // 5. unknown/<m> falls through to the default unchanged; its upstream's 404 keeps its
+    // status (the client asked for a model that does not exist there).
     let (status, body) = chatd.post("/v1/chat", chat("unknown/m")).await;
-    assert_eq!(status, 502, "{body}");
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
     let reqs = upstream.received_requests().await.unwrap();
     let last: Value = serde_json::from_slice(&reqs.last().unwrap().body).unwrap();
     assert_eq!(last["model"], "unknown/m");
@@ -232,7 +245,8 @@ async fn unregistered_provider_is_logged_once_naming_where_chatd_looked() {
 async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
     let upstream = ollama_mock().await;
     let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
-    let (status, body) = chatd.post("/v1/chat", chat("unknown/m")).await;
+    // An upstream 500 (a 404 would be the client's error, kept as a 404 and logged at info).
+    let (status, body) = chatd.post("/v1/chat", chat("broken/m")).await;
     assert_eq!(status, 502, "{body}");
     let mut streamed = chat("qwen3:8b");
     streamed["stream"] = json!(true);
@@ -252,7 +266,7 @@ async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
         .unwrap_or_else(|| panic!("no line for the failed request: {logs}"));
     assert!(failed.contains("WARN"), "{failed}");
     assert!(failed.contains("upstream_error"), "{failed}");
-    assert!(failed.contains("model 'unknown/m' not found"), "{failed}");
+    assert!(failed.contains("model 'broken/m' crashed"), "{failed}");
     let finished = logs
         .lines()
         .find(|l| l.contains("stream finished"))

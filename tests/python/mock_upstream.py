@@ -502,3 +502,48 @@ def http_error(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) 
         return json_reply(body, status=status, headers=headers)
 
     return scenario
+
+
+# --- contract 0.3.0: embeddings and images (test_contract_03.py) ------------------------------
+
+
+def ollama_embed(vectors: list[list[float]], *, prompt_eval_count: int) -> Scenario:
+    """An Ollama ``POST /api/embed`` answer: the first ``len(input)`` of ``vectors``."""
+
+    def scenario(rec: Recorded) -> Reply:
+        assert rec.path == "/api/embed", f"ollama_embed got {rec.path}"
+        n = len(rec.body["input"])
+        return json_reply(
+            {"model": rec.model, "embeddings": vectors[:n], "prompt_eval_count": prompt_eval_count}
+        )
+
+    return scenario
+
+
+def openai_embeddings(vectors: list[list[float]], *, prompt_tokens: int) -> Scenario:
+    """An OpenAI ``POST /embeddings`` answer: the first ``len(input)`` of ``vectors``, listed
+    in reverse order (each with its ``index``), as a server is free to."""
+
+    def scenario(rec: Recorded) -> Reply:
+        assert rec.path.endswith("/embeddings"), f"openai_embeddings got {rec.path}"
+        n = len(rec.body["input"])
+        data = [{"object": "embedding", "index": i, "embedding": vectors[i]} for i in reversed(range(n))]
+        return json_reply(
+            {
+                "object": "list",
+                "data": data,
+                "model": rec.model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }
+        )
+
+    return scenario
+
+
+def image_file(data: bytes, content_type: str = "image/png") -> Scenario:
+    """A ``GET`` answered with an image's bytes."""
+
+    def scenario(rec: Recorded) -> Reply:
+        return Reply(body=data, content_type=content_type)
+
+    return scenario

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
 pub mod admin;
+pub mod embeddings;
 pub mod formats;
 pub mod metrics;
 pub mod models;
@@ -53,6 +54,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat", post(pipeline::chat::<Native>))
         .route("/v1/chat/providers", get(providers::providers))
         .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))

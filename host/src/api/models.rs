@@ -40,9 +40,7 @@ pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Res
     if let Some((_, e)) = failed {
         return openai_error(e);
     }
-    openai_error(&GatewayError::NotFound(format!(
-        "model {id:?} is not in the model list (GET /v1/models); it may still be routable"
-    )))
+    openai_error(&GatewayError::ModelNotListed(id))
 }
 
 /// The model list's entries in OpenAI's shape: the tiers, then each provider's models with
@@ -54,12 +52,16 @@ fn model_objects(listing: &ModelListing) -> Vec<Value> {
     }
     for (provider, models) in &listing.providers {
         for m in models.iter() {
-            data.push(json!({
+            let mut entry = json!({
                 "id": format!("{provider}/{}", m.id),
                 "object": "model",
                 "created": m.created.unwrap_or(0),
                 "owned_by": m.owned_by.clone().unwrap_or_else(|| provider.clone()),
-            }));
+            });
+            if let Some(context_length) = m.context_length {
+                entry["context_length"] = context_length.into();
+            }
+            data.push(entry);
         }
     }
     data

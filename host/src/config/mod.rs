@@ -91,6 +91,9 @@ pub struct ChatdConfig {
     /// The admin endpoints (`/v1/admin/*`).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Images given by URL to adapters that take them inline only.
+    #[serde(default)]
+    pub images: ImagesConfig,
     /// Provider name → provider.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -142,6 +145,51 @@ impl Default for AdminConfig {
             token_env: defaults::admin_token_env(),
             token_file: None,
         }
+    }
+}
+
+/// `[chatd.images]`: whether chatd fetches an image given by URL for an adapter that takes
+/// images inline only (Ollama's), and the limits of that fetch. Off by default: fetching
+/// makes chatd an HTTP client of whatever URL a client names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Fetch image URLs (else such a request is a 400 saying so).
+    #[serde(default)]
+    pub fetch_urls: bool,
+    /// Largest image fetched, in bytes.
+    #[serde(default = "defaults::image_max_bytes")]
+    pub max_bytes: usize,
+    /// Time one image's fetch may take, redirects included.
+    #[serde(default = "defaults::image_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Networks the address guard lets through, as CIDR ranges or single addresses (an
+    /// internal image server on 10.0.0.0/8, say). Without them, loopback, private,
+    /// link-local, unique-local, CGNAT, multicast, unspecified and reserved addresses are
+    /// refused.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    /// `allow_networks`, parsed once when the config is loaded.
+    #[serde(skip)]
+    pub allowed: Vec<ipnet::IpNet>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            fetch_urls: false,
+            max_bytes: defaults::image_max_bytes(),
+            timeout_secs: defaults::image_timeout_secs(),
+            allow_networks: Vec::new(),
+            allowed: Vec::new(),
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// How long one image's fetch may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
     }
 }
 
@@ -218,6 +266,12 @@ mod defaults {
     }
     pub fn max_instances() -> u32 {
         1000
+    }
+    pub fn image_max_bytes() -> usize {
+        8 << 20
+    }
+    pub fn image_timeout_secs() -> u64 {
+        10
     }
     pub fn admin_token_env() -> String {
         "CHATD_ADMIN_TOKEN".into()
@@ -343,6 +397,12 @@ impl Config {
         if c.sandbox.max_instances == 0 {
             return Err("chatd.sandbox.max_instances must be at least 1".into());
         }
+        if c.images.max_bytes < 1024 {
+            return Err("chatd.images.max_bytes must be at least 1024".into());
+        }
+        if !(1..=600).contains(&c.images.timeout_secs) {
+            return Err("chatd.images.timeout_secs must be between 1 and 600".into());
+        }
         if c.providers.is_empty() {
             return Err("no providers configured: add a [chatd.providers.<name>] table".into());
         }
@@ -361,6 +421,12 @@ impl Config {
 
     /// Parses what validation proved parseable, once, so no later stage parses it again.
     fn prepare(&mut self) -> Result<(), String> {
+        let images = &mut self.chatd.images;
+        images.allowed = images
+            .allow_networks
+            .iter()
+            .map(|net| network(net))
+            .collect::<Result<_, _>>()?;
         for (name, p) in &mut self.chatd.providers {
             p.header_map = http_rules::static_headers(&p.headers)
                 .map_err(|e| format!("provider {name}: {e}"))?;
@@ -409,6 +475,19 @@ impl Config {
     pub fn timeout_for(&self, provider: &ProviderConfig) -> Duration {
         Duration::from_secs(provider.timeout_secs.unwrap_or(self.chatd.timeout_secs))
     }
+}
+
+/// One `allow_networks` entry: a CIDR range, or a single address.
+fn network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!(
+                "chatd.images.allow_networks: {text:?} is not a network (want a CIDR range such \
+                 as \"10.0.0.0/8\", or an address)"
+            )
+        })
 }
 
 /// A TOML table as the JSON object an adapter's `configure` reads. TOML's dates and times,
@@ -538,6 +617,37 @@ mod tests {
                 .as_str(),
             "https://api.kimi.com/coding/v1"
         );
+    }
+
+    #[test]
+    fn image_fetching_is_off_by_default_and_its_networks_are_parsed() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.chatd.images.fetch_urls);
+        assert_eq!(c.chatd.images.max_bytes, 8 << 20);
+        assert_eq!(c.chatd.images.timeout(), Duration::from_secs(10));
+        let c = parse(&format!(
+            "{MINIMAL}\n[chatd.images]\nfetch_urls = true\nallow_networks = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n"
+        ))
+        .unwrap();
+        let allowed: Vec<String> = c
+            .chatd
+            .images
+            .allowed
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(allowed, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(
+            err(&format!(
+                "{MINIMAL}\n[chatd.images]\nallow_networks = [\"intranet\"]\n"
+            ))
+            .contains("chatd.images.allow_networks: \"intranet\" is not a network")
+        );
+        assert!(
+            err(&format!("{MINIMAL}\n[chatd.images]\nmax_bytes = 10\n"))
+                .contains("chatd.images.max_bytes")
+        );
+        assert!(err(&format!("{MINIMAL}\n[chatd.images]\nfetch = true\n")).contains("fetch"));
     }
 
     #[test]

@@ -18,13 +18,23 @@ impl Gateway {
         request: &mut ChatRequest,
         kind: Kind,
     ) -> Result<(Route, InFlight), GatewayError> {
-        let started = Instant::now();
-        let (route, provider) = self.snapshot().route(&request.model)?;
+        let (route, exchange) = self.begin_exchange(&request.model, kind)?;
         request.model = route.model.clone();
         request.stream = matches!(kind, Kind::Stream);
+        Ok((route, exchange))
+    }
+
+    /// Routes `model` and starts the bookkeeping of an exchange with its provider.
+    pub(super) fn begin_exchange(
+        &self,
+        model: &str,
+        kind: Kind,
+    ) -> Result<(Route, InFlight), GatewayError> {
+        let started = Instant::now();
+        let (route, provider) = self.snapshot().route(model)?;
         let exchange = InFlight {
             stats: Some(provider.stats.start()),
-            model: request.model.clone(),
+            model: route.model.clone(),
             provider,
             started,
             kind,

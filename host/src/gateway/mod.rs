@@ -28,6 +28,7 @@ use stream::hold_while;
 
 mod capable;
 mod cut;
+mod embeddings;
 mod in_flight;
 mod models;
 mod provider;
@@ -35,6 +36,7 @@ mod reloading;
 mod snapshot;
 mod stream;
 
+pub use embeddings::EmbeddingsOutcome;
 pub use models::ModelListing;
 pub use provider::Provider;
 pub use reloading::{RejectedAdapter, ReloadReport, ReloadScope};
@@ -143,7 +145,7 @@ impl Gateway {
         let (route, mut exchange) = self.begin(&mut request, Kind::Request)?;
         let provider = exchange.provider.clone();
         let result = exchange
-            .unless_cut(self.exchange(&provider, &request))
+            .unless_cut(self.exchange(&provider, &mut request))
             .await;
         let latency = exchange.finish(result.is_ok());
         Ok(ChatOutcome {
@@ -156,9 +158,9 @@ impl Gateway {
     async fn exchange(
         &self,
         provider: &provider::Provider,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
     ) -> Result<ChatResponse, GatewayError> {
-        capable::check(provider, request)?;
+        self.ready(provider, request).await?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)

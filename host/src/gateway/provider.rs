@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
-use crate::config::{Config, ProviderConfig, http_rules};
+use crate::config::{Config, ImagesConfig, ProviderConfig, http_rules};
 use crate::contract::{AdapterError, AuthScheme, Capability, HttpRequest, HttpResponse};
 use crate::error::{AdapterFailure, GatewayError};
 use crate::keys::{KeySource, Lookup};
@@ -33,6 +33,8 @@ pub struct Provider {
     pub target: Target,
     /// Its `settings` as JSON, handed to every instance of its adapter first thing.
     settings: Option<Arc<str>>,
+    /// Whether and how images by URL are fetched for its adapter (`[chatd.images]`).
+    pub(super) images: ImagesConfig,
     /// Scrubs every key chatd holds (not only this provider's) from what reaches clients.
     scrubber: Scrubber,
 }
@@ -133,11 +135,21 @@ impl Provider {
             AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
                 provider,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
             },
+            AdapterError::Upstream(u) if matches!(u.status, 401 | 403) => {
+                GatewayError::UpstreamAuth {
+                    provider,
+                    status: u.status,
+                    message: self.scrub(&u.message),
+                    key_source: self.key_source.as_ref().map(ToString::to_string),
+                }
+            }
             AdapterError::Upstream(u) => GatewayError::UpstreamStatus {
                 provider,
                 status: u.status,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
                 retry_after: retry_after.filter(|_| u.status == 503),
             },
             AdapterError::MalformedResponse(message) => GatewayError::MalformedResponse {
@@ -145,6 +157,19 @@ impl Provider {
                 message: self.scrub(&message),
             },
         }
+    }
+
+    /// An adapter's `upstream-failure.code`, if it can be a client's error code: a short
+    /// snake_case word (`model_not_found`) holding nothing the scrubber would take out.
+    /// Anything else (a sentence, a key an upstream echoed into its code field) is dropped
+    /// rather than shown: the message carries the upstream's words anyway.
+    fn error_code(&self, code: Option<String>) -> Option<Box<str>> {
+        let code = code?;
+        let is_code = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        (is_code && self.scrub(&code).as_str() == code).then(|| code.into())
     }
 
     /// A failed exchange with the upstream.
@@ -171,6 +196,7 @@ impl Provider {
                      address the upstream redirects to",
                     location.as_deref().unwrap_or("nowhere named")
                 )),
+                code: None,
                 retry_after: None,
             },
             UpstreamError::Encoded(encoding) => GatewayError::MalformedResponse {
@@ -210,6 +236,7 @@ impl Provider {
         GatewayError::UpstreamStream {
             provider: self.name.clone(),
             message: self.scrub(message),
+            code: None,
         }
     }
 
@@ -341,6 +368,7 @@ impl Registration<'_> {
             key_source,
             stats: self.stats.provider(name),
             settings: pc.settings_json.clone(),
+            images: self.config.chatd.images.clone(),
             scrubber: self.scrubber.clone(),
         })
     }

@@ -22,7 +22,7 @@ impl Gateway {
         let (route, mut exchange) = self.begin(&mut request, Kind::Stream)?;
         let provider = exchange.provider.clone();
         let opened = exchange
-            .unless_cut(self.start_stream(&provider, &request))
+            .unless_cut(self.start_stream(&provider, &mut request))
             .await;
         let (body, pending, kept) = match opened {
             Ok(parts) => parts,
@@ -43,6 +43,7 @@ impl Gateway {
             instance: kept,
             idle_since: Instant::now(),
             instance_events: 0,
+            tool_calls_seen: Vec::new(),
             exchange,
         };
         // Wait for the first chunk before answering. The client then gets the response head
@@ -67,7 +68,7 @@ impl Gateway {
     async fn start_stream(
         &self,
         provider: &Arc<Provider>,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
     ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
         if !provider.adapter.info.supports_streaming {
             return Err(provider.unsupported(&format!(
@@ -75,7 +76,7 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
-        super::capable::check(provider, request)?;
+        self.ready(provider, request).await?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)
@@ -117,6 +118,7 @@ impl Gateway {
                         provider: provider.name.clone(),
                         status: error_response.status,
                         message: Scrubbed::fixed("upstream refused the stream"),
+                        code: None,
                         retry_after: None,
                     },
                 });
@@ -182,6 +184,9 @@ pub struct ChatStream {
     pending: VecDeque<StreamChunk>,
     /// Whether the upstream signalled the end (a `done` event or a finish reason).
     saw_end: bool,
+    /// The upstream's tool-call indices in order of first appearance (see
+    /// [`renumber_tool_calls`]).
+    tool_calls_seen: Vec<Option<u64>>,
 }
 
 impl ChatStream {
@@ -200,7 +205,13 @@ impl ChatStream {
         if self.exchange.is_finished() {
             return None;
         }
-        let item = self.advance_unless_cut().await;
+        let mut item = self.advance_unless_cut().await;
+        if let Some(Ok(chunk)) = &mut item
+            && let Some(calls) = &chunk.tool_calls
+            && let Some(renumbered) = renumber_tool_calls(calls, &mut self.tool_calls_seen)
+        {
+            chunk.tool_calls = Some(renumbered);
+        }
         match &item {
             Some(Ok(chunk)) if chunk.done => self.end(None),
             Some(Ok(_)) => {}
@@ -335,6 +346,37 @@ impl ChatStream {
     }
 }
 
+/// Renumbers the `index` of each entry of a streamed `tool_calls` array (OpenAI's
+/// `delta.tool_calls`, as JSON text) from 0, in order of first appearance: upstreams count
+/// from 1, or count other content blocks too (Anthropic's block index), and clients
+/// (the OpenAI SDK's stream accumulator) expect 0, 1, ... An entry without an index is a call
+/// of its own. `seen` carries the upstream's indices from chunk to chunk. `None` when the text
+/// needs no change (or is not a JSON array, which is passed on as it is).
+fn renumber_tool_calls(text: &str, seen: &mut Vec<Option<u64>>) -> Option<String> {
+    let Ok(serde_json::Value::Array(mut calls)) = serde_json::from_str(text) else {
+        return None;
+    };
+    let mut changed = false;
+    for call in &mut calls {
+        let Some(call) = call.as_object_mut() else {
+            continue;
+        };
+        let theirs = call.get("index").and_then(serde_json::Value::as_u64);
+        let ours = match theirs.and_then(|t| seen.iter().position(|s| *s == Some(t))) {
+            Some(known) => known,
+            None => {
+                seen.push(theirs);
+                seen.len() - 1
+            }
+        };
+        if theirs != Some(ours as u64) {
+            call.insert("index".into(), ours.into());
+            changed = true;
+        }
+    }
+    changed.then(|| serde_json::Value::Array(calls).to_string())
+}
+
 /// How long a request keeps an idle adapter instance for its next call: the builder while the
 /// upstream works (so a quick answer is parsed by the same instance), a stream's parser
 /// between events.
@@ -384,5 +426,49 @@ pub(super) async fn hold_while<T>(
             out = &mut work => return (out, held),
             () = &mut release, if held.is_some() => held = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber_tool_calls;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn tool_call_indices_count_from_zero_in_order_of_first_appearance() {
+        let mut seen = Vec::new();
+        let mut next = |v: Value| {
+            renumber_tool_calls(&v.to_string(), &mut seen)
+                .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        };
+        // Already 0: left as it is.
+        assert_eq!(next(json!([{"index": 0, "id": "a"}])), None);
+        assert_eq!(
+            next(json!([{"index": 0, "function": {"arguments": "{"}}])),
+            None
+        );
+        // A second call numbered 3 by the upstream becomes 1, its fragments too.
+        assert_eq!(
+            next(json!([{"index": 3, "id": "b"}])),
+            Some(json!([{"index": 1, "id": "b"}]))
+        );
+        assert_eq!(
+            next(json!([{"index": 3, "function": {"arguments": "}"}}])),
+            Some(json!([{"index": 1, "function": {"arguments": "}"}}]))
+        );
+        // Entries without an index are calls of their own.
+        assert_eq!(
+            next(json!([{"id": "c"}, {"id": "d"}])),
+            Some(json!([{"id": "c", "index": 2}, {"id": "d", "index": 3}]))
+        );
+        assert_eq!(next(json!("not an array")), None);
+
+        // An upstream counting from 1.
+        let mut seen = Vec::new();
+        let one = renumber_tool_calls(r#"[{"index":1,"id":"x"},{"index":2,"id":"y"}]"#, &mut seen);
+        assert_eq!(
+            serde_json::from_str::<Value>(&one.unwrap()).unwrap(),
+            json!([{"index": 0, "id": "x"}, {"index": 1, "id": "y"}])
+        );
     }
 }

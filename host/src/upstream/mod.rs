@@ -3,6 +3,7 @@
 //! framing of streamed bodies into events for the adapter.
 
 mod connect;
+mod fetch;
 mod framing;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thread_local::ThreadLocal;
 
+pub use fetch::{FetchError, FetchedImage, ImageFetcher, MAX_REDIRECTS};
 pub use framing::{FrameTooLong, Framer};
 
 use connect::Proxies;
@@ -142,6 +144,8 @@ pub struct Upstream {
     connector: connect::Connector,
     proxies: Arc<Proxies>,
     max_body_bytes: usize,
+    /// Fetches images given by URL (see `fetch.rs`), with the same trusted roots.
+    images: ImageFetcher,
 }
 
 /// Sent when the adapter names no `User-Agent`.
@@ -203,12 +207,24 @@ impl Upstream {
     pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
         let roots = connect::roots_from_env()?;
         let proxies = Arc::new(Proxies::from_env());
+        let mut images_tls = connect::tls_config(roots.clone());
+        images_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstream {
             clients: Arc::new(ThreadLocal::new()),
             connector: connect::Connector::new(proxies.clone(), roots),
             proxies,
             max_body_bytes,
+            images: ImageFetcher::new(Arc::new(images_tls)),
         })
+    }
+
+    /// Fetches an image a client gave by URL, under `policy`'s address guard and limits.
+    pub async fn fetch_image(
+        &self,
+        url: &str,
+        policy: &crate::config::ImagesConfig,
+    ) -> Result<FetchedImage, FetchError> {
+        self.images.fetch(url, policy).await
     }
 
     /// This thread's client (created on first use).
