@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
 use formats::openai::OpenAi;
 
@@ -53,6 +54,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat", post(pipeline::chat::<Native>))
         .route("/v1/chat/providers", get(providers::providers))
         .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
+        .route("/v1/messages", post(pipeline::chat::<Anthropic>))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))

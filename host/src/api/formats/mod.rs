@@ -2,8 +2,11 @@
 //! request and renders answers, streams and errors in its own shape; the handler and the
 //! stream loop that every format shares are in [`super::pipeline`].
 
+pub mod anthropic;
+mod conversation;
 pub mod native;
 pub mod openai;
+pub mod tools;
 
 use axum::response::Response;
 use serde::de::DeserializeOwned;
@@ -40,11 +43,11 @@ pub trait WireFormat: 'static {
     const ENDPOINT: &'static str;
     /// How a stream's events are framed.
     const FRAMING: Framing;
-    /// What a stream whose first token is slow sends, before and while it waits, so that the
-    /// response head goes out and clients and proxies with read timeouts see the connection
-    /// alive. `None`: the stream answers only once its first event is there (an NDJSON
-    /// client would read anything sent earlier as a document).
-    const KEEP_ALIVE: Option<&'static [u8]>;
+    /// Whether a stream whose first token is slow sends its head early and then
+    /// [`StreamRender::keep_alive`] events while it waits, so that clients and proxies with
+    /// read timeouts see the connection alive. If not, the stream answers only once its first
+    /// event is there (an NDJSON client would read anything sent earlier as a document).
+    const KEEPS_ALIVE: bool;
 
     /// The request body as the client sends it.
     type Request: DeserializeOwned + Send + 'static;
@@ -74,6 +77,12 @@ pub trait StreamRender: Send + 'static {
     /// The upstream stream opened: what goes out ahead of the first chunk (in the same write).
     fn open(&mut self, _out: &mut Events) {}
 
+    /// What a stream sends while its first token is awaited (its head went out early): an SSE
+    /// comment unless the format has its own form.
+    fn keep_alive(&mut self, out: &mut Events) {
+        out.comment("keep-alive");
+    }
+
     /// One chunk of the upstream's answer; may write nothing.
     fn chunk(&mut self, chunk: StreamChunk, out: &mut Events);
 
@@ -88,4 +97,21 @@ pub trait StreamRender: Send + 'static {
 /// Parses OpenAI-shaped tool-call JSON text as the contract carries it.
 pub(crate) fn parse_json(text: Option<&str>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// A fresh id: `prefix` and 16 hex digits, unique per call without a dependency (each
+/// `RandomState` is freshly keyed).
+pub(crate) fn random_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(now_secs());
+    format!("{prefix}{:016x}", h.finish())
+}
+
+/// Unix time in seconds.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

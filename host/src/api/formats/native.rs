@@ -94,7 +94,7 @@ pub struct Native;
 impl WireFormat for Native {
     const ENDPOINT: &'static str = "/v1/chat";
     const FRAMING: Framing = Framing::Ndjson;
-    const KEEP_ALIVE: Option<&'static [u8]> = None;
+    const KEEPS_ALIVE: bool = false;
     type Request = NativeChatRequest;
     type Shape = ();
     type Stream = NativeStream;

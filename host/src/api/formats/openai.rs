@@ -4,14 +4,11 @@
 //! and cannot be passed on (e.g. `n` > 1, `logprobs`, a JSON schema) is a 400 naming it,
 //! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
 
-use std::hash::{BuildHasher, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use super::{Events, Framing, StreamRender, WireFormat, now_secs, parse_json, random_id};
 use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use crate::api::with_retry_after;
 use crate::contract::{ChatRequest, FinishReason, StreamChunk};
@@ -244,8 +241,8 @@ pub struct OpenAi;
 impl WireFormat for OpenAi {
     const ENDPOINT: &'static str = "/v1/chat/completions";
     const FRAMING: Framing = Framing::Sse;
-    /// An SSE comment: clients ignore comments (the SSE rules; OpenRouter sends them too).
-    const KEEP_ALIVE: Option<&'static [u8]> = Some(b": keep-alive\n\n");
+    /// SSE comments: clients ignore them (the SSE rules; OpenRouter sends them too).
+    const KEEPS_ALIVE: bool = true;
     type Request = CompletionsRequest;
     type Shape = Shape;
     type Stream = OpenAiStream;
@@ -324,17 +321,7 @@ fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
 }
 
 fn completion_id() -> String {
-    // Unique per call without a dependency: each RandomState is freshly keyed.
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(now_secs());
-    format!("chatcmpl-{:016x}", h.finish())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    random_id("chatcmpl-")
 }
 
 /// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
