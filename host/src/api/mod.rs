@@ -25,6 +25,7 @@ use crate::gateway::Gateway;
 use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
 use formats::openai::OpenAi;
+use formats::responses::Responses;
 
 pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
@@ -56,6 +57,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
         .route("/v1/messages", post(pipeline::chat::<Anthropic>))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(pipeline::chat::<Responses>))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))

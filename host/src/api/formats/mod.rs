@@ -6,6 +6,7 @@ pub mod anthropic;
 mod conversation;
 pub mod native;
 pub mod openai;
+pub mod responses;
 pub mod tools;
 
 use axum::response::Response;
