@@ -53,6 +53,7 @@ pub fn adapter_json(
         "sha256": a.sha256,
         "loaded_at": unix_secs(a.loaded_at),
         "streaming": a.info.supports_streaming,
+        "capabilities": a.info.capabilities,
         "last_error": last_error.map(|f| json!({
             "path": f.path.display().to_string(),
             "message": f.error.to_string(),

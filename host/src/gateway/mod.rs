@@ -26,6 +26,7 @@ use in_flight::Kind;
 use provider::retry_after;
 use stream::hold_while;
 
+mod capable;
 mod cut;
 mod in_flight;
 mod models;
@@ -84,12 +85,12 @@ impl Gateway {
             &AdapterSet::default(),
         )
         .await;
-        Gateway::from_parts(config, runtime, adapters)
+        Gateway::from_parts(config, runtime, adapters).await
     }
 
     /// A gateway over an already started runtime and loaded adapters (tests share these to
     /// avoid recompiling components).
-    pub fn from_parts(
+    pub async fn from_parts(
         config: Config,
         runtime: Runtime,
         adapters: AdapterSet,
@@ -103,7 +104,8 @@ impl Gateway {
         let stats = StatsRegistry::default();
         let config = Arc::new(config);
         let credentials = Credentials::resolve(&config);
-        let snapshot = Snapshot::build(config.clone(), Arc::new(adapters), &credentials, &stats);
+        let snapshot =
+            Snapshot::build(config.clone(), Arc::new(adapters), &credentials, &stats).await;
         snapshot.log_unregistered();
         Ok(Arc::new(Gateway {
             reloads: reloading::Reloads::new(config),
@@ -156,6 +158,7 @@ impl Gateway {
         provider: &provider::Provider,
         request: &ChatRequest,
     ) -> Result<ChatResponse, GatewayError> {
+        capable::check(provider, request)?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)

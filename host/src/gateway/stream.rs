@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use super::Gateway;
 use super::in_flight::{InFlight, Kind, elapsed_ms};
 use super::provider::{Provider, retry_after};
-use crate::contract::{ChatRequest, ChatResponse, StreamChunk};
+use crate::contract::{ChatRequest, ChatResponse, StreamChunk, Usage};
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::runtime::AdapterInstance;
@@ -75,6 +75,7 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
+        super::capable::check(provider, request)?;
         let mut builder = provider.instance().await?;
         let built = builder
             .build_request(request)
@@ -135,8 +136,7 @@ fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
         model: Some(response.model),
         done_reason: None,
         finish: None,
-        input_tokens: None,
-        output_tokens: None,
+        usage: Usage::NONE,
         done: false,
     };
     let mut chunks = VecDeque::with_capacity(2);
@@ -151,8 +151,7 @@ fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
         tool_calls: response.tool_calls,
         done_reason: response.done_reason,
         finish: response.finish,
-        input_tokens: response.input_tokens,
-        output_tokens: response.output_tokens,
+        usage: response.usage,
         done: true,
         ..empty
     });

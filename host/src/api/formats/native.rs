@@ -8,7 +8,7 @@ use super::{Events, Framing, StreamRender, WireFormat, parse_json};
 use crate::api::native_error;
 use crate::api::pipeline::ms;
 use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use crate::contract::{ChatRequest, StreamChunk};
+use crate::contract::{ChatRequest, ResponseFormat, StreamChunk};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -59,9 +59,9 @@ impl NativeChatRequest {
         if model.trim().is_empty() {
             return Err(GatewayError::bad_param("model", "model is required"));
         }
-        let json_mode = match self.format.as_deref() {
-            None | Some("") => false,
-            Some("json") => true,
+        let response_format = match self.format.as_deref() {
+            None | Some("") => ResponseFormat::Text,
+            Some("json") => ResponseFormat::JsonObject,
             Some(other) => {
                 return Err(GatewayError::bad_param(
                     "format",
@@ -78,12 +78,19 @@ impl NativeChatRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
             stop: self.stop.map(Stop::into_list).unwrap_or_default(),
-            json_mode,
+            response_format,
             think: self.think,
+            reasoning_effort: None,
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
+            extra: None,
         })
     }
 }
@@ -113,8 +120,8 @@ impl WireFormat for Native {
             "model": if r.model.is_empty() { out.route.model } else { r.model },
             "provider": out.route.provider,
             "content": r.content,
-            "input_tokens": r.input_tokens,
-            "output_tokens": r.output_tokens,
+            "input_tokens": r.usage.input_tokens,
+            "output_tokens": r.usage.output_tokens,
             "latency_ms": ms(out.latency),
             "done_reason": r.done_reason,
         });
@@ -148,8 +155,8 @@ pub struct NativeStream {
 
 impl StreamRender for NativeStream {
     fn chunk(&mut self, chunk: StreamChunk, out: &mut Events) {
-        self.input_tokens = chunk.input_tokens.or(self.input_tokens);
-        self.output_tokens = chunk.output_tokens.or(self.output_tokens);
+        self.input_tokens = chunk.usage.input_tokens.or(self.input_tokens);
+        self.output_tokens = chunk.usage.output_tokens.or(self.output_tokens);
         self.done_reason = chunk.done_reason.or(self.done_reason.take());
         self.model = chunk.model.or(self.model.take());
         let mut delta = json!({"type": "delta"});

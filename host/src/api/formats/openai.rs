@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use super::{Events, Framing, StreamRender, WireFormat, now_secs, parse_json, random_id};
 use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use crate::api::with_retry_after;
-use crate::contract::{ChatRequest, FinishReason, StreamChunk};
+use crate::contract::{ChatRequest, FinishReason, ResponseFormat, StreamChunk};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -75,11 +75,11 @@ impl CompletionsRequest {
             (None, b) => (b, "max_tokens"),
         };
         let max_tokens = check_sampling(self.temperature, self.top_p, max_tokens, name)?;
-        let json_mode = match &self.response_format {
-            None | Some(Value::Null) => false,
+        let response_format = match &self.response_format {
+            None | Some(Value::Null) => ResponseFormat::Text,
             Some(rf) => match rf.get("type").and_then(Value::as_str) {
-                Some("text") => false,
-                Some("json_object") => true,
+                Some("text") => ResponseFormat::Text,
+                Some("json_object") => ResponseFormat::JsonObject,
                 Some(other) => {
                     return Err(GatewayError::bad_param(
                         "response_format",
@@ -107,10 +107,12 @@ impl CompletionsRequest {
             }
             Some(opts) => stream_options(opts)?,
         };
-        let think = match self.reasoning_effort.as_deref() {
-            None => None,
-            Some("none") => Some(false),
-            Some("minimal" | "low" | "medium" | "high") => Some(true),
+        let (think, reasoning_effort) = match self.reasoning_effort {
+            None => (None, None),
+            Some(level) if level == "none" => (Some(false), None),
+            Some(level) if matches!(level.as_str(), "minimal" | "low" | "medium" | "high") => {
+                (Some(true), Some(level))
+            }
             Some(other) => {
                 return Err(GatewayError::bad_param(
                     "reasoning_effort",
@@ -127,12 +129,19 @@ impl CompletionsRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
             stop: self.stop.map(Stop::into_list).unwrap_or_default(),
-            json_mode,
+            response_format,
             think,
+            reasoning_effort,
             stream,
             tools,
             tool_choice,
+            extra: None,
         };
         Ok((
             request,
@@ -280,7 +289,7 @@ impl WireFormat for OpenAi {
                 "logprobs": null,
             }],
         });
-        if let Some(usage) = usage(r.input_tokens, r.output_tokens) {
+        if let Some(usage) = usage(r.usage.input_tokens, r.usage.output_tokens) {
             body["usage"] = usage;
         }
         axum::Json(body).into_response()
@@ -364,8 +373,8 @@ impl StreamRender for OpenAiStream {
 
     fn chunk(&mut self, chunk: StreamChunk, out: &mut Events) {
         self.finish = chunk.finish.or(self.finish);
-        self.input_tokens = chunk.input_tokens.or(self.input_tokens);
-        self.output_tokens = chunk.output_tokens.or(self.output_tokens);
+        self.input_tokens = chunk.usage.input_tokens.or(self.input_tokens);
+        self.output_tokens = chunk.usage.output_tokens.or(self.output_tokens);
         let mut delta = Map::new();
         if let Some(c) = chunk.content.filter(|c| !c.is_empty()) {
             delta.insert("content".into(), Value::String(c));
@@ -461,7 +470,13 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            (r.max_tokens, r.stop.clone(), r.json_mode, r.stream, r.think),
+            (
+                r.max_tokens,
+                r.stop.clone(),
+                matches!(r.response_format, ResponseFormat::JsonObject),
+                r.stream,
+                r.think
+            ),
             (Some(5), vec!["END".to_string()], true, true, Some(false))
         );
         assert!(s.include_usage);
