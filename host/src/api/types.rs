@@ -207,6 +207,17 @@ pub fn check_sampling(
     }
 }
 
+/// A count the contract carries as a `u32` (`top_k`, Ollama's `num_predict`), named `field`
+/// when it is too large.
+pub fn u32_option(value: Option<u64>, field: &str) -> Result<Option<u32>, GatewayError> {
+    value
+        .map(|n| {
+            u32::try_from(n)
+                .map_err(|_| GatewayError::bad_param(field, format!("{field} is too large")))
+        })
+        .transpose()
+}
+
 /// Validates OpenAI-shaped `tools` / `tool_choice` and returns them as JSON text.
 pub fn convert_tools(
     tools: Option<Value>,

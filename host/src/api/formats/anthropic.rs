@@ -11,13 +11,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::conversation::{Conversation, join};
+use super::conversation::{Conversation, image_url, inline_image, join};
 use super::tools::{CallEvent, StreamedCalls, contract_tool, whole_calls};
-use super::{Events, Framing, StreamRender, WireFormat, random_id};
+use super::{Events, Framing, StreamRender, WireFormat, empty_usage, keep_usage, random_id};
 use crate::api::pipeline::failed;
 use crate::api::types::{self, check_sampling};
 use crate::api::{AppState, JsonBody, log_failure};
-use crate::contract::{ChatRequest, FinishReason, Message, StreamChunk};
+use crate::contract::{
+    ChatRequest, ContentPart, FinishReason, JsonSchema, Message, ResponseFormat, StreamChunk, Usage,
+};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -72,16 +74,13 @@ impl MessagesRequest {
         // Anthropic requires max_tokens; without it the upstream's own limit applies.
         let max_tokens =
             check_sampling(self.temperature, self.top_p, self.max_tokens, "max_tokens")?;
-        if self.top_k.is_some() {
-            return Err(GatewayError::bad_param(
-                "top_k",
-                "top_k is not supported by chatd yet",
-            ));
-        }
-        let think = thinking(self.thinking.as_ref())?;
-        if let Some(config) = &self.output_config {
-            output_config(config)?;
-        }
+        let top_k = types::u32_option(self.top_k, "top_k")?;
+        let config = self.output_config.as_ref().filter(|c| !c.is_null());
+        let (think, reasoning_effort) = thinking(self.thinking.as_ref(), config)?;
+        let response_format = match config {
+            Some(config) => output_format(config)?,
+            None => ResponseFormat::Text,
+        };
         let (tools, tool_choice) = tools(self.tools, self.tool_choice)?;
         let request = ChatRequest {
             model: model.clone(),
@@ -89,17 +88,24 @@ impl MessagesRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
             stop: self
                 .stop_sequences
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|s| !s.is_empty())
                 .collect(),
-            json_mode: false,
+            response_format,
             think,
+            reasoning_effort,
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
+            extra: None,
         };
         Ok((request, Shape { model }))
     }
@@ -124,18 +130,37 @@ fn check_extra(extra: &Map<String, Value>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// `thinking` → reasoning on or off. `adaptive` leaves it to the upstream's default: asking
-/// a model that cannot reason to do so is an error on some upstreams (Ollama).
-fn thinking(thinking: Option<&Value>) -> Result<Option<bool>, GatewayError> {
+/// `thinking` → reasoning on or off, and how hard: `budget_tokens`, or `output_config.effort`.
+/// `adaptive` leaves it to the upstream's default: asking a model that cannot reason to do so
+/// is an error on some upstreams (Ollama).
+fn thinking(
+    thinking: Option<&Value>,
+    config: Option<&Value>,
+) -> Result<(Option<bool>, Option<String>), GatewayError> {
     let Some(thinking) = thinking.filter(|t| !t.is_null()) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     match thinking.get("type").and_then(Value::as_str) {
-        Some("enabled") => Ok(Some(true)),
-        Some("disabled") => Ok(Some(false)),
+        Some("enabled") => {
+            let named = config
+                .and_then(|c| c.get("effort"))
+                .and_then(Value::as_str)
+                .map(|effort| match effort {
+                    "low" | "medium" | "high" => effort,
+                    _ => "high",
+                });
+            let budget = thinking.get("budget_tokens").and_then(Value::as_u64);
+            let effort = named.or(budget.map(|b| match b {
+                0..4096 => "low",
+                4096..16384 => "medium",
+                _ => "high",
+            }));
+            Ok((Some(true), effort.map(str::to_owned)))
+        }
+        Some("disabled") => Ok((Some(false), None)),
         Some(other) => {
             tracing::debug!(kind = other, "thinking type left to the upstream's default");
-            Ok(None)
+            Ok((None, None))
         }
         None => Err(GatewayError::bad_param(
             "thinking.type",
@@ -144,16 +169,28 @@ fn thinking(thinking: Option<&Value>) -> Result<Option<bool>, GatewayError> {
     }
 }
 
-/// `output_config`: `effort` is a hint chatd's upstreams take through `thinking` only;
-/// `format` would change the answer.
-fn output_config(config: &Value) -> Result<(), GatewayError> {
-    if config.get("format").is_some_and(|f| !f.is_null()) {
-        return Err(GatewayError::bad_param(
+/// `output_config.format`: the JSON schema the answer must follow. Not strict: Anthropic's
+/// schemas are not written for OpenAI's strict subset, which an upstream would refuse.
+fn output_format(config: &Value) -> Result<ResponseFormat, GatewayError> {
+    let Some(format) = config.get("format").filter(|f| !f.is_null()) else {
+        return Ok(ResponseFormat::Text);
+    };
+    match (
+        format.get("type").and_then(Value::as_str),
+        format.get("schema"),
+    ) {
+        (Some("json_schema"), Some(schema @ Value::Object(_))) => {
+            Ok(ResponseFormat::JsonSchema(JsonSchema {
+                name: "response".to_owned(),
+                schema: schema.to_string(),
+                strict: false,
+            }))
+        }
+        _ => Err(GatewayError::bad_param(
             "output_config.format",
-            "output_config.format is not supported by chatd yet",
-        ));
+            "output_config.format must be {\"type\": \"json_schema\", \"schema\": {...}}",
+        )),
     }
-    Ok(())
 }
 
 /// Anthropic tools → the contract's OpenAI-shaped tools; `tool_choice` likewise.
@@ -305,9 +342,10 @@ fn system_text(value: &Value, field: &str) -> Result<String, GatewayError> {
         Value::Array(blocks) => {
             let mut texts = Vec::with_capacity(blocks.len());
             for (i, block) in blocks.iter().enumerate() {
-                match (block_type(block), block.get("text").and_then(Value::as_str)) {
-                    ("text", Some(text)) => texts.push(text),
-                    _ => return Err(not_text(&format!("{field}[{i}]"))),
+                let at = format!("{field}[{i}]");
+                match block_type(block) {
+                    "text" => texts.push(text_of(block, &at)?),
+                    _ => return Err(not_text(&at)),
                 }
             }
             Ok(join(texts))
@@ -342,60 +380,83 @@ fn blocks<'a>(content: &'a Value, field: &str) -> Result<Vec<&'a Value>, Gateway
     }
 }
 
-/// A user turn: its text (and images), and each `tool_result` as a tool turn, in order.
+/// A user turn: its text and images, and each `tool_result` as a tool turn, in order.
 fn user_turn(
     conversation: &mut Conversation,
     content: &Value,
     field: &str,
 ) -> Result<(), GatewayError> {
-    let mut texts: Vec<&str> = Vec::new();
+    let mut parts = Vec::new();
     for (i, block) in blocks(content, field)?.into_iter().enumerate() {
         let at = format!("{field}.content[{i}]");
-        if let Value::String(text) = block {
-            texts.push(text);
-            continue;
-        }
-        match block_type(block) {
-            "text" => texts.push(
-                block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| not_text(&at))?,
-            ),
-            "tool_result" => {
-                // Text given before a result belongs before it.
-                conversation.user(join(texts.drain(..)));
-                let id = block
-                    .get("tool_use_id")
-                    .and_then(Value::as_str)
-                    .filter(|id| !id.is_empty())
-                    .ok_or_else(|| {
-                        GatewayError::bad_param(
-                            &format!("{at}.tool_use_id"),
-                            format!("{at}.tool_use_id is required"),
-                        )
-                    })?;
-                let result = match block.get("content") {
-                    None | Some(Value::Null) => String::new(),
-                    Some(content) => system_text(content, &format!("{at}.content"))?,
-                };
-                conversation.tool_result(id, None, result);
-            }
-            "image" => {
-                return Err(GatewayError::bad_param(
-                    &at,
-                    format!("{at}: image blocks are not supported by chatd yet"),
-                ));
-            }
-            other => return Err(unsupported_block(&at, other)),
+        if block_type(block) == "tool_result" {
+            // What was given before a result belongs before it.
+            conversation.user(std::mem::take(&mut parts));
+            let id = block
+                .get("tool_use_id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .ok_or_else(|| {
+                    GatewayError::bad_param(
+                        &format!("{at}.tool_use_id"),
+                        format!("{at}.tool_use_id is required"),
+                    )
+                })?;
+            let result = match block.get("content") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(content) => {
+                    let mut result = Vec::new();
+                    for (j, inner) in blocks(content, &at)?.into_iter().enumerate() {
+                        result.push(part(inner, &format!("{at}.content[{j}]"))?);
+                    }
+                    result
+                }
+            };
+            conversation.tool_result(id, None, result);
+        } else {
+            parts.push(part(block, &at)?);
         }
     }
-    conversation.user(join(texts));
+    conversation.user(parts);
     Ok(())
 }
 
-/// An assistant turn sent back: text, `tool_use` blocks as calls; thinking is the model's
-/// own and not sent upstream again.
+/// A text or image block (or a plain string) as a content part.
+fn part(block: &Value, field: &str) -> Result<ContentPart, GatewayError> {
+    if let Value::String(text) = block {
+        return Ok(ContentPart::Text(text.clone()));
+    }
+    match block_type(block) {
+        "text" => Ok(ContentPart::Text(text_of(block, field)?.to_owned())),
+        "image" => {
+            let source = block.get("source").unwrap_or(&Value::Null);
+            let text = |key: &str| source.get(key).and_then(Value::as_str).unwrap_or_default();
+            match text("type") {
+                "base64" => inline_image(
+                    text("media_type"),
+                    text("data"),
+                    &format!("{field}.source.data"),
+                ),
+                "url" => image_url(text("url"), None, &format!("{field}.source.url")),
+                other => Err(GatewayError::bad_param(
+                    &format!("{field}.source.type"),
+                    format!("{field}.source.type is {other:?}; chatd takes base64 and url images"),
+                )),
+            }
+        }
+        other => Err(unsupported_block(field, other)),
+    }
+}
+
+fn text_of<'a>(block: &'a Value, field: &str) -> Result<&'a str, GatewayError> {
+    block
+        .get("text")
+        .and_then(Value::as_str)
+        .ok_or_else(|| not_text(field))
+}
+
+/// An assistant turn sent back: text, `tool_use` blocks as calls, thinking as the turn's
+/// reasoning (the adapter decides whether its upstream takes it back).
 fn assistant_turn(
     conversation: &mut Conversation,
     content: &Value,
@@ -410,12 +471,7 @@ fn assistant_turn(
             continue;
         }
         match block_type(block) {
-            "text" => texts.push(
-                block
-                    .get("text")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| not_text(&at))?,
-            ),
+            "text" => texts.push(text_of(block, &at)?),
             "tool_use" => {
                 let id = block.get("id").and_then(Value::as_str).unwrap_or_default();
                 let name = block
@@ -431,7 +487,11 @@ fn assistant_turn(
                 let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                 calls.push((id, name, input.to_string()));
             }
-            "thinking" | "redacted_thinking" => {}
+            "thinking" => {
+                let thinking = block.get("thinking").and_then(Value::as_str);
+                conversation.reasoning(thinking.unwrap_or_default().to_owned());
+            }
+            "redacted_thinking" => {}
             other => return Err(unsupported_block(&at, other)),
         }
     }
@@ -493,7 +553,7 @@ impl WireFormat for Anthropic {
             "content": content,
             "stop_reason": stop_reason(r.finish, !calls.is_empty()),
             "stop_sequence": null,
-            "usage": usage(r.input_tokens, r.output_tokens),
+            "usage": usage(&r.usage),
         });
         axum::Json(body).into_response()
     }
@@ -508,8 +568,7 @@ impl WireFormat for Anthropic {
             calls: StreamedCalls::default(),
             call_blocks: Vec::new(),
             finish: None,
-            input_tokens: None,
-            output_tokens: None,
+            usage: empty_usage(),
         }
     }
 
@@ -543,12 +602,15 @@ fn stop_reason(finish: Option<FinishReason>, called: bool) -> &'static str {
 }
 
 /// Anthropic's usage; its fields are required, so a count the upstream did not report is 0.
-fn usage(input: Option<u32>, output: Option<u32>) -> Value {
+/// Anthropic counts cached input apart from `input_tokens`; OpenAI-style upstreams count it
+/// in.
+fn usage(usage: &Usage) -> Value {
+    let cached = usage.cached_input_tokens.unwrap_or(0);
     json!({
-        "input_tokens": input.unwrap_or(0),
-        "output_tokens": output.unwrap_or(0),
+        "input_tokens": usage.input_tokens.unwrap_or(0).saturating_sub(cached),
+        "output_tokens": usage.output_tokens.unwrap_or(0),
         "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+        "cache_read_input_tokens": cached,
     })
 }
 
@@ -578,8 +640,7 @@ pub struct AnthropicStream {
     /// The block index of each call.
     call_blocks: Vec<usize>,
     finish: Option<FinishReason>,
-    input_tokens: Option<u32>,
-    output_tokens: Option<u32>,
+    usage: Usage,
 }
 
 impl AnthropicStream {
@@ -593,7 +654,7 @@ impl AnthropicStream {
             &json!({"type": "message_start", "message": {
                 "id": self.id, "type": "message", "role": "assistant", "model": self.model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": usage(None, None),
+                "usage": usage(&empty_usage()),
             }}),
         );
     }
@@ -647,8 +708,7 @@ impl StreamRender for AnthropicStream {
 
     fn chunk(&mut self, chunk: StreamChunk, out: &mut Events) {
         self.finish = chunk.finish.or(self.finish);
-        self.input_tokens = chunk.input_tokens.or(self.input_tokens);
-        self.output_tokens = chunk.output_tokens.or(self.output_tokens);
+        keep_usage(&mut self.usage, chunk.usage);
         if let Some(thinking) = chunk.reasoning.filter(|r| !r.is_empty()) {
             let start = json!({"type": "thinking", "thinking": "", "signature": ""});
             let index = self.enter(Block::Thinking, start, out);
@@ -687,9 +747,12 @@ impl StreamRender for AnthropicStream {
         self.close(out);
         // Input tokens are known only now (Ollama counts them at the end); the SDKs take
         // them from here.
-        let mut usage = json!({"output_tokens": self.output_tokens.unwrap_or(0)});
-        if let Some(input) = self.input_tokens {
-            usage["input_tokens"] = json!(input);
+        let mut usage = usage(&self.usage);
+        if self.usage.input_tokens.is_none() {
+            // Absent rather than 0, so that the SDKs keep message_start's.
+            if let Some(fields) = usage.as_object_mut() {
+                fields.remove("input_tokens");
+            }
         }
         out.named(
             "message_delta",
@@ -754,6 +817,9 @@ pub async fn count_tokens(
 /// OpenAI's published figures for its chat models.
 const TOKENS_PER_MESSAGE: usize = 4;
 const TOKENS_TO_PRIME: usize = 3;
+/// What an image costs, whatever its size (chatd does not decode images): Anthropic's figure
+/// for one of about 1.15 megapixels, the size its API scales large images down to.
+const TOKENS_PER_IMAGE: usize = 1600;
 
 /// The prompt's size in o200k tokens: every message's text and tool calls, and the tools.
 fn estimate_input_tokens(request: &ChatRequest) -> usize {
@@ -761,7 +827,17 @@ fn estimate_input_tokens(request: &ChatRequest) -> usize {
     let count = |text: &str| bpe.encode_ordinary(text).len();
     let mut tokens = TOKENS_TO_PRIME;
     for message in &request.messages {
-        tokens += TOKENS_PER_MESSAGE + count(&message.content);
+        tokens += TOKENS_PER_MESSAGE;
+        for part in &message.content {
+            tokens += match part {
+                ContentPart::Text(text) => count(text),
+                ContentPart::Image(_) => TOKENS_PER_IMAGE,
+                ContentPart::Other((_, json)) => count(json),
+            };
+        }
+        if let Some(reasoning) = &message.reasoning {
+            tokens += count(reasoning);
+        }
         if let Some(calls) = &message.tool_calls {
             tokens += count(calls);
         }
@@ -774,6 +850,7 @@ fn estimate_input_tokens(request: &ChatRequest) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conversation::text_of;
     use super::*;
 
     fn parse(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
@@ -814,13 +891,14 @@ mod tests {
             roles,
             ["system", "user", "system", "assistant", "tool", "user"]
         );
-        assert_eq!(r.messages[0].content, "A\nB");
-        assert_eq!(r.messages[3].content, "Running.");
+        assert_eq!(text_of(&r.messages[0].content), "A\nB");
+        assert_eq!(text_of(&r.messages[3].content), "Running.");
+        assert_eq!(r.messages[3].reasoning.as_deref(), Some("hm"));
         let calls: Value =
             serde_json::from_str(r.messages[3].tool_calls.as_deref().unwrap()).unwrap();
         assert_eq!(calls[0]["function"]["arguments"], r#"{"command":"ls"}"#);
         assert_eq!(r.messages[4].tool_call_id.as_deref(), Some("toolu_1"));
-        assert_eq!(r.messages[4].content, "a.txt");
+        assert_eq!(text_of(&r.messages[4].content), "a.txt");
         let tools: Value = serde_json::from_str(r.tools.as_deref().unwrap()).unwrap();
         assert_eq!(
             tools,
@@ -894,6 +972,43 @@ mod tests {
                 .0
                 .max_tokens
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn images_schemas_and_sampling_reach_the_contract() {
+        let (r, _) = parse(json!({
+            "model": "m", "max_tokens": 5, "top_k": 40,
+            "thinking": {"type": "enabled", "budget_tokens": 8000},
+            "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is it?"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.jpg"}}]}],
+        }))
+        .unwrap();
+        assert_eq!(r.top_k, Some(40));
+        assert_eq!(
+            (r.think, r.reasoning_effort.as_deref()),
+            (Some(true), Some("medium"))
+        );
+        assert!(
+            matches!(&r.response_format, ResponseFormat::JsonSchema(s) if s.schema == r#"{"type":"object"}"#)
+        );
+        let parts = &r.messages[0].content;
+        assert!(
+            matches!(&parts[1], ContentPart::Image(i) if matches!(&i.source, crate::contract::ImageSource::Inline(x) if x.media_type == "image/png"))
+        );
+        assert!(
+            matches!(&parts[2], ContentPart::Image(i) if matches!(&i.source, crate::contract::ImageSource::Url(_)))
+        );
+        let bad = parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}),
+        );
+        assert_eq!(
+            bad.unwrap_err().param(),
+            Some("messages[0].content[0].source.type")
         );
     }
 

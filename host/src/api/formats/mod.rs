@@ -100,6 +100,25 @@ pub(crate) fn parse_json(text: Option<&str>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(t).ok())
 }
 
+/// Usage with nothing reported.
+pub(crate) fn empty_usage() -> crate::contract::Usage {
+    crate::contract::Usage {
+        input_tokens: None,
+        output_tokens: None,
+        reasoning_tokens: None,
+        cached_input_tokens: None,
+    }
+}
+
+/// Keeps the latest value the upstream reported of each count (they may come in different
+/// events).
+pub(crate) fn keep_usage(kept: &mut crate::contract::Usage, new: crate::contract::Usage) {
+    kept.input_tokens = new.input_tokens.or(kept.input_tokens);
+    kept.output_tokens = new.output_tokens.or(kept.output_tokens);
+    kept.reasoning_tokens = new.reasoning_tokens.or(kept.reasoning_tokens);
+    kept.cached_input_tokens = new.cached_input_tokens.or(kept.cached_input_tokens);
+}
+
 /// A fresh id: `prefix` and 16 hex digits, unique per call without a dependency (each
 /// `RandomState` is freshly keyed).
 pub(crate) fn random_id(prefix: &str) -> String {

@@ -12,12 +12,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::conversation::{Conversation, join};
+use super::conversation::{Conversation, image_url, join, text_content};
 use super::openai::openai_error;
 use super::tools::{CallEvent, StreamedCalls, ToolCall, contract_tool, whole_calls};
-use super::{Events, Framing, StreamRender, WireFormat, now_secs, random_id};
+use super::{
+    Events, Framing, StreamRender, WireFormat, empty_usage, keep_usage, now_secs, random_id,
+};
 use crate::api::types::{self, check_sampling};
-use crate::contract::{ChatRequest, FinishReason, Message, StreamChunk};
+use crate::contract::{
+    ChatRequest, ContentPart, FinishReason, JsonSchema, Message, ResponseFormat, StreamChunk, Usage,
+};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -83,7 +87,7 @@ impl ResponsesRequest {
             "max_output_tokens",
         )?;
         let (think, effort) = reasoning(self.reasoning.as_ref())?;
-        let json_mode = text_format(self.text.as_ref())?;
+        let response_format = text_format(self.text.as_ref())?;
         let mut offered = tools(self.tools.unwrap_or_default())?;
         let namespaced = std::mem::take(&mut offered.namespaced);
         let (tools, tool_choice) = offered.choose(self.tool_choice.as_ref())?;
@@ -98,12 +102,23 @@ impl ResponsesRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
             stop: Vec::new(),
-            json_mode,
+            response_format,
             think,
+            // The contract's levels stop at "high".
+            reasoning_effort: effort
+                .as_deref()
+                .filter(|e| *e != "none")
+                .map(|e| if e == "xhigh" { "high" } else { e }.to_owned()),
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
+            extra: None,
         };
         let shape = Shape {
             model,
@@ -169,20 +184,36 @@ fn reasoning(reasoning: Option<&Value>) -> Result<(Option<bool>, Option<String>)
     }
 }
 
-/// `text.format`: whether the answer must be a JSON object. (`text.verbosity` is a hint.)
-fn text_format(text: Option<&Value>) -> Result<bool, GatewayError> {
+/// `text.format`: the form of the answer. (`text.verbosity` is a hint.)
+fn text_format(text: Option<&Value>) -> Result<ResponseFormat, GatewayError> {
     let format = text.and_then(|t| t.get("format")).filter(|f| !f.is_null());
     let Some(format) = format else {
-        return Ok(false);
+        return Ok(ResponseFormat::Text);
     };
     match format.get("type").and_then(Value::as_str) {
-        Some("text") => Ok(false),
-        Some("json_object") => Ok(true),
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => match format.get("schema") {
+            Some(schema @ Value::Object(_)) => Ok(ResponseFormat::JsonSchema(JsonSchema {
+                name: format
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("response")
+                    .to_owned(),
+                schema: schema.to_string(),
+                strict: format
+                    .get("strict")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            })),
+            _ => Err(GatewayError::bad_param(
+                "text.format.schema",
+                "text.format.schema must be a JSON schema object",
+            )),
+        },
         Some(other) => Err(GatewayError::bad_param(
-            "text.format",
-            format!(
-                "text.format type {other:?} is not supported by chatd yet (use \"json_object\" or \"text\")"
-            ),
+            "text.format.type",
+            format!("text.format type {other:?} is not one of text, json_object, json_schema"),
         )),
         None => Err(GatewayError::bad_param(
             "text.format.type",
@@ -335,7 +366,7 @@ fn input(
 ) -> Result<Vec<Message>, GatewayError> {
     match input {
         None | Some(Value::Null) => {}
-        Some(Value::String(text)) => conversation.user(text),
+        Some(Value::String(text)) => conversation.user(text_content(text)),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 input_item(&mut conversation, item, &format!("input[{i}]"))?;
@@ -364,11 +395,11 @@ fn input_item(
         .unwrap_or("message")
     {
         "message" => {
-            let content = message_text(item.get("content"), &format!("{field}.content"))?;
+            let content = content(item.get("content"), &format!("{field}.content"))?;
             match text("role") {
                 "user" => conversation.user(content),
-                "system" | "developer" => conversation.system(content),
-                "assistant" => conversation.assistant(content),
+                "system" | "developer" => conversation.system(join(texts(&content))),
+                "assistant" => conversation.assistant(join(texts(&content))),
                 other => {
                     return Err(GatewayError::bad_param(
                         &format!("{field}.role"),
@@ -390,14 +421,18 @@ fn input_item(
             conversation.call(id, name, text("arguments").to_owned());
         }
         "function_call_output" => {
-            let output = match item.get("output") {
-                Some(Value::String(output)) => output.clone(),
-                other => message_text(other, &format!("{field}.output"))?,
-            };
+            let output = content(item.get("output"), &format!("{field}.output"))?;
             conversation.tool_result(text("call_id"), None, output);
         }
-        // The model's own reasoning, sent back: not the upstream's to read again.
-        "reasoning" => {}
+        // The model's reasoning sent back: its summary is the turn's reasoning; the
+        // encrypted content is another API's and opaque.
+        "reasoning" => {
+            let summary = item.get("summary").and_then(Value::as_array);
+            let parts = summary.into_iter().flatten();
+            conversation.reasoning(join(
+                parts.filter_map(|p| p.get("text").and_then(Value::as_str)),
+            ));
+        }
         "item_reference" => {
             return Err(GatewayError::bad_param(
                 field,
@@ -413,30 +448,41 @@ fn input_item(
     Ok(())
 }
 
-/// A message's content: a string, or text parts (`input_text`, `output_text`, `refusal`).
-fn message_text(content: Option<&Value>, field: &str) -> Result<String, GatewayError> {
+/// The text parts of content.
+fn texts(content: &[ContentPart]) -> impl Iterator<Item = &str> {
+    content.iter().filter_map(|part| match part {
+        ContentPart::Text(text) => Some(text.as_str()),
+        _ => None,
+    })
+}
+
+/// A message's content, or a call's output: a string, or parts (`input_text`, `output_text`,
+/// `refusal`, `input_image`).
+fn content(content: Option<&Value>, field: &str) -> Result<Vec<ContentPart>, GatewayError> {
     match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(text)) => Ok(text.clone()),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(text)) => Ok(text_content(text.clone())),
         Some(Value::Array(parts)) => {
-            let mut texts = Vec::with_capacity(parts.len());
+            let mut converted = Vec::with_capacity(parts.len());
             for (i, part) in parts.iter().enumerate() {
-                let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
-                let text = match kind {
-                    "input_text" | "output_text" | "text" => part.get("text"),
-                    "refusal" => part.get("refusal"),
-                    _ => {
+                let at = format!("{field}[{i}]");
+                let text = |key: &str| part.get(key).and_then(Value::as_str).unwrap_or_default();
+                converted.push(match text("type") {
+                    "input_text" | "output_text" | "text" => ContentPart::Text(text("text").to_owned()),
+                    "refusal" => ContentPart::Text(text("refusal").to_owned()),
+                    "input_image" if !text("image_url").is_empty() => {
+                        let detail = part.get("detail").and_then(Value::as_str).map(str::to_owned);
+                        image_url(text("image_url"), detail, &format!("{at}.image_url"))?
+                    }
+                    kind => {
                         return Err(GatewayError::bad_param(
-                            &format!("{field}[{i}]"),
-                            format!(
-                                "{field}[{i}] has type {kind:?}; chatd supports input_text and output_text parts"
-                            ),
+                            &at,
+                            format!("{at} has type {kind:?}; chatd supports input_text, output_text and input_image (by image_url) parts"),
                         ));
                     }
-                };
-                texts.push(text.and_then(Value::as_str).unwrap_or_default());
+                });
             }
-            Ok(join(texts))
+            Ok(converted)
         }
         Some(_) => Err(GatewayError::bad_param(
             field,
@@ -483,7 +529,7 @@ impl WireFormat for Responses {
             shape: &shape,
         };
         let status = status(r.finish);
-        let body = answer.json(status, output, usage(r.input_tokens, r.output_tokens), None);
+        let body = answer.json(status, output, usage(&r.usage), None);
         axum::Json(body).into_response()
     }
 
@@ -499,8 +545,7 @@ impl WireFormat for Responses {
             calls: StreamedCalls::default(),
             call_items: Vec::new(),
             finish: None,
-            input_tokens: None,
-            output_tokens: None,
+            usage: empty_usage(),
         }
     }
 
@@ -521,13 +566,13 @@ fn status(finish: Option<FinishReason>) -> &'static str {
 }
 
 /// Responses usage, when the upstream reported both counts (never invented).
-fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
-    let (i, o) = (input?, output?);
+fn usage(usage: &Usage) -> Option<Value> {
+    let (i, o) = (usage.input_tokens?, usage.output_tokens?);
     Some(json!({
         "input_tokens": i,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": usage.cached_input_tokens.unwrap_or(0)},
         "output_tokens": o,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens.unwrap_or(0)},
         "total_tokens": i as u64 + o as u64,
     }))
 }
@@ -636,8 +681,7 @@ pub struct ResponsesStream {
     /// The item id and output index of each call.
     call_items: Vec<(String, usize)>,
     finish: Option<FinishReason>,
-    input_tokens: Option<u32>,
-    output_tokens: Option<u32>,
+    usage: Usage,
 }
 
 impl ResponsesStream {
@@ -802,8 +846,7 @@ impl StreamRender for ResponsesStream {
 
     fn chunk(&mut self, chunk: StreamChunk, out: &mut Events) {
         self.finish = chunk.finish.or(self.finish);
-        self.input_tokens = chunk.input_tokens.or(self.input_tokens);
-        self.output_tokens = chunk.output_tokens.or(self.output_tokens);
+        keep_usage(&mut self.usage, chunk.usage);
         if let Some(delta) = chunk.reasoning.filter(|r| !r.is_empty()) {
             let (id, index) = self.open_reasoning(out);
             if let Some(Open::Reasoning { text, .. }) = &mut self.open {
@@ -838,7 +881,7 @@ impl StreamRender for ResponsesStream {
         self.close(out);
         let status = status(self.finish);
         let output = std::mem::take(&mut self.output);
-        let usage = usage(self.input_tokens, self.output_tokens);
+        let usage = usage(&self.usage);
         let response = self.answer().json(status, output, usage, None);
         let kind = if status == "incomplete" {
             "response.incomplete"
@@ -937,7 +980,10 @@ mod tests {
         let mut v = base();
         v["previous_response_id"] = Value::Null;
         v["text"] = json!({"format": {"type": "json_object"}});
-        assert!(parse(v).unwrap().0.json_mode);
+        assert!(matches!(
+            parse(v).unwrap().0.response_format,
+            ResponseFormat::JsonObject
+        ));
     }
 
     #[test]
