@@ -24,6 +24,7 @@ use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
+use formats::ollama::{self, OllamaChat, OllamaGenerate};
 use formats::openai::OpenAi;
 use formats::responses::Responses;
 
@@ -58,6 +59,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/messages", post(pipeline::chat::<Anthropic>))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(pipeline::chat::<Responses>))
+        .route("/api/chat", post(pipeline::chat::<OllamaChat>))
+        .route("/api/generate", post(pipeline::chat::<OllamaGenerate>))
+        .route("/api/tags", get(ollama::tags).head(json_head))
+        .route("/api/show", post(ollama::show))
+        .route("/api/version", get(ollama::version))
+        .route("/api/ps", get(ollama::ps))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))

@@ -5,6 +5,7 @@
 pub mod anthropic;
 mod conversation;
 pub mod native;
+pub mod ollama;
 pub mod openai;
 pub mod responses;
 pub mod tools;
