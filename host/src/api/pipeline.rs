@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
 
-use super::formats::{Framing, StreamRender, WireFormat};
+use super::formats::{Framing, RequestBody, Shape, StreamRender, WireFormat};
 use super::{
     AppState, JsonBody, checked, log_failure, log_request, streaming_response, with_retry_after,
 };
@@ -31,7 +31,7 @@ pub async fn chat<F: WireFormat>(
     body: Result<JsonBody<F::Request>, GatewayError>,
 ) -> Response {
     let started = Instant::now();
-    let (request, shape) = match checked(body, F::model, F::parse) {
+    let (request, shape) = match checked(body, F::Request::model, F::Request::into_contract) {
         Ok(parsed) => parsed,
         Err((e, named)) => {
             log_failure(F::ENDPOINT, &named, &e, ms(started.elapsed()));
@@ -116,7 +116,7 @@ const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
 async fn stream<F: WireFormat>(
     gateway: &std::sync::Arc<Gateway>,
     request: ChatRequest,
-    shape: F::Shape,
+    shape: Shape<F>,
     model: String,
     started: Instant,
 ) -> Response {

@@ -157,6 +157,24 @@ fn text_parts(parts: Vec<Value>, field: &str) -> Result<Vec<ContentPart>, Gatewa
 
 /// Validates the message list: at least one message, each valid.
 pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message>, GatewayError> {
+    required_messages(messages)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_contract(i))
+        .collect()
+}
+
+/// `model`, which must be there and not blank.
+pub fn required_model(model: Option<String>) -> Result<String, GatewayError> {
+    let model = model.unwrap_or_default();
+    if model.trim().is_empty() {
+        return Err(GatewayError::bad_param("model", "model is required"));
+    }
+    Ok(model)
+}
+
+/// `messages`, which must be there and hold at least one message.
+pub fn required_messages<T>(messages: Option<Vec<T>>) -> Result<Vec<T>, GatewayError> {
     let messages =
         messages.ok_or_else(|| GatewayError::bad_param("messages", "messages is required"))?;
     if messages.is_empty() {
@@ -165,11 +183,7 @@ pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message
             "messages must not be empty",
         ));
     }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| m.into_contract(i))
-        .collect()
+    Ok(messages)
 }
 
 /// Checks the sampling parameters every endpoint shares.

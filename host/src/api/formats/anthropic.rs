@@ -13,7 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::conversation::{Conversation, image_url, inline_image, join};
 use super::tools::{CallEvent, StreamedCalls, contract_tool, whole_calls};
-use super::{Events, Framing, StreamRender, WireFormat, empty_usage, keep_usage, random_id};
+use super::{
+    Events, Framing, RequestBody, StreamRender, WireFormat, chat_request, empty_usage, keep_usage,
+    random_id,
+};
 use crate::api::pipeline::failed;
 use crate::api::types::{self, check_sampling};
 use crate::api::{AppState, JsonBody, log_failure};
@@ -64,13 +67,12 @@ pub struct Shape {
     model: String,
 }
 
-impl MessagesRequest {
+impl RequestBody for MessagesRequest {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
         check_extra(&self.extra)?;
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         // Anthropic requires max_tokens; without it the upstream's own limit applies.
         let max_tokens =
             check_sampling(self.temperature, self.top_p, self.max_tokens, "max_tokens")?;
@@ -83,16 +85,10 @@ impl MessagesRequest {
         };
         let (tools, tool_choice) = tools(self.tools, self.tool_choice)?;
         let request = ChatRequest {
-            model: model.clone(),
-            messages: messages(self.system, self.messages)?,
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             top_k,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
             stop: self
                 .stop_sequences
                 .unwrap_or_default()
@@ -105,9 +101,13 @@ impl MessagesRequest {
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
-            extra: None,
+            ..chat_request(model.clone(), messages(self.system, self.messages)?)
         };
         Ok((request, Shape { model }))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -307,14 +307,7 @@ fn messages(
     if let Some(system) = system.filter(|s| !s.is_null()) {
         conversation.system(system_text(&system, "system")?);
     }
-    let messages =
-        messages.ok_or_else(|| GatewayError::bad_param("messages", "messages is required"))?;
-    if messages.is_empty() {
-        return Err(GatewayError::bad_param(
-            "messages",
-            "messages must not be empty",
-        ));
-    }
+    let messages = types::required_messages(messages)?;
     for (i, message) in messages.iter().enumerate() {
         let field = format!("messages[{i}]");
         let role = message.get("role").and_then(Value::as_str).unwrap_or("");
@@ -519,16 +512,7 @@ impl WireFormat for Anthropic {
     const FRAMING: Framing = Framing::Sse;
     const KEEPS_ALIVE: bool = true;
     type Request = MessagesRequest;
-    type Shape = Shape;
     type Stream = AnthropicStream;
-
-    fn model(request: &MessagesRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: MessagesRequest) -> Result<(ChatRequest, Shape), GatewayError> {
-        request.into_contract()
-    }
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
@@ -851,17 +835,12 @@ fn estimate_input_tokens(request: &ChatRequest) -> usize {
 #[cfg(test)]
 mod tests {
     use super::super::conversation::text_of;
+    use super::super::parse;
     use super::*;
-
-    fn parse(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<MessagesRequest>(v)
-            .unwrap()
-            .into_contract()
-    }
 
     #[test]
     fn claude_code_turns_become_contract_messages() {
-        let (r, s) = parse(json!({
+        let (r, s) = parse::<MessagesRequest>(json!({
             "model": "ollama/q", "max_tokens": 32000, "stream": true,
             "system": [{"type": "text", "text": "A"}, {"type": "text", "text": "B", "cache_control": {"type": "ephemeral"}}],
             "messages": [
@@ -916,7 +895,7 @@ mod tests {
         let with = |field: &str, value: Value| {
             let mut v = base();
             v[field] = value;
-            parse(v)
+            parse::<MessagesRequest>(v)
         };
         let choice = |v: Value| with("tool_choice", v).unwrap().0.tool_choice.unwrap();
         assert_eq!(choice(json!({"type": "any"})), "\"required\"");
@@ -977,7 +956,7 @@ mod tests {
 
     #[test]
     fn images_schemas_and_sampling_reach_the_contract() {
-        let (r, _) = parse(json!({
+        let (r, _) = parse::<MessagesRequest>(json!({
             "model": "m", "max_tokens": 5, "top_k": 40,
             "thinking": {"type": "enabled", "budget_tokens": 8000},
             "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
@@ -1002,7 +981,7 @@ mod tests {
         assert!(
             matches!(&parts[2], ContentPart::Image(i) if matches!(&i.source, crate::contract::ImageSource::Url(_)))
         );
-        let bad = parse(
+        let bad = parse::<MessagesRequest>(
             json!({"model": "m", "messages": [{"role": "user", "content": [
             {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}),
         );
@@ -1025,9 +1004,11 @@ mod tests {
 
     #[test]
     fn more_text_counts_more_tokens() {
-        let (short, _) =
-            parse(json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})).unwrap();
-        let (long, _) = parse(json!({"model": "m", "messages": [{"role": "user", "content": "hello there ".repeat(50)}]})).unwrap();
+        let (short, _) = parse::<MessagesRequest>(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .unwrap();
+        let (long, _) = parse::<MessagesRequest>(json!({"model": "m", "messages": [{"role": "user", "content": "hello there ".repeat(50)}]})).unwrap();
         let (a, b) = (estimate_input_tokens(&short), estimate_input_tokens(&long));
         assert_eq!(a, TOKENS_TO_PRIME + TOKENS_PER_MESSAGE + 1);
         assert!(b > a + 50, "{a} {b}");

@@ -38,8 +38,23 @@ impl Framing {
     }
 }
 
-/// One client API for chat: how its request becomes the contract's request, and how the
-/// gateway's answer, stream or failure is written back in its shape.
+/// A format's request body: the model it names, and its conversion to the contract's request.
+pub trait RequestBody: DeserializeOwned + Send + 'static {
+    /// What rendering the answer needs to know of the request.
+    type Shape: Send + 'static;
+
+    /// The model the request names, for the log line of a request that fails validation.
+    fn model(&self) -> Option<&str>;
+
+    /// Validates the request and converts it to the contract's request.
+    fn into_contract(self) -> Result<(ChatRequest, Self::Shape), GatewayError>;
+}
+
+/// What a format's answers need to know of its request.
+pub type Shape<F> = <<F as WireFormat>::Request as RequestBody>::Shape;
+
+/// One client API for chat: its request body, and how the gateway's answer, stream or
+/// failure is written back in its shape.
 pub trait WireFormat: 'static {
     /// The endpoint, as log lines name it.
     const ENDPOINT: &'static str;
@@ -50,25 +65,16 @@ pub trait WireFormat: 'static {
     /// read timeouts see the connection alive. If not, the stream answers only once its first
     /// event is there (an NDJSON client would read anything sent earlier as a document).
     const KEEPS_ALIVE: bool;
-
     /// The request body as the client sends it.
-    type Request: DeserializeOwned + Send + 'static;
-    /// What rendering the answer needs to know of the request.
-    type Shape: Send + 'static;
+    type Request: RequestBody;
     /// The state of one streamed answer's rendering.
     type Stream: StreamRender;
 
-    /// The model the request names, for the log line of a request that fails validation.
-    fn model(request: &Self::Request) -> Option<&str>;
-
-    /// Validates the request and converts it to the contract's request.
-    fn parse(request: Self::Request) -> Result<(ChatRequest, Self::Shape), GatewayError>;
-
     /// A whole (non-streamed) answer.
-    fn answer(shape: Self::Shape, outcome: ChatOutcome) -> Response;
+    fn answer(shape: Shape<Self>, outcome: ChatOutcome) -> Response;
 
     /// Starts rendering a streamed answer.
-    fn stream(shape: Self::Shape) -> Self::Stream;
+    fn stream(shape: Shape<Self>) -> Self::Stream;
 
     /// A failure answered before any of the answer went out: status, headers and body.
     fn error(err: &GatewayError) -> Response;
@@ -94,6 +100,40 @@ pub trait StreamRender: Send + 'static {
     /// The answer failed after its head went out (before [`StreamRender::open`], when the
     /// stream never opened): the stream's last event(s).
     fn error(&mut self, err: &GatewayError, out: &mut Events);
+}
+
+/// A request body read from JSON and converted, as the handler would (for tests).
+#[cfg(test)]
+pub(crate) fn parse<B: RequestBody>(
+    body: serde_json::Value,
+) -> Result<(ChatRequest, B::Shape), GatewayError> {
+    serde_json::from_value::<B>(body)
+        .map_err(|e| GatewayError::bad_request(e.to_string()))?
+        .into_contract()
+}
+
+/// The contract's request for `model` and `messages`, every option unset.
+pub(crate) fn chat_request(model: String, messages: Vec<crate::contract::Message>) -> ChatRequest {
+    ChatRequest {
+        model,
+        messages,
+        max_tokens: None,
+        temperature: None,
+        top_p: None,
+        top_k: None,
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        repeat_penalty: None,
+        stop: Vec::new(),
+        response_format: crate::contract::ResponseFormat::Text,
+        think: None,
+        reasoning_effort: None,
+        stream: false,
+        tools: None,
+        tool_choice: None,
+        extra: None,
+    }
 }
 
 /// Parses OpenAI-shaped tool-call JSON text as the contract carries it.

@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use super::{Events, Framing, RequestBody, StreamRender, WireFormat, chat_request, parse_json};
 use crate::api::native_error;
 use crate::api::pipeline::ms;
 use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
@@ -46,19 +46,17 @@ pub struct NativeChatRequest {
     extra: Map<String, Value>,
 }
 
-impl NativeChatRequest {
-    /// Validates the request and converts it to the contract's request.
-    pub fn into_contract(self) -> Result<ChatRequest, GatewayError> {
+impl RequestBody for NativeChatRequest {
+    type Shape = ();
+
+    fn into_contract(self) -> Result<(ChatRequest, ()), GatewayError> {
         if let Some(field) = self.extra.keys().next() {
             return Err(GatewayError::bad_param(
                 field,
                 format!("unrecognized request field {field:?}"),
             ));
         }
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let response_format = match self.format.as_deref() {
             None | Some("") => ResponseFormat::Text,
             Some("json") => ResponseFormat::JsonObject,
@@ -72,26 +70,23 @@ impl NativeChatRequest {
         let max_tokens =
             check_sampling(self.temperature, self.top_p, self.max_tokens, "max_tokens")?;
         let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
-        Ok(ChatRequest {
-            model,
-            messages: convert_messages(self.messages)?,
+        let request = ChatRequest {
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
-            top_k: None,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
             stop: self.stop.map(Stop::into_list).unwrap_or_default(),
             response_format,
             think: self.think,
-            reasoning_effort: None,
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
-            extra: None,
-        })
+            ..chat_request(model, convert_messages(self.messages)?)
+        };
+        Ok((request, ()))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -103,16 +98,7 @@ impl WireFormat for Native {
     const FRAMING: Framing = Framing::Ndjson;
     const KEEPS_ALIVE: bool = false;
     type Request = NativeChatRequest;
-    type Shape = ();
     type Stream = NativeStream;
-
-    fn model(request: &NativeChatRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: NativeChatRequest) -> Result<(ChatRequest, ()), GatewayError> {
-        request.into_contract().map(|r| (r, ()))
-    }
 
     fn answer((): (), out: ChatOutcome) -> Response {
         let r = out.response;

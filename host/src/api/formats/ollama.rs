@@ -10,13 +10,16 @@ use serde_json::{Map, Value, json};
 
 use super::conversation::{Conversation, inline_image, text_content};
 use super::tools::{StreamedCalls, ToolCall, whole_calls};
-use super::{Events, Framing, StreamRender, WireFormat, empty_usage, keep_usage, random_id};
+use super::{
+    Events, Framing, RequestBody, StreamRender, WireFormat, chat_request, empty_usage, keep_usage,
+    random_id,
+};
 use crate::api::models::{Entry, entries, find};
 use crate::api::types::{self, Stop, check_sampling, convert_tools};
 use crate::api::{AppState, JsonBody};
 use crate::contract::{
-    Capability, ChatRequest, ContentPart, FinishReason, JsonSchema, ResponseFormat, StreamChunk,
-    Usage,
+    Capability, ChatRequest, ContentPart, FinishReason, JsonSchema, Message, ResponseFormat,
+    StreamChunk, Usage,
 };
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
@@ -77,25 +80,6 @@ pub struct Shape {
     model: String,
 }
 
-/// The contract's request pieces `options`, `format` and `think` give.
-struct Settings {
-    max_tokens: Option<u32>,
-    temperature: Option<f64>,
-    top_p: Option<f64>,
-    top_k: Option<u32>,
-    seed: Option<i64>,
-    presence_penalty: Option<f64>,
-    frequency_penalty: Option<f64>,
-    repeat_penalty: Option<f64>,
-    stop: Vec<String>,
-    response_format: ResponseFormat,
-    think: Option<bool>,
-    reasoning_effort: Option<String>,
-    /// Ollama options the contract has no field for, passed on as `{"options": {...}}`.
-    extra: Option<String>,
-    stream: bool,
-}
-
 /// Options that decide how Ollama runs a model, not what it answers.
 const RUNTIME_OPTIONS: &[&str] = &[
     "num_gpu",
@@ -113,34 +97,18 @@ const RUNTIME_OPTIONS: &[&str] = &[
 ];
 
 impl Common {
-    fn settings(self, generate: bool) -> Result<Settings, GatewayError> {
+    /// The request for `messages`, with what `options`, `format`, `think` and `stream` say.
+    fn request(
+        self,
+        model: String,
+        messages: Vec<Message>,
+        generate: bool,
+    ) -> Result<ChatRequest, GatewayError> {
         self.check_extra(generate)?;
         let mut options = self.options.unwrap_or_default();
         let mut take = |key: &str| options.remove(key).filter(|v| !v.is_null());
-        let number = |value: Option<Value>, key: &str| -> Result<Option<f64>, GatewayError> {
-            value
-                .map(|v| {
-                    v.as_f64().ok_or_else(|| {
-                        GatewayError::bad_param(
-                            &format!("options.{key}"),
-                            format!("options.{key} must be a number"),
-                        )
-                    })
-                })
-                .transpose()
-        };
-        let integer = |value: Option<Value>, key: &str| -> Result<Option<i64>, GatewayError> {
-            value
-                .map(|v| {
-                    v.as_i64().ok_or_else(|| {
-                        GatewayError::bad_param(
-                            &format!("options.{key}"),
-                            format!("options.{key} must be an integer"),
-                        )
-                    })
-                })
-                .transpose()
-        };
+        let number = |value, key| option(value, key, Value::as_f64, "a number");
+        let integer = |value, key| option(value, key, Value::as_i64, "an integer");
         let temperature = number(take("temperature"), "temperature")?;
         let top_p = number(take("top_p"), "top_p")?;
         // Ollama's -1 (no limit) and -2 (fill the context) are the upstream's own limit.
@@ -165,7 +133,8 @@ impl Common {
                 })?
                 .into_list(),
         };
-        let settings = Settings {
+        let (think, reasoning_effort) = think(self.think)?;
+        let request = ChatRequest {
             max_tokens,
             temperature,
             top_p,
@@ -176,12 +145,11 @@ impl Common {
             repeat_penalty: number(take("repeat_penalty"), "repeat_penalty")?,
             stop,
             response_format: response_format(self.format)?,
-            think: None,
-            reasoning_effort: None,
-            extra: None,
+            think,
+            reasoning_effort,
             stream: self.stream.unwrap_or(true),
+            ..chat_request(model, messages)
         };
-        let (think, reasoning_effort) = think(self.think)?;
         for key in RUNTIME_OPTIONS {
             if options.remove(*key).is_some() {
                 tracing::debug!(option = key, "Ollama runtime option accepted and ignored");
@@ -190,12 +158,7 @@ impl Common {
         // The rest change the answer (num_ctx, min_p, mirostat, ...): the upstream gets them,
         // or the request is refused when its provider takes no extra fields.
         let extra = (!options.is_empty()).then(|| json!({"options": options}).to_string());
-        Ok(Settings {
-            think,
-            reasoning_effort,
-            extra,
-            ..settings
-        })
+        Ok(ChatRequest { extra, ..request })
     }
 
     /// Fields beyond the ones read: accepted when they do not change the answer.
@@ -233,6 +196,23 @@ impl Common {
     }
 }
 
+/// An option read with `read`; a 400 naming it when it is not `what`.
+fn option<T>(
+    value: Option<Value>,
+    key: &str,
+    read: fn(&Value) -> Option<T>,
+    what: &str,
+) -> Result<Option<T>, GatewayError> {
+    value
+        .map(|v| {
+            read(&v).ok_or_else(|| {
+                let field = format!("options.{key}");
+                GatewayError::bad_param(&field, format!("{field} must be {what}"))
+            })
+        })
+        .transpose()
+}
+
 /// `format`: "json", a JSON schema, or nothing.
 fn response_format(format: Option<Value>) -> Result<ResponseFormat, GatewayError> {
     match format {
@@ -266,43 +246,6 @@ fn think(think: Option<Value>) -> Result<(Option<bool>, Option<String>), Gateway
     }
 }
 
-fn model_of(model: Option<String>) -> Result<String, GatewayError> {
-    let model = model.unwrap_or_default();
-    if model.trim().is_empty() {
-        return Err(GatewayError::bad_param("model", "model is required"));
-    }
-    Ok(model)
-}
-
-fn request(
-    model: String,
-    messages: Vec<crate::contract::Message>,
-    s: Settings,
-    tools: (Option<String>, Option<String>),
-) -> (ChatRequest, Shape) {
-    let request = ChatRequest {
-        model: model.clone(),
-        messages,
-        max_tokens: s.max_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        top_k: s.top_k,
-        seed: s.seed,
-        presence_penalty: s.presence_penalty,
-        frequency_penalty: s.frequency_penalty,
-        repeat_penalty: s.repeat_penalty,
-        stop: s.stop,
-        response_format: s.response_format,
-        think: s.think,
-        reasoning_effort: s.reasoning_effort,
-        stream: s.stream,
-        tools: tools.0,
-        tool_choice: tools.1,
-        extra: s.extra,
-    };
-    (request, Shape { model })
-}
-
 /// Images as Ollama sends them: bare base64.
 fn images(
     images: Option<&Vec<Value>>,
@@ -334,14 +277,13 @@ fn sniff_media_type(base64: &str) -> &'static str {
         .map_or("image/png", |(_, kind)| kind)
 }
 
-impl ChatBody {
+impl RequestBody for ChatBody {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
-        let model = model_of(self.model)?;
-        let settings = self.common.settings(false)?;
-        let tools = convert_tools(self.tools, None)?;
-        let messages = self
-            .messages
-            .ok_or_else(|| GatewayError::bad_param("messages", "messages is required"))?;
+        let model = types::required_model(self.model)?;
+        let (tools, tool_choice) = convert_tools(self.tools, None)?;
+        let messages = types::required_messages(self.messages)?;
         let mut conversation = Conversation::default();
         // Ollama's clients send no call ids: calls get ids here, and results are paired with
         // the earliest unanswered call of their tool (or the earliest, unnamed).
@@ -424,19 +366,25 @@ impl ChatBody {
                 }
             }
         }
-        Ok(request(
-            model,
-            conversation.finish("messages")?,
-            settings,
+        let messages = conversation.finish("messages")?;
+        let request = ChatRequest {
             tools,
-        ))
+            tool_choice,
+            ..self.common.request(model.clone(), messages, false)?
+        };
+        Ok((request, Shape { model }))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
-impl GenerateBody {
+impl RequestBody for GenerateBody {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
-        let model = model_of(self.model)?;
-        let settings = self.common.settings(true)?;
+        let model = types::required_model(self.model)?;
         let mut conversation = Conversation::default();
         if let Some(system) = self.system {
             conversation.system(system);
@@ -454,12 +402,13 @@ impl GenerateBody {
             ));
         }
         conversation.user(parts);
-        Ok(request(
-            model,
-            conversation.finish("prompt")?,
-            settings,
-            (None, None),
-        ))
+        let messages = conversation.finish("prompt")?;
+        let request = self.common.request(model.clone(), messages, true)?;
+        Ok((request, Shape { model }))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -492,16 +441,7 @@ macro_rules! ollama_format {
             const FRAMING: Framing = Framing::Ndjson;
             const KEEPS_ALIVE: bool = false;
             type Request = $body;
-            type Shape = Shape;
             type Stream = OllamaStream;
-
-            fn model(request: &$body) -> Option<&str> {
-                request.model.as_deref()
-            }
-
-            fn parse(request: $body) -> Result<(ChatRequest, Shape), GatewayError> {
-                request.into_contract()
-            }
 
             fn answer(shape: Shape, out: ChatOutcome) -> Response {
                 answer(<$format as Endpoint>::GENERATE, shape, out)
@@ -762,23 +702,12 @@ pub async fn show(
 #[cfg(test)]
 mod tests {
     use super::super::conversation::text_of;
+    use super::super::parse;
     use super::*;
-
-    fn chat(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<ChatBody>(v)
-            .unwrap()
-            .into_contract()
-    }
-
-    fn generate(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<GenerateBody>(v)
-            .unwrap()
-            .into_contract()
-    }
 
     #[test]
     fn options_format_and_think_map_to_the_contract() {
-        let (r, s) = chat(json!({"model": "ollama/q", "messages": [{"role": "user", "content": "hi"}],
+        let (r, s) = parse::<ChatBody>(json!({"model": "ollama/q", "messages": [{"role": "user", "content": "hi"}],
             "tools": [], "keep_alive": "5m", "think": "high", "format": {"type": "object"},
             "options": {"temperature": 0.2, "top_k": 40, "seed": 7, "num_predict": -1, "stop": "END",
                         "repeat_penalty": 1.1, "num_ctx": 8192, "num_gpu": 1}}))
@@ -800,7 +729,7 @@ mod tests {
         assert!(matches!(r.response_format, ResponseFormat::JsonSchema(_)));
         assert_eq!(r.extra.as_deref(), Some(r#"{"options":{"num_ctx":8192}}"#));
         assert!(r.tools.is_none());
-        let (r, _) = chat(json!({"model": "m", "stream": false, "format": "json",
+        let (r, _) = parse::<ChatBody>(json!({"model": "m", "stream": false, "format": "json",
             "options": {"num_predict": 64}, "messages": [{"role": "user", "content": "hi"}]}))
         .unwrap();
         assert!(!r.stream && r.extra.is_none());
@@ -810,7 +739,7 @@ mod tests {
 
     #[test]
     fn tool_turns_get_ids_and_results_pair_with_their_call() {
-        let (r, _) = chat(json!({"model": "m", "messages": [
+        let (r, _) = parse::<ChatBody>(json!({"model": "m", "messages": [
             {"role": "user", "content": "weather and time?", "images": ["iVBORw0KGgo="]},
             {"role": "assistant", "content": "", "tool_calls": [
                 {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
@@ -833,7 +762,7 @@ mod tests {
 
     #[test]
     fn generate_refuses_what_a_chat_upstream_cannot_honour() {
-        let (r, _) = generate(
+        let (r, _) = parse::<GenerateBody>(
             json!({"model": "m", "prompt": "hi", "system": "terse", "raw": false, "context": []}),
         )
         .unwrap();
@@ -847,14 +776,16 @@ mod tests {
         ] {
             let mut v = json!({"model": "m", "prompt": "hi"});
             v[field] = value;
-            assert_eq!(generate(v).unwrap_err().param(), Some(field));
+            assert_eq!(parse::<GenerateBody>(v).unwrap_err().param(), Some(field));
         }
         assert_eq!(
-            generate(json!({"model": "m"})).unwrap_err().param(),
+            parse::<GenerateBody>(json!({"model": "m"}))
+                .unwrap_err()
+                .param(),
             Some("prompt")
         );
         assert_eq!(
-            chat(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "options": {"temperature": "hot"}}))
+            parse::<ChatBody>(json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "options": {"temperature": "hot"}}))
                 .unwrap_err()
                 .param(),
             Some("options.temperature")

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, now_secs, parse_json, random_id};
+use super::{
+    Events, Framing, RequestBody, StreamRender, WireFormat, chat_request, now_secs, parse_json,
+    random_id,
+};
 use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use crate::api::with_retry_after;
 use crate::contract::{ChatRequest, FinishReason, ResponseFormat, StreamChunk};
@@ -57,13 +60,12 @@ pub struct Shape {
     include_usage: bool,
 }
 
-impl CompletionsRequest {
+impl RequestBody for CompletionsRequest {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
         check_extra_fields(&self.extra)?;
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let (max_tokens, name) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(a), Some(b)) if a != b => {
                 return Err(GatewayError::bad_param(
@@ -124,16 +126,9 @@ impl CompletionsRequest {
         };
         let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
         let request = ChatRequest {
-            model: model.clone(),
-            messages: convert_messages(self.messages)?,
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
-            top_k: None,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
             stop: self.stop.map(Stop::into_list).unwrap_or_default(),
             response_format,
             think,
@@ -141,7 +136,7 @@ impl CompletionsRequest {
             stream,
             tools,
             tool_choice,
-            extra: None,
+            ..chat_request(model.clone(), convert_messages(self.messages)?)
         };
         Ok((
             request,
@@ -150,6 +145,10 @@ impl CompletionsRequest {
                 include_usage,
             },
         ))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -253,16 +252,7 @@ impl WireFormat for OpenAi {
     /// SSE comments: clients ignore them (the SSE rules; OpenRouter sends them too).
     const KEEPS_ALIVE: bool = true;
     type Request = CompletionsRequest;
-    type Shape = Shape;
     type Stream = OpenAiStream;
-
-    fn model(request: &CompletionsRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: CompletionsRequest) -> Result<(ChatRequest, Shape), GatewayError> {
-        request.into_contract()
-    }
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
@@ -419,13 +409,8 @@ impl StreamRender for OpenAiStream {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse;
     use super::*;
-
-    fn req(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<CompletionsRequest>(v)
-            .unwrap()
-            .into_contract()
-    }
 
     fn base() -> Value {
         json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
@@ -445,7 +430,10 @@ mod tests {
             ("user", json!("u")),
             ("presence_penalty", json!(0)),
         ] {
-            assert!(req(with(f, v.clone())).is_ok(), "{f}={v}");
+            assert!(
+                parse::<CompletionsRequest>(with(f, v.clone())).is_ok(),
+                "{f}={v}"
+            );
         }
         for (f, v) in [
             ("n", json!(2)),
@@ -455,7 +443,7 @@ mod tests {
             ("functions", json!([])),
             ("bogus", json!(1)),
         ] {
-            let err = req(with(f, v)).unwrap_err();
+            let err = parse::<CompletionsRequest>(with(f, v)).unwrap_err();
             assert_eq!(err.param(), Some(f), "{err}");
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
         }
@@ -463,7 +451,7 @@ mod tests {
 
     #[test]
     fn openai_fields_map_to_the_contract() {
-        let (r, s) = req(json!({
+        let (r, s) = parse::<CompletionsRequest>(json!({
             "model": "ollama/q", "messages": [{"role":"user","content":[{"type":"text","text":"hi"}]}],
             "max_completion_tokens": 5, "stop": "END", "response_format": {"type": "json_object"},
             "stream": true, "stream_options": {"include_usage": true}, "reasoning_effort": "none",
@@ -481,13 +469,13 @@ mod tests {
         );
         assert!(s.include_usage);
         assert_eq!(
-            req(with("response_format", json!({"type":"json_schema"})))
+            parse::<CompletionsRequest>(with("response_format", json!({"type":"json_schema"})))
                 .unwrap_err()
                 .param(),
             Some("response_format")
         );
         assert_eq!(
-            req(with("stream_options", json!({"include_usage":true})))
+            parse::<CompletionsRequest>(with("stream_options", json!({"include_usage":true})))
                 .unwrap_err()
                 .param(),
             Some("stream_options")
@@ -495,7 +483,7 @@ mod tests {
         let streamed = |opts: Value| {
             let mut v = with("stream", json!(true));
             v["stream_options"] = opts;
-            req(v)
+            parse::<CompletionsRequest>(v)
         };
         assert!(
             !streamed(json!({"include_usage": null}))
@@ -518,7 +506,7 @@ mod tests {
         let mut both = base();
         both["max_tokens"] = json!(3);
         both["max_completion_tokens"] = json!(4);
-        assert!(req(both).is_err());
+        assert!(parse::<CompletionsRequest>(both).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use super::conversation::{Conversation, image_url, join, text_content};
 use super::openai::openai_error;
 use super::tools::{CallEvent, StreamedCalls, ToolCall, contract_tool, whole_calls};
 use super::{
-    Events, Framing, StreamRender, WireFormat, empty_usage, keep_usage, now_secs, random_id,
+    Events, Framing, RequestBody, StreamRender, WireFormat, chat_request, empty_usage, keep_usage,
+    now_secs, random_id,
 };
 use crate::api::types::{self, check_sampling};
 use crate::contract::{
@@ -73,13 +74,12 @@ pub struct Shape {
     namespaced: Vec<(String, String)>,
 }
 
-impl ResponsesRequest {
+impl RequestBody for ResponsesRequest {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
         check_extra(&self.extra)?;
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let max_tokens = check_sampling(
             self.temperature,
             self.top_p,
@@ -97,17 +97,9 @@ impl ResponsesRequest {
         }
         let messages = input(conversation, self.input)?;
         let request = ChatRequest {
-            model: model.clone(),
-            messages,
             max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
-            top_k: None,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
-            stop: Vec::new(),
             response_format,
             think,
             // The contract's levels stop at "high".
@@ -118,7 +110,7 @@ impl ResponsesRequest {
             stream: self.stream.unwrap_or(false),
             tools,
             tool_choice,
-            extra: None,
+            ..chat_request(model.clone(), messages)
         };
         let shape = Shape {
             model,
@@ -132,6 +124,10 @@ impl ResponsesRequest {
             namespaced,
         };
         Ok((request, shape))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -499,16 +495,7 @@ impl WireFormat for Responses {
     const FRAMING: Framing = Framing::Sse;
     const KEEPS_ALIVE: bool = true;
     type Request = ResponsesRequest;
-    type Shape = Shape;
     type Stream = ResponsesStream;
-
-    fn model(request: &ResponsesRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: ResponsesRequest) -> Result<(ChatRequest, Shape), GatewayError> {
-        request.into_contract()
-    }
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
@@ -812,6 +799,15 @@ impl ResponsesStream {
         self.output.push(item);
     }
 
+    /// Text for the open message or reasoning item: kept for its `.done` events, and sent.
+    fn append(&mut self, out: &mut Events, kind: &str, mut event: Value, delta: String) {
+        if let Some(Open::Message { text, .. } | Open::Reasoning { text, .. }) = &mut self.open {
+            text.push_str(&delta);
+        }
+        event["delta"] = json!(delta);
+        self.emit(out, kind, event);
+    }
+
     fn call_event(&mut self, event: CallEvent, out: &mut Events) {
         match event {
             CallEvent::Started(slot) => {
@@ -849,25 +845,14 @@ impl StreamRender for ResponsesStream {
         keep_usage(&mut self.usage, chunk.usage);
         if let Some(delta) = chunk.reasoning.filter(|r| !r.is_empty()) {
             let (id, index) = self.open_reasoning(out);
-            if let Some(Open::Reasoning { text, .. }) = &mut self.open {
-                text.push_str(&delta);
-            }
-            self.emit(
-                out,
-                "response.reasoning_summary_text.delta",
-                json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": delta}),
-            );
+            let at = json!({"item_id": id, "output_index": index, "summary_index": 0});
+            self.append(out, "response.reasoning_summary_text.delta", at, delta);
         }
         if let Some(delta) = chunk.content.filter(|c| !c.is_empty()) {
             let (id, index) = self.open_message(out);
-            if let Some(Open::Message { text, .. }) = &mut self.open {
-                text.push_str(&delta);
-            }
-            self.emit(
-                out,
-                "response.output_text.delta",
-                json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta, "logprobs": []}),
-            );
+            let mut at = json!({"item_id": id, "output_index": index, "content_index": 0});
+            at["logprobs"] = json!([]);
+            self.append(out, "response.output_text.delta", at, delta);
         }
         if let Some(deltas) = chunk.tool_calls {
             for event in self.calls.feed(&deltas, CALL_ID_PREFIX) {
@@ -902,17 +887,12 @@ impl StreamRender for ResponsesStream {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse;
     use super::*;
-
-    fn parse(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<ResponsesRequest>(v)
-            .unwrap()
-            .into_contract()
-    }
 
     #[test]
     fn codex_turns_become_contract_messages() {
-        let (r, s) = parse(json!({
+        let (r, s) = parse::<ResponsesRequest>(json!({
             "model": "ollama/q", "stream": true, "store": false, "include": ["reasoning.encrypted_content"],
             "prompt_cache_key": "k", "client_metadata": {}, "text": {"verbosity": "low"},
             "reasoning": {"effort": "medium"}, "parallel_tool_calls": true, "tool_choice": "auto",
@@ -974,21 +954,21 @@ mod tests {
         ] {
             let mut v = base();
             v[field] = value;
-            let err = parse(v).unwrap_err();
+            let err = parse::<ResponsesRequest>(v).unwrap_err();
             assert_eq!(err.param(), Some(param), "{err}");
         }
         let mut v = base();
         v["previous_response_id"] = Value::Null;
         v["text"] = json!({"format": {"type": "json_object"}});
         assert!(matches!(
-            parse(v).unwrap().0.response_format,
+            parse::<ResponsesRequest>(v).unwrap().0.response_format,
             ResponseFormat::JsonObject
         ));
     }
 
     #[test]
     fn allowed_tools_narrow_the_offer() {
-        let (r, _) = parse(json!({"model": "m", "input": "hi",
+        let (r, _) = parse::<ResponsesRequest>(json!({"model": "m", "input": "hi",
             "tools": [{"type": "function", "name": "a"}, {"type": "function", "name": "b"}],
             "tool_choice": {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}}))
         .unwrap();
