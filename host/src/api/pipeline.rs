@@ -284,7 +284,7 @@ pub struct Events {
 }
 
 impl Events {
-    fn new(framing: Framing) -> Events {
+    pub(crate) fn new(framing: Framing) -> Events {
         Events {
             framing,
             buf: Vec::new(),
@@ -341,7 +341,7 @@ impl Events {
         self.buf.len()
     }
 
-    fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(self) -> Bytes {
         Bytes::from(self.buf)
     }
 }

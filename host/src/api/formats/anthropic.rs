@@ -992,6 +992,21 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_stream_starts_with_message_start_then_pings() {
+        let mut stream = Anthropic::stream(Shape { model: "m".into() });
+        let mut out = Events::new(Framing::Sse);
+        stream.keep_alive(&mut out);
+        stream.keep_alive(&mut out);
+        stream.open(&mut out);
+        let text = String::from_utf8(out.into_bytes().to_vec()).unwrap();
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(names, ["message_start", "ping"], "{text}");
+    }
+
+    #[test]
     fn stop_reasons() {
         assert_eq!(stop_reason(Some(FinishReason::Stop), true), "tool_use");
         assert_eq!(stop_reason(Some(FinishReason::Length), true), "max_tokens");
