@@ -294,6 +294,42 @@ impl GatewayError {
         }
     }
 
+    /// Anthropic's error `type` for this failure (its SDKs and Claude Code read it).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Whether sending the same request again could be answered otherwise. When not, answers
+    /// say `x-should-retry: false`, which the OpenAI and Anthropic SDKs (and the agents built
+    /// on them) obey instead of retrying a 400 or an upstream's refusal for minutes.
+    pub fn worth_retrying(&self) -> bool {
+        match self {
+            GatewayError::BadRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedEncoding(_)
+            | GatewayError::Route(_)
+            | GatewayError::Unsupported { .. }
+            | GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::NotFound(_) => false,
+            // An upstream that refused the request (a bad key, an unknown model, a context
+            // too long) refuses it again; its 408, 409 and 429 pass with time.
+            GatewayError::UpstreamStatus { status, .. } => {
+                !(400..500).contains(status) || matches!(status, 408 | 409 | 429)
+            }
+            _ => true,
+        }
+    }
+
     /// The request field at fault, if known.
     pub fn param(&self) -> Option<&str> {
         match self {
@@ -470,5 +506,35 @@ mod tests {
             (stream.status(), stream.code()),
             (StatusCode::BAD_GATEWAY, "content_filter")
         );
+    }
+
+    #[test]
+    fn anthropic_types_and_retry_advice_follow_the_status() {
+        let upstream = |status| GatewayError::UpstreamStatus {
+            provider: "p".into(),
+            status,
+            message: Scrubbed::fixed("m"),
+            code: None,
+            retry_after: None,
+        };
+        let busy = GatewayError::Adapter {
+            provider: "p".into(),
+            adapter: "a".into(),
+            failure: AdapterFailure::Capacity,
+        };
+        assert_eq!(
+            GatewayError::bad_request("x").anthropic_type(),
+            "invalid_request_error"
+        );
+        assert_eq!(
+            GatewayError::NotFound("x".into()).anthropic_type(),
+            "not_found_error"
+        );
+        assert_eq!(busy.anthropic_type(), "overloaded_error");
+        assert_eq!(upstream(500).anthropic_type(), "api_error");
+        assert!(!GatewayError::bad_request("x").worth_retrying());
+        assert!(!upstream(401).worth_retrying());
+        assert!(upstream(429).worth_retrying() && upstream(503).worth_retrying());
+        assert!(busy.worth_retrying());
     }
 }

@@ -86,7 +86,7 @@ impl EmbeddingsBody {
 
 /// `input`: one text or a list of texts. Token arrays (OpenAI also takes those) mean a
 /// tokenizer chatd does not know the upstream's for, so they are refused.
-fn inputs(input: Option<Value>) -> Result<Vec<String>, GatewayError> {
+pub(crate) fn inputs(input: Option<Value>) -> Result<Vec<String>, GatewayError> {
     let tokens = |param: &str| {
         GatewayError::bad_param(
             param,

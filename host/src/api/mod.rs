@@ -23,8 +23,11 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
+use formats::ollama::{self, OllamaChat, OllamaGenerate};
 use formats::openai::OpenAi;
+use formats::responses::Responses;
 
 pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
@@ -55,6 +58,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/chat/providers", get(providers::providers))
         .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(pipeline::chat::<Anthropic>))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(pipeline::chat::<Responses>))
+        .route("/api/chat", post(pipeline::chat::<OllamaChat>))
+        .route("/api/generate", post(pipeline::chat::<OllamaGenerate>))
+        .route("/api/tags", get(ollama::tags).head(json_head))
+        .route("/api/show", post(ollama::show))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/version", get(ollama::version))
+        .route("/api/ps", get(ollama::ps))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))

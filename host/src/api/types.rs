@@ -304,6 +304,24 @@ fn standard_base64(mut text: String) -> Result<String, String> {
 
 /// Validates the message list: at least one message, each valid.
 pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message>, GatewayError> {
+    required_messages(messages)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_contract(i))
+        .collect()
+}
+
+/// `model`, which must be there and not blank.
+pub fn required_model(model: Option<String>) -> Result<String, GatewayError> {
+    let model = model.unwrap_or_default();
+    if model.trim().is_empty() {
+        return Err(GatewayError::bad_param("model", "model is required"));
+    }
+    Ok(model)
+}
+
+/// `messages`, which must be there and hold at least one message.
+pub fn required_messages<T>(messages: Option<Vec<T>>) -> Result<Vec<T>, GatewayError> {
     let messages =
         messages.ok_or_else(|| GatewayError::bad_param("messages", "messages is required"))?;
     if messages.is_empty() {
@@ -312,11 +330,7 @@ pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message
             "messages must not be empty",
         ));
     }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| m.into_contract(i))
-        .collect()
+    Ok(messages)
 }
 
 /// Checks the sampling parameters every endpoint shares.
@@ -536,6 +550,17 @@ pub fn passthrough(mut extra: Map<String, Value>, ignored: &[&[&str]]) -> Option
         !value.is_null() && !ignored.iter().any(|list| list.contains(&field.as_str()))
     });
     (!extra.is_empty()).then(|| Value::Object(extra).to_string())
+}
+
+/// A count the contract carries as a `u32` (`top_k`, Ollama's `num_predict`), named `field`
+/// when it is too large.
+pub fn u32_option(value: Option<u64>, field: &str) -> Result<Option<u32>, GatewayError> {
+    value
+        .map(|n| {
+            u32::try_from(n)
+                .map_err(|_| GatewayError::bad_param(field, format!("{field} is too large")))
+        })
+        .transpose()
 }
 
 /// Validates OpenAI-shaped `tools` / `tool_choice` and returns them as JSON text.

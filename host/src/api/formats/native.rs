@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use super::{Events, Framing, RequestBody, StreamRender, WireFormat, parse_json};
 use crate::api::native_error;
 use crate::api::pipeline::ms;
 use crate::api::types::{
@@ -53,19 +53,17 @@ pub struct NativeChatRequest {
     extra: Map<String, Value>,
 }
 
-impl NativeChatRequest {
-    /// Validates the request and converts it to the contract's request.
-    pub fn into_contract(self) -> Result<ChatRequest, GatewayError> {
+impl RequestBody for NativeChatRequest {
+    type Shape = ();
+
+    fn into_contract(self) -> Result<(ChatRequest, ()), GatewayError> {
         if let Some(field) = self.extra.keys().next() {
             return Err(GatewayError::bad_param(
                 field,
                 format!("unrecognized request field {field:?}"),
             ));
         }
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let response_format = types::native_format(self.format)?;
         let mut options = self.options.unwrap_or_default();
         options.rest.retain(|_, value| !value.is_null());
@@ -108,7 +106,11 @@ impl NativeChatRequest {
             extra.insert("options".into(), Value::Object(options.rest));
             Value::Object(extra).to_string()
         });
-        Ok(request)
+        Ok((request, ()))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -140,18 +142,9 @@ pub struct Native;
 impl WireFormat for Native {
     const ENDPOINT: &'static str = "/v1/chat";
     const FRAMING: Framing = Framing::Ndjson;
-    const KEEP_ALIVE: Option<&'static [u8]> = None;
+    const KEEPS_ALIVE: bool = false;
     type Request = NativeChatRequest;
-    type Shape = ();
     type Stream = NativeStream;
-
-    fn model(request: &NativeChatRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: NativeChatRequest) -> Result<(ChatRequest, ()), GatewayError> {
-        request.into_contract().map(|r| (r, ()))
-    }
 
     fn answer((): (), out: ChatOutcome) -> Response {
         let r = out.response;

@@ -4,14 +4,13 @@
 //! and cannot be passed on (e.g. `n` > 1, `logprobs`, a JSON schema) is a 400 naming it,
 //! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
 
-use std::hash::{BuildHasher, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use super::{
+    Events, Framing, RequestBody, StreamRender, WireFormat, now_secs, parse_json, random_id,
+};
 use crate::api::types::{
     self, ApiMessage, Sampling, Stop, check_sampling, convert_messages, convert_tools,
 };
@@ -74,13 +73,12 @@ pub struct Shape {
     include_usage: bool,
 }
 
-impl CompletionsRequest {
+impl RequestBody for CompletionsRequest {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
         check_extra_fields(&self.extra)?;
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let (max_tokens, name) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(a), Some(b)) if a != b => {
                 return Err(GatewayError::bad_param(
@@ -148,6 +146,10 @@ impl CompletionsRequest {
                 include_usage,
             },
         ))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 }
 
@@ -259,19 +261,10 @@ pub struct OpenAi;
 impl WireFormat for OpenAi {
     const ENDPOINT: &'static str = "/v1/chat/completions";
     const FRAMING: Framing = Framing::Sse;
-    /// An SSE comment: clients ignore comments (the SSE rules; OpenRouter sends them too).
-    const KEEP_ALIVE: Option<&'static [u8]> = Some(b": keep-alive\n\n");
+    /// SSE comments: clients ignore them (the SSE rules; OpenRouter sends them too).
+    const KEEPS_ALIVE: bool = true;
     type Request = CompletionsRequest;
-    type Shape = Shape;
     type Stream = OpenAiStream;
-
-    fn model(request: &CompletionsRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: CompletionsRequest) -> Result<(ChatRequest, Shape), GatewayError> {
-        request.into_contract()
-    }
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
@@ -339,17 +332,7 @@ fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
 }
 
 fn completion_id() -> String {
-    // Unique per call without a dependency: each RandomState is freshly keyed.
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(now_secs());
-    format!("chatcmpl-{:016x}", h.finish())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    random_id("chatcmpl-")
 }
 
 /// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
@@ -438,13 +421,12 @@ impl StreamRender for OpenAiStream {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse;
     use super::*;
     use crate::contract::ResponseFormat;
 
     fn req(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<CompletionsRequest>(v)
-            .unwrap()
-            .into_contract()
+        parse::<CompletionsRequest>(v)
     }
 
     fn base() -> Value {
@@ -478,7 +460,7 @@ mod tests {
             ("functions", json!([])),
             ("audio", json!({"voice": "x"})),
         ] {
-            let err = req(with(f, v)).unwrap_err();
+            let err = parse::<CompletionsRequest>(with(f, v)).unwrap_err();
             assert_eq!(err.param(), Some(f), "{err}");
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
         }
@@ -520,7 +502,7 @@ mod tests {
 
     #[test]
     fn openai_fields_map_to_the_contract() {
-        let (r, s) = req(json!({
+        let (r, s) = parse::<CompletionsRequest>(json!({
             "model": "ollama/q", "messages": [{"role":"user","content":[{"type":"text","text":"hi"}]}],
             "max_completion_tokens": 5, "stop": "END", "response_format": {"type": "json_object"},
             "stream": true, "stream_options": {"include_usage": true}, "reasoning_effort": "none",
@@ -538,7 +520,7 @@ mod tests {
         );
         assert!(s.include_usage);
         assert_eq!(
-            req(with("response_format", json!({"type":"json_schema"})))
+            parse::<CompletionsRequest>(with("response_format", json!({"type":"json_schema"})))
                 .unwrap_err()
                 .param(),
             Some("response_format.json_schema")
@@ -561,7 +543,7 @@ mod tests {
         assert_eq!((js.name.as_str(), js.strict), ("Thing", true));
         assert_eq!(serde_json::from_str::<Value>(&js.schema).unwrap(), schema);
         assert_eq!(
-            req(with("stream_options", json!({"include_usage":true})))
+            parse::<CompletionsRequest>(with("stream_options", json!({"include_usage":true})))
                 .unwrap_err()
                 .param(),
             Some("stream_options")
@@ -569,7 +551,7 @@ mod tests {
         let streamed = |opts: Value| {
             let mut v = with("stream", json!(true));
             v["stream_options"] = opts;
-            req(v)
+            parse::<CompletionsRequest>(v)
         };
         assert!(
             !streamed(json!({"include_usage": null}))
@@ -592,7 +574,7 @@ mod tests {
         let mut both = base();
         both["max_tokens"] = json!(3);
         both["max_completion_tokens"] = json!(4);
-        assert!(req(both).is_err());
+        assert!(parse::<CompletionsRequest>(both).is_err());
     }
 
     #[test]
