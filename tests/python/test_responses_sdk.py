@@ -122,8 +122,11 @@ def test_stream_events(p: Provider, client: openai.OpenAI, mocks: Mocks, unique)
     assert numbers == sorted(set(numbers)), "sequence_number strictly increases"
     assert [e.delta for e in events if e.type == "response.output_text.delta"] == PIECES
     added = next(e for e in events if e.type == "response.output_item.added")
-    assert types.index("response.output_item.added") < types.index("response.output_text.delta")
     assert added.item.type == "message"
+    # The SDK's stream helper appends text to the part content_part.added opened (IndexError
+    # without it), in the item output_item.added opened.
+    first_delta = types.index("response.output_text.delta")
+    assert types.index("response.output_item.added") < types.index("response.content_part.added") < first_delta
     done_text = next(e for e in events if e.type == "response.output_text.done")
     assert done_text.text == ANSWER
     # Codex takes each item from output_item.done, nothing else.
