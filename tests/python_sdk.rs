@@ -21,7 +21,10 @@ fn venv_python(root: &Path) -> std::path::PathBuf {
     }
     let installed = Command::new(&python)
         // Every direct dependency: a venv made before one was added gets it installed.
-        .args(["-c", "import openai, anthropic, ollama, pytest, prometheus_client"])
+        .args([
+            "-c",
+            "import openai, anthropic, ollama, pytest, prometheus_client",
+        ])
         .status()
         .unwrap();
     if !installed.success() {
