@@ -38,9 +38,9 @@ from mock_upstream import (
     http_error,
     image_file,
     ollama_chat,
-    ollama_embed,
+    ollama_embed_first_n,
     openai_chat,
-    openai_embeddings,
+    openai_embeddings_reversed,
 )
 
 # A 1x1 PNG.
@@ -233,10 +233,10 @@ def as_f32(vector: list[float]) -> list[float]:
 @pytest.mark.parametrize("route", ["ollama", "openrouter"])
 def test_embeddings_single_and_batch(route: str, encoding: str, client03: openai.OpenAI, mocks: Mocks, unique):
     if route == "ollama":
-        mock, up, scenario, tokens = mocks.ollama, unique("nomic-embed-text"), ollama_embed(VECTORS, prompt_eval_count=6), 6
+        mock, up, scenario, tokens = mocks.ollama, unique("nomic-embed-text"), ollama_embed_first_n(VECTORS, prompt_eval_count=6), 6
     else:
         mock, up = mocks.openrouter, unique("openai/text-embedding-3-small")
-        scenario, tokens = openai_embeddings(VECTORS, prompt_tokens=5), 5
+        scenario, tokens = openai_embeddings_reversed(VECTORS, prompt_tokens=5), 5
     mock.on(up, scenario)
     base64_default = encoding.startswith("default")
     kwargs = {} if base64_default else {"encoding_format": "float"}
