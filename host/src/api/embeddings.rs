@@ -8,8 +8,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::formats::openai::openai_error;
+use super::formats::openai::OpenAi;
 use super::pipeline::ms;
+use super::pipeline::{failed, served_by};
 use super::{AppState, JsonBody, checked, log_failure, log_request, types};
 use crate::contract::EmbeddingsRequest;
 use crate::error::GatewayError;
@@ -185,14 +186,14 @@ pub async fn embeddings(
             Ok(r) => r,
             Err((e, named)) => {
                 log_failure(ENDPOINT, &named, &e, ms(started.elapsed()));
-                return openai_error(&e);
+                return failed::<OpenAi>(&e);
             }
         };
     let out = match state.gateway.embeddings(request).await {
         Ok(out) => out,
         Err(e) => {
             log_failure(ENDPOINT, &model, &e, ms(started.elapsed()));
-            return openai_error(&e);
+            return failed::<OpenAi>(&e);
         }
     };
     log_request(ENDPOINT, &out.route.provider, &model, ms(out.latency));
@@ -221,8 +222,12 @@ pub async fn embeddings(
         }),
     };
     match serde_json::to_vec(&reply) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => openai_error(&GatewayError::Internal(format!(
+        Ok(body) => served_by(
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            &out.route.provider,
+            &out.route.model,
+        ),
+        Err(e) => failed::<OpenAi>(&GatewayError::Internal(format!(
             "writing the embeddings: {e}"
         ))),
     }

@@ -62,7 +62,7 @@ pub async fn chat<F: WireFormat>(
 
 /// Names who served an answer: `x-chatd-provider` and `x-chatd-model` (the upstream model).
 /// A stream whose head went out before it opened has neither.
-fn served_by(mut response: Response, provider: &str, model: &str) -> Response {
+pub(crate) fn served_by(mut response: Response, provider: &str, model: &str) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [(PROVIDER_HEADER, provider), (MODEL_HEADER, model)] {
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {

@@ -783,7 +783,7 @@ async fn embed_as(
                 &e,
                 crate::api::pipeline::ms(started.elapsed()),
             );
-            return ollama_error(&e);
+            return crate::api::pipeline::failed::<OllamaChat>(&e);
         }
     };
     let model = request.model.clone();
@@ -823,7 +823,7 @@ async fn embed_as(
                 &e,
                 crate::api::pipeline::ms(started.elapsed()),
             );
-            ollama_error(&e)
+            crate::api::pipeline::failed::<OllamaChat>(&e)
         }
     }
 }
