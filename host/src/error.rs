@@ -75,6 +75,28 @@ pub enum GatewayError {
         "chatd is shutting down: the shutdown grace period ended before this answer was complete"
     )]
     ShuttingDown { provider: String },
+    /// The provider's `max_concurrency` requests are running and none ended within its
+    /// queue timeout.
+    #[error(
+        "provider {provider} is busy: {limit} requests are running (max_concurrency) and none \
+         finished within {}ms",
+        waited.as_millis()
+    )]
+    ProviderBusy {
+        provider: String,
+        limit: u32,
+        waited: Duration,
+    },
+    /// Every endpoint of the provider is ejected after failing (the circuit breaker).
+    #[error(
+        "provider {provider} is unavailable: its endpoints failed repeatedly and are out of \
+         service for {retry_after}s more"
+    )]
+    ProviderUnavailable {
+        provider: String,
+        /// Whole seconds until one of them gets a probe request (at least 1).
+        retry_after: String,
+    },
 }
 
 /// Why an adapter call produced no result ([`CallError`]), its detail scrubbed: a trap's
@@ -149,7 +171,9 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown { .. }
+            | GatewayError::ProviderBusy { .. }
+            | GatewayError::ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -181,6 +205,8 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::ShuttingDown { .. } => "shutting_down",
+            GatewayError::ProviderBusy { .. } => "provider_busy",
+            GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
         }
     }
 
@@ -217,7 +243,9 @@ impl GatewayError {
             GatewayError::Adapter {
                 failure: AdapterFailure::Capacity,
                 ..
-            } => Some("1"),
+            }
+            | GatewayError::ProviderBusy { .. } => Some("1"),
+            GatewayError::ProviderUnavailable { retry_after, .. } => Some(retry_after),
             _ => None,
         }
     }
@@ -233,7 +261,9 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout { provider, .. }
             | GatewayError::MalformedResponse { provider, .. }
             | GatewayError::Adapter { provider, .. }
-            | GatewayError::ShuttingDown { provider } => Some(provider),
+            | GatewayError::ShuttingDown { provider }
+            | GatewayError::ProviderBusy { provider, .. }
+            | GatewayError::ProviderUnavailable { provider, .. } => Some(provider),
             _ => None,
         }
     }

@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
 use super::{
-    AppState, JsonBody, checked, log_failure, log_request, native_error, streaming_response,
+    AppState, JsonBody, checked, log_failure, log_request, native_error, served_by,
+    streaming_response,
 };
 use crate::contract::ChatRequest;
 use crate::error::GatewayError;
@@ -122,7 +123,10 @@ pub async fn chat(
         return match state.gateway.chat_stream(request).await {
             Ok(stream) => {
                 log_request("/v1/chat", stream.provider(), &model, ms(started.elapsed()));
-                streaming_response("application/x-ndjson", Body::from_stream(ndjson(stream)))
+                let (provider, served) = (stream.provider().to_owned(), stream.route.model.clone());
+                let response =
+                    streaming_response("application/x-ndjson", Body::from_stream(ndjson(stream)));
+                served_by(response, &provider, &served)
             }
             Err(e) => {
                 log_failure("/v1/chat", &model, &e, ms(started.elapsed()));
@@ -153,7 +157,11 @@ pub async fn chat(
             {
                 body["tool_calls"] = calls;
             }
-            axum::Json(body).into_response()
+            served_by(
+                axum::Json(body).into_response(),
+                &out.route.provider,
+                &out.route.model,
+            )
         }
         Err(e) => {
             log_failure("/v1/chat", &model, &e, ms(started.elapsed()));
@@ -250,14 +258,32 @@ pub async fn providers(State(state): State<AppState>) -> Response {
                 .entries
                 .get(&p.adapter.name)
                 .and_then(|e| e.last_error.as_ref());
-            json!({
+            let endpoints: Vec<Value> = p
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "url": e.target.base_url(),
+                        "weight": e.weight,
+                        "health": e.state.snapshot(),
+                    })
+                })
+                .collect();
+            let mut entry = json!({
                 "name": p.name,
                 "adapter": adapter_json(&p.adapter, last_error),
                 "base_url": p.target.base_url(),
+                "endpoints": endpoints,
                 "default": &p.name == default,
                 "key_source": p.key_source.as_ref().map(|s| s.to_string()),
+                "retries": p.retry.retries,
                 "telemetry": p.stats.snapshot(),
-            })
+                "attempts": p.stats.attempts(),
+            });
+            if let Some((in_use, max)) = p.admission.usage() {
+                entry["concurrency"] = json!({"in_use": in_use, "max": max});
+            }
+            entry
         })
         .collect();
     let unregistered: Vec<Value> = snap

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use super::native::ms;
 use super::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use super::{AppState, JsonBody, checked, log_failure, log_request, streaming_response};
+use super::{AppState, JsonBody, checked, log_failure, log_request, served_by, streaming_response};
 use crate::contract::{ChatRequest, FinishReason};
 use crate::error::GatewayError;
 use crate::gateway::{ChatStream, ModelListing};
@@ -267,7 +267,10 @@ pub async fn chat_completions(
         match tokio::time::timeout(HEAD_PATIENCE, &mut opening).await {
             Ok(opened) => opened.map(|stream| {
                 log_request(ENDPOINT, stream.provider(), &model, ms(started.elapsed()));
-                streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)))
+                let (provider, served) = (stream.provider().to_owned(), stream.route.model.clone());
+                let response =
+                    streaming_response("text/event-stream", Body::from_stream(sse(stream, shape)));
+                served_by(response, &provider, &served)
             }),
             Err(_) => Ok(streaming_response(
                 "text/event-stream",
@@ -293,7 +296,7 @@ pub async fn chat_completions(
                 "id": completion_id(),
                 "object": "chat.completion",
                 "created": now_secs(),
-                "model": shape.model,
+                "model": served_model(&out.route),
                 "choices": [{
                     "index": 0,
                     "message": message,
@@ -304,13 +307,23 @@ pub async fn chat_completions(
             if let Some(usage) = usage(r.input_tokens, r.output_tokens) {
                 body["usage"] = usage;
             }
-            axum::Json(body).into_response()
+            served_by(
+                axum::Json(body).into_response(),
+                &out.route.provider,
+                &out.route.model,
+            )
         })
     };
     result.unwrap_or_else(|e| {
         log_failure(ENDPOINT, &model, &e, ms(started.elapsed()));
         openai_error(&e)
     })
+}
+
+/// The `model` of an answer: the candidate that served it, as a routable id
+/// (`provider/model`), so a fallback's answer says so.
+fn served_model(route: &crate::routing::Route) -> String {
+    format!("{}/{}", route.provider, route.model)
 }
 
 fn parse_json(text: Option<&str>) -> Option<Value> {
@@ -383,6 +396,10 @@ fn sse(
             })
         }
     }
+    let shape = Shape {
+        model: served_model(&stream.route),
+        ..shape
+    };
     let state = S {
         stream,
         shape,
@@ -595,8 +612,12 @@ pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Res
 /// the provider's name in front (so each id routes back to it).
 fn model_objects(listing: &ModelListing) -> Vec<Value> {
     let mut data = Vec::new();
-    for (tier, target) in &listing.tiers {
-        data.push(json!({"id": tier, "object": "model", "created": 0, "owned_by": "chatd", "target": target}));
+    for (tier, chain) in &listing.tiers {
+        let mut entry = json!({"id": tier, "object": "model", "created": 0, "owned_by": "chatd", "target": chain[0]});
+        if chain.len() > 1 {
+            entry["fallbacks"] = json!(chain[1..]);
+        }
+        data.push(entry);
     }
     for (provider, models) in &listing.providers {
         for m in models.iter() {

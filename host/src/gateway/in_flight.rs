@@ -5,32 +5,29 @@ use std::time::{Duration, Instant};
 
 use super::cut::CutSignal;
 use super::{Gateway, Provider};
-use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {
-    /// Routes `request` (its model becomes the upstream's name for it) and starts the
-    /// exchange's bookkeeping.
-    pub(super) fn begin(
+    /// Starts the bookkeeping of `provider`'s part in an exchange that began at `started`
+    /// (each candidate of a chain gets its own).
+    pub(super) fn in_flight(
         &self,
-        request: &mut ChatRequest,
+        provider: Arc<Provider>,
+        route: &Route,
+        started: Instant,
         kind: Kind,
-    ) -> Result<(Route, InFlight), GatewayError> {
-        let started = Instant::now();
-        let (route, provider) = self.snapshot().route(&request.model)?;
-        request.model = route.model.clone();
-        request.stream = matches!(kind, Kind::Stream);
-        let exchange = InFlight {
+        cut: &CutSignal,
+    ) -> InFlight {
+        InFlight {
             stats: Some(provider.stats.start()),
-            model: request.model.clone(),
+            model: route.model.clone(),
             provider,
             started,
             kind,
-            cut: self.cut_signal(),
-        };
-        Ok((route, exchange))
+            cut: cut.clone(),
+        }
     }
 }
 
@@ -54,7 +51,7 @@ pub(super) struct InFlight {
     pub(super) provider: Arc<Provider>,
     model: String,
     pub(super) started: Instant,
-    kind: Kind,
+    pub(super) kind: Kind,
     /// Present until the exchange finishes.
     stats: Option<RequestGuard>,
     cut: CutSignal,

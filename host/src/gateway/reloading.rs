@@ -115,6 +115,7 @@ impl Gateway {
                             Arc::new(adapters),
                             &credentials,
                             &self.stats,
+                            &self.lasting,
                         ))
                     }
                     Err(e) => Err(e),

@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::endpoints::Lasting;
 use super::provider::{Provider, Registration, unknown_adapter};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::keys::{Credentials, Secret};
-use crate::routing::{self, Route, RouteTable};
+use crate::routing::{self, Candidates, RouteTable};
 use crate::runtime::library::AdapterSet;
 use crate::scrub::Scrubber;
 use crate::telemetry::StatsRegistry;
@@ -68,6 +69,7 @@ impl Snapshot {
         adapters: Arc<AdapterSet>,
         credentials: &Credentials,
         stats: &StatsRegistry,
+        lasting: &Lasting,
     ) -> Snapshot {
         let scrubber = Scrubber::new(credentials.secrets());
         let registration = Registration {
@@ -75,6 +77,8 @@ impl Snapshot {
             adapters: &adapters,
             stats,
             scrubber: &scrubber,
+            credentials,
+            lasting,
         };
         let mut providers = BTreeMap::new();
         let mut unregistered = BTreeMap::new();
@@ -123,16 +127,8 @@ impl Snapshot {
         }
     }
 
-    /// Routes a model name to a registered provider.
-    pub fn route(&self, model: &str) -> Result<(Route, Arc<Provider>), GatewayError> {
-        let route = routing::resolve(&self.routes, model)?;
-        let provider = self
-            .providers
-            .get(&route.provider)
-            .cloned()
-            .ok_or_else(|| {
-                GatewayError::Internal(format!("route to unknown provider {}", route.provider))
-            })?;
-        Ok((route, provider))
+    /// A model name's candidates, in the order to try them (see [`routing::resolve`]).
+    pub fn candidates(&self, model: &str) -> Result<Candidates, GatewayError> {
+        Ok(routing::resolve(&self.routes, model)?)
     }
 }
