@@ -242,9 +242,28 @@ class Bench:
             time.sleep(0.05)
         self.mock_port = port
 
-    def start_chatd(self, label: str, rust_log: str | None) -> tuple[str, subprocess.Popen]:
+    def start_chatd(self, label: str, rust_log: str | None, binary: Path | None = None,
+                    fallbacks: bool = True) -> tuple[str, subprocess.Popen]:
         port, mock = free_port(), f"http://127.0.0.1:{self.mock_port}"
         config = self.tmp / f"chatd-{label}.toml"
+        # Two chains whose first candidate is down (nothing listens on its port): one with the
+        # default health settings (ejected after 3 failures, then a probe every 10 s), one
+        # that never ejects nor retries, so every request first meets the refused connection.
+        down = f"http://127.0.0.1:{free_port()}"
+        chains = f"""[models]
+fallback = ["down/m", "openrouter/mock/m"]
+fallback_every_time = ["down_every_time/m", "openrouter/mock/m"]
+
+[chatd.providers.down]
+adapter = "ollama"
+base_url = "{down}"
+
+[chatd.providers.down_every_time]
+adapter = "ollama"
+base_url = "{down}"
+retries = 0
+eject_after_failures = 0
+""" if fallbacks else ""
         config.write_text(f"""[chatd]
 bind = "127.0.0.1:{port}"
 default_provider = "ollama"
@@ -262,11 +281,12 @@ key_env = "CHATD_BENCH_KEY"
 adapter = "openai_compat"
 base_url = "{mock}/v1"
 key_env = "CHATD_BENCH_KEY"
-""")
+
+{chains}""")
         # rust_log None unsets RUST_LOG: chatd's default (info, a line per request) is what users run.
         env = {"CHATD_BENCH_KEY": DUMMY_KEY, "RUST_LOG": rust_log}
         log_path = self.tmp / f"chatd-{label}.log"
-        proc = self.procs.start(f"chatd-{label}", [self.bin / "chatd", "serve", "--config", config,
+        proc = self.procs.start(f"chatd-{label}", [binary or self.bin / "chatd", "serve", "--config", config,
                                                     "--bind", f"127.0.0.1:{port}"], log_path, env)
         wait_ready("chatd", proc, f"http://127.0.0.1:{port}/healthz", 60, log_path,
                    ok=lambda s: s == 200)
@@ -364,6 +384,13 @@ general_settings:
         chatd, chatd_proc = self.start_chatd("info", None)
         chatd_warn, chatd_warn_proc = self.start_chatd("warn", "warn")
         oa = "/v1/chat/completions"
+        baseline = []
+        if self.args.chatd_baseline:
+            # Another chatd build (say, main's) under the same load in the same rounds: the
+            # A/B of a change. Its config has no chains: an older build may not know them.
+            url, proc = self.start_chatd("baseline", None, self.args.chatd_baseline, fallbacks=False)
+            baseline.append(Target("chatd openai_compat (baseline build)", oa, url + oa,
+                                   openai_body("openrouter/mock/m"), proc=proc))
         targets = [
             Target("mock direct", oa, mock + oa, openai_body("m"), direct=True),
             Target("mock direct", "/api/chat", mock + "/api/chat",
@@ -378,7 +405,15 @@ general_settings:
                    openai_body("ollama_cloud/m"), proc=chatd_proc),
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
+            *baseline,
+            Target("chatd fallback, first candidate down (ejected)", oa, chatd + oa,
+                   openai_body("fallback"), proc=chatd_proc),
+            Target("chatd fallback, first candidate down (refused every time)", oa, chatd + oa,
+                   openai_body("fallback_every_time"), proc=chatd_proc),
         ]
+        if self.args.targets:
+            wanted = [w for w in self.args.targets.split(",") if w]
+            targets = [t for t in targets if t.direct or any(w in t.name for w in wanted)]
         passthrough = self.peer("axum+hyper passthrough", self.start_passthrough)
         if passthrough:
             targets.append(Target("axum+hyper passthrough (no chatd)", oa, passthrough[0] + oa,
@@ -660,6 +695,12 @@ def parse_args():
     p.add_argument("--soak", type=int, metavar="SECONDS",
                    help="run chatd (openai_compat) under c=64 for SECONDS, sampling RSS every 5 s")
     p.add_argument("--no-build", action="store_true", help="use the existing release binaries")
+    p.add_argument("--chatd-baseline", type=Path, metavar="BINARY",
+                   help="also measure this chatd binary (e.g. a release build of main) in the same "
+                        "rounds, as 'chatd openai_compat (baseline build)': an A/B of a change")
+    p.add_argument("--targets", default="",
+                   help="comma-separated name fragments: only targets whose name contains one "
+                        "(the direct baselines always run), e.g. 'openai_compat,fallback'")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the temp dir with the generated configs and every process's log")
     p.add_argument("--out", type=Path, help="markdown output (default bench/results/latest.md, "

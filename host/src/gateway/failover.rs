@@ -175,6 +175,20 @@ pub(super) struct Served {
 struct Failed {
     error: GatewayError,
     verdict: Verdict,
+    /// Its bookkeeping, when it was attempted (a provider skipped without an attempt, its
+    /// endpoints all ejected, counts no request).
+    exchange: Option<InFlight>,
+}
+
+/// What a candidate's attempts need to know about the request.
+struct Attempting<'a> {
+    route: &'a Route,
+    started: Instant,
+    kind: Kind,
+    cut: &'a super::cut::CutSignal,
+    deadline: Instant,
+    /// No candidate after this one.
+    last: bool,
 }
 
 impl Gateway {
@@ -212,13 +226,16 @@ impl Gateway {
             }
             previous = Some(route);
             request.model.clone_from(&route.model);
-            let mut exchange = self.in_flight(provider.clone(), route, started, kind, &cut);
-            let last = position + 1 == count;
-            match self
-                .try_provider(provider, &mut exchange, request, deadline, last)
-                .await
-            {
-                Ok((answer, endpoint, slot)) => {
+            let attempting = Attempting {
+                route,
+                started,
+                kind,
+                cut: &cut,
+                deadline,
+                last: position + 1 == count,
+            };
+            match self.try_provider(provider, request, &attempting).await {
+                Ok((answer, endpoint, slot, exchange)) => {
                     return Ok(Served {
                         route: route.clone(),
                         exchange,
@@ -227,8 +244,14 @@ impl Gateway {
                         slot,
                     });
                 }
-                Err(Failed { error, verdict }) => {
-                    exchange.finish(false);
+                Err(Failed {
+                    error,
+                    verdict,
+                    exchange,
+                }) => {
+                    if let Some(mut exchange) = exchange {
+                        exchange.finish(false);
+                    }
                     if verdict == Verdict::Stop || Instant::now() >= deadline {
                         return Err(error);
                     }
@@ -245,29 +268,35 @@ impl Gateway {
     async fn try_provider(
         &self,
         provider: &Arc<Provider>,
-        exchange: &mut InFlight,
         request: &ChatRequest,
-        deadline: Instant,
-        last_candidate: bool,
-    ) -> Result<(Answer, Picked, Slot), Failed> {
-        let stop = |error: GatewayError| Failed {
+        on: &Attempting<'_>,
+    ) -> Result<(Answer, Picked, Slot, InFlight), Failed> {
+        let failed = |error: GatewayError, exchange: Option<InFlight>| Failed {
             verdict: verdict(&error),
             error,
+            exchange,
         };
+        let mut exchange: Option<InFlight> = None;
         let mut tried: Vec<usize> = Vec::new();
         let mut retry = 0;
         loop {
-            let mut picked = provider.pick(&tried).map_err(stop)?;
+            let mut picked = match provider.pick(&tried) {
+                Ok(picked) => picked,
+                Err(e) => return Err(failed(e, exchange)),
+            };
             tried.push(picked.index);
-            let slot = match exchange.unless_cut(provider.admit()).await {
+            let current = exchange.get_or_insert_with(|| {
+                self.in_flight(provider.clone(), on.route, on.started, on.kind, on.cut)
+            });
+            let slot = match current.unless_cut(provider.admit()).await {
                 Ok(slot) => slot,
-                Err(e) => return Err(stop(e)),
+                Err(e) => return Err(failed(e, exchange)),
             };
             let endpoint = &provider.endpoints[picked.index];
             let span = attempt_span(provider, &request.model, retry, endpoint.target.base_url());
-            let work = self.attempt(exchange.kind, provider, &endpoint.target, request);
-            let result = exchange
-                .unless_cut(within(deadline, provider, work))
+            let work = self.attempt(on.kind, provider, &endpoint.target, request);
+            let result = current
+                .unless_cut(within(on.deadline, provider, work))
                 .instrument(span.clone())
                 .await;
             provider
@@ -281,7 +310,8 @@ impl Gateway {
                         &provider.name,
                         endpoint.target.base_url(),
                     );
-                    return Ok((answer, picked, slot));
+                    let exchange = exchange.take().expect("created before the attempt");
+                    return Ok((answer, picked, slot, exchange));
                 }
                 Err(error) => error,
             };
@@ -297,18 +327,23 @@ impl Gateway {
             );
             drop(picked);
             let verdict = verdict(&error);
+            let give_up = |error| Failed {
+                error,
+                verdict,
+                exchange: None,
+            };
             if verdict != Verdict::Retry || retry >= provider.retry.retries {
-                return Err(Failed { error, verdict });
+                return Err(Failed { exchange, ..give_up(error) });
             }
             // A later candidate takes the request at once rather than waiting for this one.
-            if !last_candidate && error.retry_after().is_some() {
-                return Err(Failed { error, verdict });
+            if !on.last && error.retry_after().is_some() {
+                return Err(Failed { exchange, ..give_up(error) });
             }
             let Some(wait) = provider.retry.wait(retry, &error) else {
-                return Err(Failed { error, verdict });
+                return Err(Failed { exchange, ..give_up(error) });
             };
-            if Instant::now() + wait >= deadline {
-                return Err(Failed { error, verdict });
+            if Instant::now() + wait >= on.deadline {
+                return Err(Failed { exchange, ..give_up(error) });
             }
             retry += 1;
             provider.stats.retried();
@@ -325,8 +360,9 @@ impl Gateway {
                 tokio::time::sleep(wait).await;
                 Ok(())
             };
-            if let Err(e) = exchange.unless_cut(pause).await {
-                return Err(stop(e));
+            let current = exchange.as_ref().expect("created before the attempt");
+            if let Err(e) = current.unless_cut(pause).await {
+                return Err(failed(e, exchange));
             }
         }
     }
