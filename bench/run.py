@@ -243,7 +243,7 @@ class Bench:
         self.mock_port = port
 
     def start_chatd(self, label: str, rust_log: str | None, binary: Path | None = None,
-                    fallbacks: bool = True) -> tuple[str, subprocess.Popen]:
+                    fallbacks: bool = True, traces: bool = False) -> tuple[str, subprocess.Popen]:
         port, mock = free_port(), f"http://127.0.0.1:{self.mock_port}"
         config = self.tmp / f"chatd-{label}.toml"
         # Two chains whose first candidate is down (nothing listens on its port): one with the
@@ -264,7 +264,12 @@ base_url = "{down}"
 retries = 0
 eject_after_failures = 0
 """ if fallbacks else ""
-        config.write_text(f"""[chatd]
+        # Traces exported to the mock, which answers 404: the whole export is done all the same.
+        otel = f"""[chatd.otel]
+enabled = true
+endpoint = "{mock}/v1/traces"
+""" if traces else ""
+        config.write_text(f"""{otel}[chatd]
 bind = "127.0.0.1:{port}"
 default_provider = "ollama"
 
@@ -383,6 +388,7 @@ general_settings:
         mock = f"http://127.0.0.1:{self.mock_port}"
         chatd, chatd_proc = self.start_chatd("info", None)
         chatd_warn, chatd_warn_proc = self.start_chatd("warn", "warn")
+        chatd_traced, chatd_traced_proc = self.start_chatd("traced", None, traces=True)
         oa = "/v1/chat/completions"
         baseline = []
         if self.args.chatd_baseline:
@@ -405,6 +411,8 @@ general_settings:
                    openai_body("ollama_cloud/m"), proc=chatd_proc),
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
+            Target("chatd openai_compat (traces exported)", oa, chatd_traced + oa,
+                   openai_body("openrouter/mock/m"), proc=chatd_traced_proc),
             *baseline,
             Target("chatd fallback, first candidate down (ejected)", oa, chatd + oa,
                    openai_body("fallback"), proc=chatd_proc),

@@ -695,6 +695,10 @@ async fn traces_reach_an_otlp_collector_and_logs_name_the_request() {
         "the stream has a span"
     );
     assert!(
+        spans.iter().any(|s| s.name == "route"),
+        "routing has a span"
+    );
+    assert!(
         spans.iter().any(|s| s.name == "adapter.parse"),
         "the whole answer was parsed"
     );

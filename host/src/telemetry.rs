@@ -50,7 +50,7 @@ pub struct ProviderStats {
     adapter_us: AtomicU64,
     upstream_us: AtomicU64,
     /// Tokens in and out per model.
-    tokens: RwLock<HashMap<String, Arc<TokenCount>>>,
+    tokens: RwLock<HashMap<String, TokenCount>>,
 }
 
 /// Tokens one model took in and gave out.
@@ -141,26 +141,26 @@ impl ProviderStats {
         if input.is_none() && output.is_none() {
             return;
         }
-        let read = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        let count = match read.get(model) {
-            Some(count) => count.clone(),
-            None => {
-                drop(read);
-                let mut map = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-                let key = if map.len() < MAX_MODELS || map.contains_key(model) {
-                    model
-                } else {
-                    "other"
-                };
-                map.entry(key.to_owned()).or_default().clone()
-            }
+        let add = |count: &TokenCount| {
+            count
+                .input
+                .fetch_add(input.map_or(0, u64::from), Ordering::Relaxed);
+            count
+                .output
+                .fetch_add(output.map_or(0, u64::from), Ordering::Relaxed);
         };
-        count
-            .input
-            .fetch_add(input.map_or(0, u64::from), Ordering::Relaxed);
-        count
-            .output
-            .fetch_add(output.map_or(0, u64::from), Ordering::Relaxed);
+        let read = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = read.get(model) {
+            return add(count);
+        }
+        drop(read);
+        let mut map = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        let key = if map.len() < MAX_MODELS || map.contains_key(model) {
+            model
+        } else {
+            "other"
+        };
+        add(map.entry(key.to_owned()).or_default());
     }
 
     /// Tokens in and out per model.

@@ -201,7 +201,10 @@ impl Gateway {
     ) -> Result<Served, GatewayError> {
         let started = Instant::now();
         let snapshot = self.snapshot();
-        let candidates = snapshot.candidates(&request.model)?;
+        let candidates = {
+            let _routing = tracing::debug_span!("route", chatd.model = %request.model).entered();
+            snapshot.candidates(&request.model)?
+        };
         request.stream = matches!(kind, Kind::Stream);
         let deadline = started + snapshot.config.request_timeout();
         let requested = std::mem::take(&mut request.model);
@@ -284,7 +287,9 @@ impl Gateway {
                 Ok(picked) => picked,
                 Err(e) => return Err(failed(e, exchange)),
             };
-            tried.push(picked.index);
+            if provider.endpoints.len() > 1 {
+                tried.push(picked.index);
+            }
             let current = exchange.get_or_insert_with(|| {
                 self.in_flight(provider.clone(), on.route, on.started, on.kind, on.cut)
             });
@@ -333,17 +338,29 @@ impl Gateway {
                 exchange: None,
             };
             if verdict != Verdict::Retry || retry >= provider.retry.retries {
-                return Err(Failed { exchange, ..give_up(error) });
+                return Err(Failed {
+                    exchange,
+                    ..give_up(error)
+                });
             }
             // A later candidate takes the request at once rather than waiting for this one.
             if !on.last && error.retry_after().is_some() {
-                return Err(Failed { exchange, ..give_up(error) });
+                return Err(Failed {
+                    exchange,
+                    ..give_up(error)
+                });
             }
             let Some(wait) = provider.retry.wait(retry, &error) else {
-                return Err(Failed { exchange, ..give_up(error) });
+                return Err(Failed {
+                    exchange,
+                    ..give_up(error)
+                });
             };
             if Instant::now() + wait >= on.deadline {
-                return Err(Failed { exchange, ..give_up(error) });
+                return Err(Failed {
+                    exchange,
+                    ..give_up(error)
+                });
             }
             retry += 1;
             provider.stats.retried();

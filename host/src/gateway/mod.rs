@@ -172,7 +172,7 @@ impl Gateway {
             response.output_tokens,
         );
         crate::otel::answered(
-            &tracing::Span::current(),
+            &crate::otel::current_span(),
             &provider.name,
             &served.route.model,
             response.input_tokens,

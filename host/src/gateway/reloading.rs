@@ -258,6 +258,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
         tracing::warn!("chatd.sandbox changed: takes effect after a restart");
     }
+    if old.chatd.otel != new.chatd.otel {
+        tracing::warn!("chatd.otel changed: takes effect after a restart");
+    }
 }
 
 /// The first 12 hex digits of a SHA-256, enough to tell two builds apart in a log line.

@@ -50,7 +50,7 @@ impl Gateway {
             events,
             endpoint: Some(endpoint),
             _slot: slot,
-            request_span: tracing::Span::current(),
+            request_span: crate::otel::current_span(),
             span,
             tokens: (None, None),
             chunks: 0,
