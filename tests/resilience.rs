@@ -245,8 +245,8 @@ async fn a_chain_rides_out_a_refusing_and_a_flapping_provider() {
     let config = format!(
         "[models]\nchain = [\"first/m\", \"second/m\", \"third/m\"]\n[chatd]\ndefault_provider = \"third\"\n{}{}{}",
         provider("first", &refused_url(), ""),
-        provider("second", &second.url, ""),
-        provider("third", &third.url, ""),
+        provider("second", &second.url, "retries = 1"),
+        provider("third", &third.url, "retries = 1"),
     );
     let gw = TestGateway::start(&config).await;
     let client = client();
@@ -409,7 +409,11 @@ async fn retries_are_bounded_and_client_errors_are_final() {
     let spare = Mock::start("spare", |_| Reply::Ok).await;
     let config = format!(
         "[models]\nchain = [\"flaky/m\", \"spare/m\"]\n[chatd]\ndefault_provider = \"flaky\"\n{}{}",
-        provider("flaky", &flaky.url, "retries = 2\neject_after_failures = 3"),
+        provider(
+            "flaky",
+            &flaky.url,
+            "retries = 2\neject_after_failures = 3\neject_cooldown_ms = 600000",
+        ),
         provider("spare", &spare.url, ""),
     );
     let gw = TestGateway::start(&config).await;
@@ -432,14 +436,26 @@ async fn retries_are_bounded_and_client_errors_are_final() {
     assert_eq!(headers["x-chatd-provider"], "spare");
     assert_eq!(headers["x-chatd-model"], "m");
     assert_eq!((flaky.hits(), spare.hits()), (6, 1));
-    // Three failures in a row ejected flaky's endpoint: alone, it is unavailable.
-    let (status, headers, body) = gw.post("/v1/chat", TestGateway::chat("flaky/m")).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "provider_unavailable");
-    assert!(headers.contains_key("retry-after"));
+    // Three failures in a row ejected flaky's endpoint: a chain skips it while another
+    // candidate can serve...
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("chain")).await;
+    assert_eq!(
+        (status, body["provider"].as_str()),
+        (200, Some("spare")),
+        "{body}"
+    );
     assert_eq!(flaky.hits(), 6, "an ejected endpoint gets no request");
+    // ... but a request with nowhere else to go is sent there all the same (500 again).
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("flaky/m")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error");
+    assert_eq!(flaky.hits(), 9);
     let stats = listed(&gw, "flaky").await;
-    assert_eq!(stats["attempts"]["retries"], 4, "{stats}");
+    assert_eq!(stats["attempts"]["retries"], 6, "{stats}");
+    assert_eq!(
+        stats["endpoints"][0]["health"]["state"], "ejected",
+        "{stats}"
+    );
 }
 
 /// Beyond `max_concurrency` a request waits its queue timeout, then is `provider_busy` —

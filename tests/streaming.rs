@@ -516,9 +516,6 @@ async fn error_event_before_any_content_is_a_normal_http_error() {
         "{body}"
     );
 
-    // A gateway of its own: two requests, each with its retry, are the three failures in a
-    // row that eject the lone endpoint (then the answer would be 503 provider_unavailable).
-    let gw = gateway(&up.url(), &up.url(), 5).await;
     let (status, _, lines) = gw.post_stream("/v1/chat", req).await;
     assert_eq!(status, 502);
     let body: Value = serde_json::from_str(&lines.concat()).unwrap();

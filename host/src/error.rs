@@ -87,7 +87,9 @@ pub enum GatewayError {
         limit: u32,
         waited: Duration,
     },
-    /// Every endpoint of the provider is ejected after failing (the circuit breaker).
+    /// Every endpoint of the provider is ejected after failing (the circuit breaker): why a
+    /// chain skipped it. A request's last candidate is tried all the same, so clients do not
+    /// get this one.
     #[error(
         "provider {provider} is unavailable: its endpoints failed repeatedly and are out of \
          service for {retry_after}s more"

@@ -204,6 +204,17 @@ pub struct EndpointConfig {
     pub key_file: Option<PathBuf>,
 }
 
+impl ProviderConfig {
+    /// Further attempts after a retryable failure: as configured, or one per endpoint beyond
+    /// the first, so that each deployment of a provider gets a try and a lone one (a chain's
+    /// next candidate aside) no second request chatd was not asked for.
+    pub fn retries(&self) -> u32 {
+        self.retries_set.unwrap_or_else(|| {
+            u32::try_from(self.endpoints.len().saturating_sub(1)).unwrap_or(u32::MAX)
+        })
+    }
+}
+
 /// `[chatd.providers.<name>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,9 +232,10 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
     /// Further attempts on this provider after a retryable failure, before the next
-    /// candidate of a chain.
-    #[serde(default = "defaults::retries")]
-    pub retries: u32,
+    /// candidate of a chain. Default: one per endpoint beyond the first (see
+    /// [`ProviderConfig::retries`]).
+    #[serde(default, rename = "retries")]
+    pub retries_set: Option<u32>,
     /// Base of the exponential backoff between attempts (full jitter: a random wait up to
     /// `retry_backoff_ms * 2^n`).
     #[serde(default = "defaults::retry_backoff_ms")]
@@ -313,9 +325,6 @@ mod defaults {
         1.0
     }
     pub fn weight() -> u32 {
-        1
-    }
-    pub fn retries() -> u32 {
         1
     }
     pub fn retry_backoff_ms() -> u64 {
@@ -648,7 +657,7 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), String> {
     }
     validate_endpoints(name, p)?;
     let bounded: [(&str, u64, u64, u64); 5] = [
-        ("retries", p.retries.into(), 0, 10),
+        ("retries", p.retries_set.unwrap_or(0).into(), 0, 10),
         ("retry_backoff_ms", p.retry_backoff_ms, 0, 60_000),
         ("retry_max_wait_ms", p.retry_max_wait_ms, 0, 600_000),
         ("queue_timeout_ms", p.queue_timeout_ms, 0, 600_000),
@@ -929,8 +938,8 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         let p = &c.chatd.providers["ollama"];
         assert_eq!(
-            (p.retries, p.retry_backoff_ms, p.retry_max_wait_ms),
-            (1, 100, 5000)
+            (p.retries(), p.retry_backoff_ms, p.retry_max_wait_ms),
+            (0, 100, 5000)
         );
         assert_eq!((p.max_concurrency, p.queue_timeout_ms), (None, 1000));
         assert_eq!((p.eject_after_failures, p.eject_cooldown_ms), (3, 10_000));
@@ -949,6 +958,11 @@ mod tests {
             .map(|e| (e.url.as_str(), e.weight))
             .collect();
         assert_eq!(urls, [("http://a:1/", 1), ("http://b:1/", 1)]);
+        assert_eq!(
+            c.chatd.providers["ollama"].retries(),
+            1,
+            "one per further endpoint"
+        );
         assert_eq!(c.request_timeout(), Duration::from_secs(300));
 
         let c = parse(

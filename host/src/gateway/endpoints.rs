@@ -9,6 +9,11 @@
 //! here: the endpoint answered, it is the key's quota that is spent (the request falls back
 //! or retries per `failover.rs`).
 //!
+//! Ejection decides where a request goes first, never that it goes nowhere: a request with
+//! no other candidate left is sent to an ejected endpoint all the same (a *last resort*,
+//! like a load balancer's panic mode), whose answer brings the endpoint back at once. So a
+//! lone provider behind a breaker fails no request the upstream would have answered.
+//!
 //! The state lives as long as the process ([`Lasting`], keyed by provider and URL), so a
 //! reload keeps what it knew about an endpoint it still configures.
 
@@ -122,6 +127,8 @@ pub struct Picked {
     pub index: usize,
     state: Arc<EndpointState>,
     probe: bool,
+    /// Sent to an ejected endpoint as a last resort (see the module notes).
+    last_resort: bool,
     /// Whether `outstanding` counts this attempt (only with several endpoints).
     counted: bool,
     resolved: bool,
@@ -145,6 +152,23 @@ impl Picked {
                         endpoint = url,
                         "endpoint recovered: its probe request was answered"
                     );
+                } else if self.last_resort && !self.resolved {
+                    state.failures.store(0, Ordering::Relaxed);
+                    // Only one of the concurrent last resorts counts the recovery.
+                    let until = state.ejected_until.load(Ordering::Acquire);
+                    if until != 0
+                        && state
+                            .ejected_until
+                            .compare_exchange(until, 0, Ordering::AcqRel, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        state.recoveries.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            provider,
+                            endpoint = url,
+                            "endpoint recovered: a request it got as the last resort was answered"
+                        );
+                    }
                 } else if state.failures.load(Ordering::Relaxed) != 0 {
                     // Read first: on the healthy path this stays a read of a shared line.
                     state.failures.store(0, Ordering::Relaxed);
@@ -152,8 +176,8 @@ impl Picked {
             }
             Health::Failed => {
                 let failures = state.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if policy.eject_after == 0 {
-                    // Never ejects.
+                if policy.eject_after == 0 || self.last_resort {
+                    // Never ejects; or ejected already, its cooldown running.
                 } else if self.probe && !self.resolved {
                     state
                         .ejected_until
@@ -208,22 +232,32 @@ fn millis(d: Duration) -> u64 {
 /// Picks the endpoint for an attempt. First a half-open endpoint whose probe is not running
 /// (so that it comes back as soon as it can); otherwise the one in service with the fewest
 /// attempts in flight for its weight, preferring endpoints this request has not `tried`;
-/// ties are broken at random so that idle endpoints share the load.
-pub fn pick(endpoints: &[Endpoint], tried: &[usize]) -> Result<Picked, AllEjected> {
+/// ties are broken at random so that idle endpoints share the load. When all are ejected:
+/// with `last_resort` the one whose cooldown ends first, otherwise an error.
+pub fn pick(
+    endpoints: &[Endpoint],
+    tried: &[usize],
+    last_resort: bool,
+) -> Result<Picked, AllEjected> {
     if let [only] = endpoints {
         // One endpoint: nothing to balance, only its health to read.
         let until = only.state.ejected_until.load(Ordering::Acquire);
         return match until {
             0 => Ok(picked(0, only, false, false)),
-            _ => claim_probe(0, only, until).ok_or_else(|| AllEjected {
-                retry_in: Duration::from_millis(until.saturating_sub(clock_ms())),
-            }),
+            _ => match claim_probe(0, only, until) {
+                Some(probe) => Ok(probe),
+                None if last_resort => Ok(resort(0, only)),
+                None => Err(AllEjected {
+                    retry_in: Duration::from_millis(until.saturating_sub(clock_ms())),
+                }),
+            },
         };
     }
     let mut now = None;
     let mut now = || *now.get_or_insert_with(clock_ms);
     let mut best: Option<(usize, bool, f64)> = None;
     let mut earliest = u64::MAX;
+    let mut soonest = 0;
     let offset = rand::random_range(0..endpoints.len());
     for step in 0..endpoints.len() {
         let i = (offset + step) % endpoints.len();
@@ -236,7 +270,9 @@ pub fn pick(endpoints: &[Endpoint], tried: &[usize]) -> Result<Picked, AllEjecte
             {
                 return Ok(probe);
             }
-            earliest = earliest.min(until);
+            if until < earliest {
+                (earliest, soonest) = (until, i);
+            }
             continue;
         }
         let fresh = !tried.contains(&i);
@@ -252,10 +288,18 @@ pub fn pick(endpoints: &[Endpoint], tried: &[usize]) -> Result<Picked, AllEjecte
     }
     match best {
         Some((i, _, _)) => Ok(picked(i, &endpoints[i], false, true)),
+        None if last_resort => Ok(resort(soonest, &endpoints[soonest])),
         None => Err(AllEjected {
             retry_in: Duration::from_millis(earliest.saturating_sub(now())),
         }),
     }
+}
+
+/// An ejected endpoint, sent a request that has nowhere else to go.
+fn resort(index: usize, e: &Endpoint) -> Picked {
+    let mut resort = picked(index, e, false, true);
+    resort.last_resort = true;
+    resort
 }
 
 /// The endpoint as this request's probe, if its cooldown is over and no probe runs.
@@ -276,6 +320,7 @@ fn picked(index: usize, e: &Endpoint, probe: bool, count: bool) -> Picked {
         index,
         state: e.state.clone(),
         probe,
+        last_resort: false,
         counted: count,
         resolved: false,
     }
@@ -340,7 +385,7 @@ mod tests {
     };
 
     fn fail(e: &[Endpoint], tried: &[usize]) -> usize {
-        let mut p = pick(e, tried).unwrap();
+        let mut p = pick(e, tried, false).unwrap();
         p.report(Health::Failed, &POLICY, "p", "u");
         p.index
     }
@@ -349,22 +394,22 @@ mod tests {
     fn the_least_loaded_endpoint_for_its_weight_is_picked() {
         let e = endpoints(&[1, 1, 2]);
         // Idle: weight 2 has the lowest load per weight.
-        let a = pick(&e, &[]).unwrap();
+        let a = pick(&e, &[], false).unwrap();
         assert_eq!(a.index, 2);
         // Four in flight end up spread by weight: one each on 0 and 1, two on 2.
-        let more: Vec<Picked> = (0..3).map(|_| pick(&e, &[]).unwrap()).collect();
+        let more: Vec<Picked> = (0..3).map(|_| pick(&e, &[], false).unwrap()).collect();
         let load: Vec<u64> = e.iter().map(|e| e.state.snapshot().outstanding).collect();
         assert_eq!(load, [1, 1, 2]);
         drop((a, more));
         assert!(e.iter().all(|e| e.state.snapshot().outstanding == 0));
         // A retry goes to an endpoint the request has not tried, even a busier one.
-        let _busy = pick(&e, &[]).unwrap();
-        assert_ne!(pick(&e, &[2]).unwrap().index, 2);
+        let _busy = pick(&e, &[], false).unwrap();
+        assert_ne!(pick(&e, &[2], false).unwrap().index, 2);
         // Ties between idle endpoints are spread, not all sent to the first.
         let e = endpoints(&[1, 1]);
         let mut seen = [0; 2];
         for _ in 0..200 {
-            seen[pick(&e, &[]).unwrap().index] += 1;
+            seen[pick(&e, &[], false).unwrap().index] += 1;
         }
         assert!(seen[0] > 20 && seen[1] > 20, "{seen:?}");
     }
@@ -374,7 +419,7 @@ mod tests {
         let e = endpoints(&[1, 1]);
         // Failures on endpoint 0 only (the request "tried" 1 so it is avoided).
         assert_eq!(fail(&e, &[1]), 0);
-        let mut ok = pick(&e, &[1]).unwrap();
+        let mut ok = pick(&e, &[1], false).unwrap();
         ok.report(Health::Answered, &POLICY, "p", "u");
         assert_eq!(
             e[0].state.snapshot().consecutive_failures,
@@ -387,19 +432,19 @@ mod tests {
         assert_eq!((s.state, s.ejections), ("ejected", 1));
         // Ejected: even a request that tried 1 goes to 1 now.
         for _ in 0..5 {
-            assert_eq!(pick(&e, &[1]).unwrap().index, 1);
+            assert_eq!(pick(&e, &[1], false).unwrap().index, 1);
         }
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(e[0].state.snapshot().state, "half_open");
         // The probe goes to 0; while it runs, nobody else is sent there.
-        let probe = pick(&e, &[]).unwrap();
+        let probe = pick(&e, &[], false).unwrap();
         assert_eq!(probe.index, 0);
         for _ in 0..5 {
-            assert_eq!(pick(&e, &[]).unwrap().index, 1);
+            assert_eq!(pick(&e, &[], false).unwrap().index, 1);
         }
         // A probe whose client left decides nothing: the next request probes.
         drop(probe);
-        let mut probe = pick(&e, &[]).unwrap();
+        let mut probe = pick(&e, &[], false).unwrap();
         assert_eq!(probe.index, 0);
         probe.report(Health::Failed, &POLICY, "p", "u");
         assert_eq!(
@@ -407,30 +452,47 @@ mod tests {
             2,
             "a failed probe ejects again"
         );
-        assert_eq!(pick(&e, &[]).unwrap().index, 1);
+        assert_eq!(pick(&e, &[], false).unwrap().index, 1);
         std::thread::sleep(Duration::from_millis(50));
-        let mut probe = pick(&e, &[]).unwrap();
+        let mut probe = pick(&e, &[], false).unwrap();
         probe.report(Health::Answered, &POLICY, "p", "u");
         let s = e[0].state.snapshot();
         assert_eq!((s.state, s.recoveries), ("in_service", 1));
     }
 
     #[test]
-    fn a_lone_endpoint_ejected_makes_the_provider_unavailable_until_its_probe() {
+    fn a_lone_ejected_endpoint_is_skipped_until_its_probe_unless_nothing_else_can_serve() {
         let e = endpoints(&[1]);
         fail(&e, &[]);
         fail(&e, &[]);
-        let err = pick(&e, &[]).unwrap_err();
+        let err = pick(&e, &[], false).unwrap_err();
         assert!(err.retry_in <= POLICY.cooldown);
         std::thread::sleep(Duration::from_millis(50));
-        let probe = pick(&e, &[]).unwrap();
-        assert!(pick(&e, &[]).is_err(), "one probe at a time");
+        let probe = pick(&e, &[], false).unwrap();
+        assert!(pick(&e, &[], false).is_err(), "one probe at a time");
         drop(probe);
         // Unknown outcomes (the adapter failed) neither count nor decide.
-        let mut p = pick(&e, &[]).unwrap();
+        let mut p = pick(&e, &[], false).unwrap();
         p.report(Health::Unknown, &POLICY, "p", "u");
         drop(p);
-        assert!(pick(&e, &[]).is_ok());
+        assert!(pick(&e, &[], false).is_ok());
+        // Nowhere else to go: the ejected endpoint is tried all the same, and its answer
+        // brings it back at once.
+        let e = endpoints(&[1]);
+        fail(&e, &[]);
+        fail(&e, &[]);
+        assert!(pick(&e, &[], false).is_err());
+        let mut resort = pick(&e, &[], true).unwrap();
+        let mut again = pick(&e, &[], true).unwrap();
+        again.report(Health::Failed, &POLICY, "p", "u");
+        assert_eq!(
+            e[0].state.snapshot().ejections,
+            1,
+            "a failed last resort does not eject again"
+        );
+        resort.report(Health::Answered, &POLICY, "p", "u");
+        let s = e[0].state.snapshot();
+        assert_eq!((s.state, s.recoveries), ("in_service", 1));
         // eject_after = 0: never ejected.
         let never = HealthPolicy {
             eject_after: 0,
@@ -438,7 +500,7 @@ mod tests {
         };
         let e = endpoints(&[1]);
         for _ in 0..10 {
-            pick(&e, &[])
+            pick(&e, &[], false)
                 .unwrap()
                 .report(Health::Failed, &never, "p", "u");
         }

@@ -9,10 +9,11 @@
 //! Retryable (same provider, then the next candidate): the upstream unreachable, no answer
 //! in time, a 429, a 5xx, a stream that broke before its first chunk. Passed on to the next
 //! candidate without a retry on the same provider: a provider that is not registered, whose
-//! endpoints are all ejected, that is busy past its queue timeout, that refused chatd's key
-//! (401/403), whose adapter failed, or that answered something unparseable. Never retried:
-//! what is the request's own fault (invalid, unsupported by the provider, an upstream
-//! 400/404/413/422 and other 4xx) and a shutdown.
+//! endpoints are all ejected (unless it is the last candidate: see `endpoints.rs`), that is
+//! busy past its queue timeout, that refused chatd's key (401/403), whose adapter failed, or
+//! that answered something unparseable. Never retried: what is the request's own fault
+//! (invalid, unsupported by the provider, an upstream 400/404/413/422 and other 4xx) and a
+//! shutdown.
 //!
 //! Waits between attempts: exponential backoff with full jitter (a random wait up to
 //! `retry_backoff_ms * 2^n`, at most `retry_max_wait_ms`), or the upstream's `Retry-After`
@@ -283,7 +284,9 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::new();
         let mut retry = 0;
         loop {
-            let mut picked = match provider.pick(&tried) {
+            // Ejection says where to send a request first, never that it has nowhere to go:
+            // the last candidate is tried even when all its endpoints are ejected.
+            let mut picked = match provider.pick(&tried, on.last) {
                 Ok(picked) => picked,
                 Err(e) => return Err(failed(e, exchange)),
             };

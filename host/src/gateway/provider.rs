@@ -57,11 +57,13 @@ impl Provider {
     }
 
     /// The endpoint for an attempt (see [`endpoints::pick`]); an error when every endpoint
-    /// is ejected.
-    pub(super) fn pick(&self, tried: &[usize]) -> Result<Picked, GatewayError> {
-        endpoints::pick(&self.endpoints, tried).map_err(|all| GatewayError::ProviderUnavailable {
-            provider: self.name.clone(),
-            retry_after: all.retry_in.as_secs().max(1).to_string(),
+    /// is ejected, unless `last_resort` (nothing else can take the request).
+    pub(super) fn pick(&self, tried: &[usize], last_resort: bool) -> Result<Picked, GatewayError> {
+        endpoints::pick(&self.endpoints, tried, last_resort).map_err(|all| {
+            GatewayError::ProviderUnavailable {
+                provider: self.name.clone(),
+                retry_after: all.retry_in.as_secs().max(1).to_string(),
+            }
         })
     }
 
@@ -334,7 +336,7 @@ impl Registration<'_> {
             target: endpoints[0].target.clone(),
             endpoints,
             retry: RetryPolicy {
-                retries: pc.retries,
+                retries: pc.retries(),
                 backoff: std::time::Duration::from_millis(pc.retry_backoff_ms),
                 max_wait: std::time::Duration::from_millis(pc.retry_max_wait_ms),
             },
