@@ -69,7 +69,7 @@ async fn providers_lists_exactly_the_registered_ones() {
     assert_eq!(p["base_url"], upstream.uri());
     assert_eq!(p["adapter"]["name"], "ollama");
     assert_eq!(p["adapter"]["source"], "built-in");
-    assert_eq!(p["adapter"]["contract"], "0.2.0");
+    assert_eq!(p["adapter"]["contract"], "0.3.0");
     assert_eq!(p["adapter"]["sha256"].as_str().unwrap().len(), 64);
     let unregistered = body["unregistered"].as_array().unwrap();
     let names: Vec<&str> = unregistered

@@ -54,7 +54,9 @@ async fn start_with_upstream(
     .unwrap();
     let config = Config::load(&path).unwrap();
     let (runtime, adapters) = support::shared_runtime();
-    let gateway = Gateway::from_parts(config, runtime.clone(), adapters.clone()).unwrap();
+    let gateway = Gateway::from_parts(config, runtime.clone(), adapters.clone())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -569,10 +569,11 @@ fn adapters_check_validates_a_component_and_prints_its_description() {
     for needle in [
         "valid adapter",
         "name:              anthropic",
-        "contract:          lakehouse:provider@0.2.0",
+        "contract:          lakehouse:provider@0.3.0",
+        "capabilities:      tools, images, image-urls, json-schema, json-object, reasoning, top-k",
         "key in header x-api-key",
         "yes (SSE)",
-        "yes (GET /v1/models)",
+        "yes (GET /v1/models?limit=1000)",
     ] {
         assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
     }
@@ -581,7 +582,10 @@ fn adapters_check_validates_a_component_and_prints_its_description() {
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("lakehouse:provider@0.1.0")
-            && out.contains("contract 0.1.0 has no model listing"),
+            && out.contains("contract 0.1.0 has no model listing")
+            && out.contains(
+                "capabilities:      tools, json-object, reasoning (implied by its contract)"
+            ),
         "{out}"
     );
 

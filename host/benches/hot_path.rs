@@ -206,8 +206,10 @@ fn openai_request_json_parse(bencher: Bencher) {
     .unwrap();
     bencher.bench(|| {
         black_box(
-            serde_json::from_slice::<chatd::api::openai::CompletionsRequest>(black_box(&body))
-                .unwrap(),
+            serde_json::from_slice::<chatd::api::formats::openai::CompletionsRequest>(black_box(
+                &body,
+            ))
+            .unwrap(),
         )
     });
 }
@@ -217,7 +219,7 @@ fn openai_request_json_parse(bencher: Bencher) {
 /// no faster than chatd's async path (45-57 vs 32 us), so chatd calls adapters asynchronously.
 #[divan::bench(args = [false, true])]
 fn sync_adapter_call_experiment(bencher: Bencher, with_async_engine_config: bool) {
-    use chatd::contract::v0_2::PluginPre;
+    use chatd::contract::v0_3::PluginPre;
     let mut pool = wasmtime::PoolingAllocationConfig::new();
     pool.linear_memory_keep_resident(4 << 20)
         .pagemap_scan(wasmtime::Enabled::Auto);

@@ -13,7 +13,7 @@ fn main() {
 
 mod common;
 
-use chatd::contract::v0_2::Plugin;
+use chatd::contract::v0_3::Plugin;
 use chatd::contract::{ChatRequest, HttpResponse};
 
 #[derive(Debug, Clone, Copy)]

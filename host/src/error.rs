@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::contract::{Capability, ContractVersion};
 use crate::routing::RouteError;
 use crate::runtime::CallError;
 use crate::scrub::Scrubbed;
@@ -33,6 +34,14 @@ pub enum GatewayError {
     /// The adapter says the request cannot be expressed for its upstream.
     #[error("provider {provider}: {message}")]
     Unsupported { provider: String, message: Scrubbed },
+    /// The request needs a capability the provider's adapter does not declare.
+    #[error("provider {provider} cannot carry {}: {}", capability.feature(), not_declared(adapter, *contract, *capability))]
+    NotCapable {
+        provider: String,
+        adapter: String,
+        contract: ContractVersion,
+        capability: Capability,
+    },
     #[error("provider {provider} is rate limited upstream: {message}")]
     RateLimited {
         provider: String,
@@ -130,6 +139,21 @@ impl AdapterFailure {
     }
 }
 
+/// Why an adapter lacks a capability, for [`GatewayError::NotCapable`].
+fn not_declared(adapter: &str, contract: ContractVersion, capability: Capability) -> String {
+    if contract < ContractVersion::V0_3 {
+        format!(
+            "its adapter {adapter} is built against contract {contract}, which carries text, \
+             tools, a JSON mode and reasoning on/off only"
+        )
+    } else {
+        format!(
+            "its adapter {adapter} does not declare the {:?} capability",
+            capability.name()
+        )
+    }
+}
+
 impl GatewayError {
     /// A 400 without a specific field.
     pub fn bad_request(message: impl Into<String>) -> GatewayError {
@@ -150,9 +174,9 @@ impl GatewayError {
     /// The HTTP status this failure is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadRequest { .. } | GatewayError::Unsupported { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadRequest { .. }
+            | GatewayError::Unsupported { .. }
+            | GatewayError::NotCapable { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Route(RouteError::NotRegistered { .. }) => StatusCode::NOT_FOUND,
             GatewayError::Route(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -183,7 +207,9 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::BadRequest { .. } => "invalid_request",
-            GatewayError::Unsupported { .. } => "unsupported_by_provider",
+            GatewayError::Unsupported { .. } | GatewayError::NotCapable { .. } => {
+                "unsupported_by_provider"
+            }
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::ClientTimeout(_) => "request_timeout",
             GatewayError::UnsupportedEncoding(_) => "unsupported_media_type",
@@ -256,6 +282,7 @@ impl GatewayError {
     pub fn provider(&self) -> Option<&str> {
         match self {
             GatewayError::Unsupported { provider, .. }
+            | GatewayError::NotCapable { provider, .. }
             | GatewayError::RateLimited { provider, .. }
             | GatewayError::UpstreamStatus { provider, .. }
             | GatewayError::UpstreamStream { provider, .. }

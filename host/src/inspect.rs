@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::contract::{AuthScheme, StreamFraming};
+use crate::contract::{AuthScheme, ContractVersion, StreamFraming};
 use crate::gateway::Snapshot;
 use crate::keys::Credentials;
 use crate::routing;
@@ -56,7 +56,8 @@ pub async fn load(config_path: &Path) -> Result<Loaded, String> {
         &credentials,
         &StatsRegistry::default(),
         &crate::gateway::Lasting::default(),
-    );
+    )
+    .await;
     Ok(Loaded {
         snapshot,
         credentials,
@@ -113,7 +114,12 @@ pub fn check(loaded: &Loaded) -> Report {
         ));
     }
     for (name, reason) in &snap.unregistered {
-        report.line(format!("provider {name}: NOT registered: {reason}"));
+        // A missing key is the environment's business; refused settings are the config's.
+        if snap.refused_settings.contains_key(name) {
+            report.fail(format!("provider {name}: NOT registered: {reason}"));
+        } else {
+            report.line(format!("provider {name}: NOT registered: {reason}"));
+        }
     }
     // `serve` starts without such a provider (as after its file was deleted); for a deploy's
     // check it is a typo or a missing file.
@@ -182,7 +188,7 @@ pub async fn check_component(file: &Path) -> Report {
         (true, StreamFraming::Sse) => "yes (SSE)",
     };
     let listing = match a.instance().await {
-        Ok(mut instance) => match instance.build_models_request().await {
+        Ok(mut instance) => match instance.build_models_request(None).await {
             Ok(Some(req)) => format!("yes ({} {})", req.method, req.path),
             Ok(None) if a.contract.has_models() => "no".to_owned(),
             Ok(None) => "no (contract 0.1.0 has no model listing)".to_owned(),
@@ -203,6 +209,17 @@ pub async fn check_component(file: &Path) -> Report {
     ));
     report.line(format!("  default base URL:  {}", a.info.default_base_url));
     report.line(format!("  streaming:         {streaming}"));
+    let capabilities = if a.info.capabilities.is_empty() {
+        "none".to_owned()
+    } else {
+        a.info.capabilities.join(", ")
+    };
+    let implied = if a.contract < ContractVersion::V0_3 {
+        " (implied by its contract)"
+    } else {
+        ""
+    };
+    report.line(format!("  capabilities:      {capabilities}{implied}"));
     report.line(format!("  models listing:    {listing}"));
     report.line(format!("  sha256:            {}", a.sha256));
     report

@@ -80,7 +80,9 @@ impl TestGateway {
             Gateway::start(config).await.unwrap()
         } else {
             let (runtime, adapters) = shared_runtime();
-            Gateway::from_parts(config, runtime.clone(), adapters.clone()).unwrap()
+            Gateway::from_parts(config, runtime.clone(), adapters.clone())
+                .await
+                .unwrap()
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

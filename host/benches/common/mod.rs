@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each bench binary uses part of it
 
-use chatd::contract::{ChatRequest, HttpResponse, Message};
+use chatd::contract::{ChatRequest, ContentPart, HttpResponse, Message, ResponseFormat};
 
 /// A request of about 2 KB: a system prompt and a few turns.
 pub fn request(model: &str) -> ChatRequest {
@@ -20,21 +20,29 @@ pub fn request(model: &str) -> ChatRequest {
                     "assistant"
                 }
                 .into(),
-                content: turn.clone(),
+                content: vec![ContentPart::Text(turn.clone())],
                 tool_calls: None,
                 tool_call_id: None,
                 name: None,
+                reasoning: None,
             })
             .collect(),
         max_tokens: Some(256),
         temperature: Some(0.2),
         top_p: None,
+        top_k: None,
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        repeat_penalty: None,
         stop: vec![],
-        json_mode: false,
+        response_format: ResponseFormat::Text,
         think: None,
+        reasoning_effort: None,
         stream: false,
         tools: None,
         tool_choice: None,
+        extra: None,
     }
 }
 

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::native::adapter_json;
+use super::providers::adapter_json;
 use crate::error::GatewayError;
 use crate::gateway::ReloadScope;
 

@@ -1,9 +1,11 @@
 //! The HTTP API (axum): routes, request-body handling and error rendering.
 
 pub mod admin;
+pub mod formats;
 pub mod metrics;
-pub mod native;
-pub mod openai;
+pub mod models;
+mod pipeline;
+pub mod providers;
 mod server;
 mod types;
 
@@ -20,6 +22,8 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use formats::native::Native;
+use formats::openai::OpenAi;
 
 pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
@@ -46,12 +50,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .merge(admin)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
-        .route("/v1/chat", post(native::chat))
-        .route("/v1/chat/providers", get(native::providers))
-        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/chat", post(pipeline::chat::<Native>))
+        .route("/v1/chat/providers", get(providers::providers))
+        .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
-        .route("/v1/models", get(openai::models).head(json_head))
-        .route("/v1/models/{*id}", get(openai::model))
+        .route("/v1/models", get(models::models).head(json_head))
+        .route("/v1/models/{*id}", get(models::model))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
@@ -151,6 +155,12 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn native_error(err: &GatewayError) -> Response {
     let body = json!({"error": {"code": err.code(), "message": err.to_string()}});
     with_retry_after(err, (err.status(), axum::Json(body)).into_response())
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        native_error(&self)
+    }
 }
 
 /// Adds the upstream's `Retry-After` (whole seconds) to an error response, for either shape.

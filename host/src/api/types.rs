@@ -9,7 +9,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, Error, MapAccess, SeqAccess, Unexpected, Visitor};
 use serde_json::Value;
 
-use crate::contract::Message;
+use crate::contract::{ContentPart, Message};
 use crate::error::GatewayError;
 
 /// Message content: a string, `null`, or OpenAI's array of parts (text parts only).
@@ -77,9 +77,10 @@ impl ApiMessage {
             }
         };
         let content = match self.content {
-            None => String::new(),
-            Some(Content::Text(text)) => text,
-            Some(Content::Parts(parts)) => join_text_parts(&parts, &field("content"))?,
+            None => Vec::new(),
+            Some(Content::Text(text)) if text.is_empty() => Vec::new(),
+            Some(Content::Text(text)) => vec![ContentPart::Text(text)],
+            Some(Content::Parts(parts)) => text_parts(parts, &field("content"))?,
         };
         let tool_calls = match self.tool_calls {
             None | Some(Value::Null) => None,
@@ -108,7 +109,10 @@ impl ApiMessage {
                 format!("{} is required on tool messages", field("tool_call_id")),
             ));
         }
-        if content.is_empty() && tool_calls.is_none() && role != "assistant" {
+        let no_content = content
+            .iter()
+            .all(|part| matches!(part, ContentPart::Text(t) if t.is_empty()));
+        if no_content && tool_calls.is_none() && role != "assistant" {
             return Err(GatewayError::bad_param(
                 &field("content"),
                 format!("{} must not be empty", field("content")),
@@ -120,23 +124,20 @@ impl ApiMessage {
             tool_calls,
             tool_call_id: self.tool_call_id,
             name: self.name,
+            reasoning: None,
         })
     }
 }
 
-fn join_text_parts(parts: &[Value], field: &str) -> Result<String, GatewayError> {
-    let mut text = String::new();
+/// The text parts of a message, each kept apart (the contract keeps them so).
+fn text_parts(parts: Vec<Value>, field: &str) -> Result<Vec<ContentPart>, GatewayError> {
+    let mut text = Vec::with_capacity(parts.len());
     for (i, part) in parts.iter().enumerate() {
         match (
             part.get("type").and_then(Value::as_str),
             part.get("text").and_then(Value::as_str),
         ) {
-            (Some("text"), Some(t)) => {
-                if !text.is_empty() {
-                    text.push('\n');
-                }
-                text.push_str(t);
-            }
+            (Some("text"), Some(t)) => text.push(ContentPart::Text(t.to_owned())),
             (Some(kind), _) if kind != "text" => {
                 return Err(GatewayError::bad_param(
                     &format!("{field}[{i}]"),
@@ -436,14 +437,27 @@ mod tests {
             .into_contract(0)
     }
 
+    /// A message's text parts, joined as an adapter that takes one string joins them.
+    fn text(m: Message) -> String {
+        let texts: Vec<String> = m
+            .content
+            .into_iter()
+            .map(|part| match part {
+                ContentPart::Text(t) => t,
+                _ => panic!("not a text part"),
+            })
+            .collect();
+        texts.join("\n")
+    }
+
     #[test]
     fn content_forms() {
         assert_eq!(
-            msg(json!({"role":"user","content":"hi"})).unwrap().content,
+            text(msg(json!({"role":"user","content":"hi"})).unwrap()),
             "hi"
         );
         let parts = json!({"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]});
-        assert_eq!(msg(parts).unwrap().content, "a\nb");
+        assert_eq!(text(msg(parts).unwrap()), "a\nb");
         let image = json!({"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]});
         let err = msg(image).unwrap_err();
         assert_eq!(err.param(), Some("messages[0].content[0]"));

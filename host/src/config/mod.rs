@@ -270,6 +270,14 @@ pub struct ProviderConfig {
     /// Overrides `chatd.timeout_secs` for this provider.
     #[serde(default)]
     pub timeout_secs: Option<u64>,
+    /// `[chatd.providers.<name>.settings]`: adapter-specific settings, as written. The
+    /// adapter validates them (its `configure`); chatd only carries them.
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
+    /// `settings` as a JSON object's text, what the adapter receives; `None` for a provider
+    /// without settings (or an empty table), whose adapter is never configured.
+    #[serde(skip)]
+    pub settings_json: Option<std::sync::Arc<str>>,
 }
 
 mod defaults {
@@ -496,6 +504,11 @@ impl Config {
                     key_env: None,
                     key_file: None,
                 }));
+            p.settings_json = p
+                .settings
+                .as_ref()
+                .filter(|table| !table.is_empty())
+                .map(|table| table_json(table).to_string().into());
         }
         http_rules::static_headers(&self.chatd.otel.headers)
             .map_err(|e| format!("chatd.otel: {e}"))?;
@@ -598,6 +611,31 @@ fn check_otel(otel: &OtelConfig) -> Result<(), String> {
         return Err("chatd.otel.service_name must not be empty".into());
     }
     Ok(())
+}
+
+/// A TOML table as the JSON object an adapter's `configure` reads. TOML's dates and times,
+/// which JSON lacks, become their RFC 3339 text.
+fn table_json(table: &toml::Table) -> serde_json::Value {
+    serde_json::Value::Object(
+        table
+            .iter()
+            .map(|(k, v)| (k.clone(), toml_json(v)))
+            .collect(),
+    )
+}
+
+fn toml_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as Json;
+    match value {
+        toml::Value::String(s) => Json::String(s.clone()),
+        toml::Value::Integer(i) => Json::from(*i),
+        // A float JSON cannot hold (nan, inf) becomes null: the adapter refuses it by name.
+        toml::Value::Float(f) => Json::from(*f),
+        toml::Value::Boolean(b) => Json::Bool(*b),
+        toml::Value::Datetime(d) => Json::String(d.to_string()),
+        toml::Value::Array(items) => Json::Array(items.iter().map(toml_json).collect()),
+        toml::Value::Table(table) => table_json(table),
+    }
 }
 
 /// Each CORS origin is `*` alone, or `scheme://host[:port]` as a browser sends it in `Origin`.
@@ -776,6 +814,44 @@ mod tests {
                 .unwrap()
                 .as_str(),
             "https://api.kimi.com/coding/v1"
+        );
+    }
+
+    #[test]
+    fn provider_settings_become_a_json_object() {
+        let c = parse(
+            r#"
+            [chatd]
+            [chatd.providers.ollama]
+            adapter = "ollama"
+            [chatd.providers.cloud]
+            adapter = "ollama_cloud"
+            [chatd.providers.cloud.settings]
+            endpoint = "chat"
+            retries = 3
+            ratio = 0.5
+            flags = [true, false]
+            since = 2026-01-02
+            nested = { a = "b" }
+            [chatd.providers.empty]
+            adapter = "ollama"
+            settings = {}
+            "#,
+        )
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(c.chatd.providers["cloud"].settings_json.as_deref().unwrap())
+                .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"endpoint": "chat", "retries": 3, "ratio": 0.5,
+                "flags": [true, false], "since": "2026-01-02", "nested": {"a": "b"}})
+        );
+        assert!(c.chatd.providers["ollama"].settings_json.is_none());
+        assert!(c.chatd.providers["empty"].settings_json.is_none());
+        assert!(
+            err("[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\nsettings = 3\n")
+                .contains("settings")
         );
     }
 

@@ -33,6 +33,7 @@ use provider::retry_after;
 use stream::hold_while;
 
 mod admission;
+mod capable;
 mod cut;
 mod endpoints;
 mod failover;
@@ -96,12 +97,12 @@ impl Gateway {
             &AdapterSet::default(),
         )
         .await;
-        Gateway::from_parts(config, runtime, adapters)
+        Gateway::from_parts(config, runtime, adapters).await
     }
 
     /// A gateway over an already started runtime and loaded adapters (tests share these to
     /// avoid recompiling components).
-    pub fn from_parts(
+    pub async fn from_parts(
         config: Config,
         runtime: Runtime,
         adapters: AdapterSet,
@@ -122,7 +123,8 @@ impl Gateway {
             &credentials,
             &stats,
             &lasting,
-        );
+        )
+        .await;
         snapshot.log_unregistered();
         Ok(Arc::new(Gateway {
             reloads: reloading::Reloads::new(config),
@@ -168,15 +170,15 @@ impl Gateway {
         let provider = &exchange.provider;
         provider.stats.tokens(
             &served.route.model,
-            response.input_tokens,
-            response.output_tokens,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
         );
         crate::otel::answered(
             &crate::otel::current_span(),
             &provider.name,
             &served.route.model,
-            response.input_tokens,
-            response.output_tokens,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
         );
         Ok(ChatOutcome {
             route: served.route,
@@ -192,6 +194,7 @@ impl Gateway {
         target: &crate::upstream::Target,
         request: &ChatRequest,
     ) -> Result<ChatResponse, GatewayError> {
+        capable::check(provider, request)?;
         use tracing::Instrument;
         let stats = &provider.stats;
         let mut builder = provider.instance().await?;

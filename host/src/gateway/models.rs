@@ -138,7 +138,7 @@ impl Gateway {
         let Some(built) = provider
             .instance()
             .await?
-            .build_models_request()
+            .build_models_request(None)
             .await
             .map_err(|e| provider.call_failed(e))?
         else {
@@ -156,6 +156,7 @@ impl Gateway {
             .parse_models_response(&response)
             .await
             .map_err(|e| provider.call_failed(e))?
+            .map(|page| page.models)
             .map_err(|e| provider.adapter_error(e, retry_after(&response)))
     }
 }

@@ -12,7 +12,7 @@ use super::admission::{Admission, Slot};
 use super::endpoints::{self, Endpoint, HealthPolicy, Lasting, Picked};
 use super::failover::RetryPolicy;
 use crate::config::{Config, ProviderConfig, http_rules};
-use crate::contract::{AdapterError, AuthScheme, HttpRequest, HttpResponse};
+use crate::contract::{AdapterError, AuthScheme, Capability, HttpRequest, HttpResponse};
 use crate::error::{AdapterFailure, GatewayError};
 use crate::keys::{Credentials, KeySource, Lookup};
 use crate::runtime::library::AdapterSet;
@@ -43,17 +43,39 @@ pub struct Provider {
     pub health: HealthPolicy,
     /// Its concurrency limit.
     pub admission: Admission,
+    /// Its `settings` as JSON, handed to every instance of its adapter first thing.
+    settings: Option<Arc<str>>,
     /// Scrubs every key chatd holds (not only this provider's) from what reaches clients.
     scrubber: Scrubber,
 }
 
 impl Provider {
-    /// A fresh instance of this provider's adapter.
+    /// A fresh instance of this provider's adapter, configured with its settings.
     pub(super) async fn instance(&self) -> Result<AdapterInstance, GatewayError> {
-        self.adapter
+        let mut instance = self
+            .adapter
             .instance()
             .await
-            .map_err(|e| self.call_failed(e))
+            .map_err(|e| self.call_failed(e))?;
+        if let Some(settings) = &self.settings {
+            // Accepted when the provider registered; an adapter that now refuses them is
+            // not behaving as a pure function of its input.
+            instance
+                .configure(settings)
+                .await
+                .map_err(|e| self.call_failed(e))?
+                .map_err(|refused| {
+                    self.call_failed(CallError::BadOutput(format!(
+                        "configure refused the settings it accepted at registration: {refused}"
+                    )))
+                })?;
+        }
+        Ok(instance)
+    }
+
+    /// Whether the provider's adapter declares `capability`.
+    pub fn can(&self, capability: Capability) -> bool {
+        self.adapter.capabilities.contains(capability)
     }
 
     /// The endpoint for an attempt (see [`endpoints::pick`]); an error when every endpoint
@@ -209,6 +231,16 @@ impl Provider {
         }
     }
 
+    /// A request needing `capability`, which the adapter does not declare.
+    pub(super) fn not_capable(&self, capability: Capability) -> GatewayError {
+        GatewayError::NotCapable {
+            provider: self.name.clone(),
+            adapter: self.adapter.name.clone(),
+            contract: self.adapter.contract,
+            capability,
+        }
+    }
+
     /// A request the provider cannot serve, as the host found it.
     pub(super) fn unsupported(&self, message: &str) -> GatewayError {
         GatewayError::Unsupported {
@@ -254,9 +286,31 @@ pub(super) struct Registration<'a> {
 }
 
 impl Registration<'_> {
-    /// Registers `name` if its adapter loaded and its key (when its adapter needs one) was
-    /// found; otherwise says why not.
-    pub fn register(
+    /// Registers `name` if its adapter loaded, its key (when its adapter needs one) was found
+    /// and its adapter accepts its settings; otherwise says why not.
+    pub async fn register(
+        &self,
+        name: &str,
+        pc: &ProviderConfig,
+        key: Option<&Lookup>,
+    ) -> Result<Provider, Unregistered> {
+        let provider = self.prepare(name, pc, key).map_err(Unregistered::Other)?;
+        if let Some(settings) = &provider.settings {
+            configure(&provider.adapter, settings)
+                .await
+                .map_err(|why| {
+                    Unregistered::Settings(format!(
+                        "[chatd.providers.{name}.settings] refused by adapter {}: {}",
+                        provider.adapter.name,
+                        self.scrubber.scrub(why)
+                    ))
+                })?;
+        }
+        Ok(provider)
+    }
+
+    /// The provider as its config describes it, its key in place.
+    fn prepare(
         &self,
         name: &str,
         pc: &ProviderConfig,
@@ -348,6 +402,7 @@ impl Registration<'_> {
             adapter,
             key_source,
             stats: self.stats.provider(name),
+            settings: pc.settings_json.clone(),
             scrubber: self.scrubber.clone(),
         })
     }
@@ -415,6 +470,24 @@ impl Registration<'_> {
             key_source,
         ))
     }
+}
+
+/// Why a configured provider is not registered.
+#[derive(Debug, Clone)]
+pub(super) enum Unregistered {
+    /// Its adapter refused its settings (the message names the setting).
+    Settings(String),
+    /// Anything else: no adapter, no key, ...
+    Other(String),
+}
+
+/// Hands `settings` to a fresh instance of `adapter`: its refusal, or the failed call.
+async fn configure(adapter: &Adapter, settings: &str) -> Result<(), String> {
+    let mut instance = adapter.instance().await.map_err(|e| e.to_string())?;
+    instance
+        .configure(settings)
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// Why `name` names no adapter: where chatd looked, and which adapters there are.

@@ -110,13 +110,15 @@ impl Gateway {
                 match Snapshot::check_new_adapters(&config, Some(&current.config), &adapters) {
                     Ok(()) => {
                         let credentials = Credentials::resolve(&config);
-                        Ok(Snapshot::build(
+                        let next = Snapshot::build(
                             config,
                             Arc::new(adapters),
                             &credentials,
                             &self.stats,
                             &self.lasting,
-                        ))
+                        )
+                        .await;
+                        new_settings_refusal(&current, &next).map_or(Ok(next), Err)
                     }
                     Err(e) => Err(e),
                 }
@@ -237,6 +239,22 @@ impl ReloadReport {
             took_ms: started.elapsed().as_secs_f64() * 1000.0,
         }
     }
+}
+
+/// A refusal of a provider's settings that `next` brings and `current` did not have: a
+/// reload must not unregister a provider that serves (or one the operator is configuring)
+/// over settings its adapter refuses; the running config stays, and the error says why. A
+/// refusal that was there before (chatd started with it) does not block other changes.
+fn new_settings_refusal(current: &Snapshot, next: &Snapshot) -> Option<String> {
+    next.refused_settings
+        .iter()
+        .find(|(name, why)| current.refused_settings.get(*name) != Some(*why))
+        .map(|(name, why)| {
+            format!(
+                "config {}: provider {name}: {why}",
+                next.config.path.display()
+            )
+        })
 }
 
 /// Settings fixed at start: say so when a reloaded config differs from what is running.

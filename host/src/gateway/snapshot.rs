@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::endpoints::Lasting;
-use super::provider::{Provider, Registration, unknown_adapter};
+use super::provider::{Provider, Registration, Unregistered, unknown_adapter};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::keys::{Credentials, Secret};
@@ -24,6 +24,9 @@ pub struct Snapshot {
     pub providers: BTreeMap<String, Arc<Provider>>,
     /// Configured but unregistered providers, with the reason.
     pub unregistered: BTreeMap<String, String>,
+    /// The providers of `unregistered` whose adapter refused their settings, with its
+    /// message: `chatd check` fails on them, and a reload that brings a new one is rejected.
+    pub refused_settings: BTreeMap<String, String>,
     /// What routing needs.
     pub routes: RouteTable,
     /// The admin bearer token, when the admin API is enabled and a token was found.
@@ -61,10 +64,11 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Registers every configured provider whose adapter loaded and whose key (if its adapter
-    /// needs one) was found; the others are listed in `unregistered` with the reason. Does no
-    /// I/O: the keys were looked up into `credentials` before.
-    pub fn build(
+    /// Registers every configured provider whose adapter loaded, whose key (if its adapter
+    /// needs one) was found and whose settings (if any) its adapter accepts; the others are
+    /// listed in `unregistered` with the reason. Does no I/O: the keys were looked up into
+    /// `credentials` before.
+    pub async fn build(
         config: Arc<Config>,
         adapters: Arc<AdapterSet>,
         credentials: &Credentials,
@@ -82,12 +86,20 @@ impl Snapshot {
         };
         let mut providers = BTreeMap::new();
         let mut unregistered = BTreeMap::new();
+        let mut refused_settings = BTreeMap::new();
         for (name, pc) in &config.chatd.providers {
-            match registration.register(name, pc, credentials.providers.get(name)) {
+            match registration
+                .register(name, pc, credentials.providers.get(name))
+                .await
+            {
                 Ok(p) => {
                     providers.insert(name.clone(), Arc::new(p));
                 }
-                Err(reason) => {
+                Err(Unregistered::Other(reason)) => {
+                    unregistered.insert(name.clone(), reason);
+                }
+                Err(Unregistered::Settings(reason)) => {
+                    refused_settings.insert(name.clone(), reason.clone());
                     unregistered.insert(name.clone(), reason);
                 }
             }
@@ -107,6 +119,7 @@ impl Snapshot {
             adapters,
             providers,
             unregistered,
+            refused_settings,
             routes,
             admin_token,
         }

@@ -14,7 +14,7 @@ use super::endpoints::Picked;
 use super::failover::Answer;
 use super::in_flight::{InFlight, Kind, elapsed_ms};
 use super::provider::{Provider, retry_after};
-use crate::contract::{ChatRequest, ChatResponse, StreamChunk};
+use crate::contract::{ChatRequest, ChatResponse, StreamChunk, Usage};
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::runtime::AdapterInstance;
@@ -105,6 +105,7 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
+        super::capable::check(provider, request)?;
         let stats = &provider.stats;
         let mut builder = provider.instance().await?;
         let began = Instant::now();
@@ -174,8 +175,7 @@ fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
         model: Some(response.model),
         done_reason: None,
         finish: None,
-        input_tokens: None,
-        output_tokens: None,
+        usage: Usage::NONE,
         done: false,
     };
     let mut chunks = VecDeque::with_capacity(2);
@@ -190,8 +190,7 @@ fn chunks_of(response: ChatResponse) -> VecDeque<StreamChunk> {
         tool_calls: response.tool_calls,
         done_reason: response.done_reason,
         finish: response.finish,
-        input_tokens: response.input_tokens,
-        output_tokens: response.output_tokens,
+        usage: response.usage,
         done: true,
         ..empty
     });
@@ -263,8 +262,8 @@ impl ChatStream {
         match &item {
             Some(Ok(chunk)) => {
                 self.chunks += 1;
-                self.tokens.0 = chunk.input_tokens.or(self.tokens.0);
-                self.tokens.1 = chunk.output_tokens.or(self.tokens.1);
+                self.tokens.0 = chunk.usage.input_tokens.or(self.tokens.0);
+                self.tokens.1 = chunk.usage.output_tokens.or(self.tokens.1);
                 if chunk.done {
                     self.end(None);
                 }

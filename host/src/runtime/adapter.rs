@@ -15,8 +15,9 @@ use super::sandbox::{Sandbox, arm, within_budget};
 use super::{CallError, LoadError, Runtime};
 use crate::config::http_rules;
 use crate::contract::{
-    AdapterError, AdapterInfo, AuthScheme, ChatRequest, ChatResponse, ContractVersion, HttpRequest,
-    HttpResponse, ModelInfo, PACKAGE, StreamChunk, StreamEvent,
+    AdapterError, AdapterInfo, AuthScheme, Capabilities, ChatRequest, ChatResponse,
+    ContractVersion, EmbeddingsRequest, EmbeddingsResponse, HttpRequest, HttpResponse, ModelPage,
+    PACKAGE, StreamChunk, StreamEvent, v0_2,
 };
 
 /// Where an adapter's bytes came from.
@@ -54,17 +55,32 @@ macro_rules! signatures {
     )*};
 }
 
+// Contract 0.3.0.
 signatures! {
     Describe: () -> AdapterInfo;
+    Configure: (str) -> Result<(), String>;
     BuildRequest: (ChatRequest) -> Result<HttpRequest, AdapterError>;
     ParseResponse: (HttpResponse) -> Result<ChatResponse, AdapterError>;
     ParseStreamEvent: (StreamEvent) -> Result<Option<StreamChunk>, AdapterError>;
-    BuildModelsRequest: () -> Option<HttpRequest>;
-    ParseModelsResponse: (HttpResponse) -> Result<Vec<ModelInfo>, AdapterError>;
+    BuildModelsRequest: (Option<String>) -> Option<HttpRequest>;
+    ParseModelsResponse: (HttpResponse) -> Result<ModelPage, AdapterError>;
+    BuildEmbeddingsRequest: (EmbeddingsRequest) -> Result<HttpRequest, AdapterError>;
+    ParseEmbeddingsResponse: (HttpResponse) -> Result<EmbeddingsResponse, AdapterError>;
+}
+
+// Contracts 0.2.0 and 0.1.0: their own types where 0.3.0 changed them, 0.3.0's where not
+// (`http-request`, `http-response`, `stream-event` are the same records).
+signatures! {
+    DescribeV0_2: () -> v0_2::AdapterInfo;
+    BuildRequestV0_2: (v0_2::ChatRequest) -> Result<HttpRequest, v0_2::AdapterError>;
+    ParseResponseV0_2: (HttpResponse) -> Result<v0_2::ChatResponse, v0_2::AdapterError>;
+    ParseStreamEventV0_2: (StreamEvent) -> Result<Option<v0_2::StreamChunk>, v0_2::AdapterError>;
+    BuildModelsRequestV0_2: () -> Option<HttpRequest>;
+    ParseModelsResponseV0_2: (HttpResponse) -> Result<Vec<v0_2::ModelInfo>, v0_2::AdapterError>;
 }
 
 /// An export whose type was checked to be `S` when its adapter loaded. Only
-/// [`Export::checked`] makes one, so a call through it needs no check of its own.
+/// [`Checker::check`] makes one, so a call through it needs no check of its own.
 ///
 /// Per request only the raw [`InstancePre`] is instantiated and a function is looked up by
 /// index when it is called; the typed wrappers `bindgen!` generates would instead look up
@@ -83,24 +99,6 @@ impl<S> Clone for Export<S> {
 
 impl<S> Copy for Export<S> {}
 
-impl<S: Signature> Export<S> {
-    /// The export at `index`, if its type in `instance` is `S`.
-    fn checked(
-        instance: &Instance,
-        store: &mut Store<Sandbox>,
-        index: ComponentExportIndex,
-        name: &str,
-    ) -> Result<Export<S>, String> {
-        instance
-            .get_typed_func::<S::Params<'static>, S::Results>(&mut *store, index)
-            .map_err(|e| format!("function `{name}` has the wrong type: {}", error_chain(&e)))?;
-        Ok(Export {
-            index,
-            signature: PhantomData,
-        })
-    }
-}
-
 /// A one-element result tuple (what every export returns), unwrapped.
 trait Single {
     type Output;
@@ -114,68 +112,149 @@ impl<T> Single for (T,) {
     }
 }
 
-/// Where a component's contract functions are, found by name; their types not yet checked.
-struct ExportIndices {
-    describe: ComponentExportIndex,
-    build_request: ComponentExportIndex,
-    parse_response: ComponentExportIndex,
-    parse_stream_event: ComponentExportIndex,
-    /// `models` interface (contract 0.2.0 and later).
-    models: Option<(ComponentExportIndex, ComponentExportIndex)>,
+/// Finds a component's contract functions by name (their types not yet checked).
+struct Lookup<'a> {
+    component: &'a Component,
+    version: &'static str,
 }
 
-/// An adapter's exports, each checked to have its contract type.
+/// A function of the contract, found in the component.
 #[derive(Clone, Copy)]
-struct Exports {
+struct Found {
+    index: ComponentExportIndex,
+    name: &'static str,
+}
+
+impl Lookup<'_> {
+    fn interface(&self, name: &str) -> Result<ComponentExportIndex, String> {
+        let full = format!("{PACKAGE}/{name}@{}", self.version);
+        self.component
+            .get_export_index(None, &full)
+            .ok_or_else(|| format!("no exported instance named `{full}`"))
+    }
+
+    fn func(&self, interface: &ComponentExportIndex, name: &'static str) -> Result<Found, String> {
+        let index = self
+            .component
+            .get_export_index(Some(interface), name)
+            .ok_or_else(|| format!("the exported instance has no function `{name}`"))?;
+        Ok(Found { index, name })
+    }
+}
+
+/// Checks found functions' types in one instance of their component.
+struct Checker<'a> {
+    instance: &'a Instance,
+    store: &'a mut Store<Sandbox>,
+}
+
+impl Checker<'_> {
+    /// The export `found`, if its type is `S`.
+    fn check<S: Signature>(&mut self, found: Found) -> Result<Export<S>, String> {
+        self.instance
+            .get_typed_func::<S::Params<'static>, S::Results>(&mut *self.store, found.index)
+            .map_err(|e| {
+                format!(
+                    "function `{}` has the wrong type: {}",
+                    found.name,
+                    error_chain(&e)
+                )
+            })?;
+        Ok(Export {
+            index: found.index,
+            signature: PhantomData,
+        })
+    }
+}
+
+/// Where a component's contract functions are, per contract version; types not yet checked.
+enum ExportIndices {
+    V0_3([Found; 9]),
+    V0_2 {
+        adapter: [Found; 4],
+        /// The `models` interface (0.2.0; 0.1.0 has none).
+        models: Option<[Found; 2]>,
+    },
+}
+
+/// An adapter's exports, each checked to have the type chatd calls it with.
+#[derive(Clone, Copy)]
+enum Exports {
+    V0_3(ExportsV0_3),
+    V0_2(ExportsV0_2),
+}
+
+#[derive(Clone, Copy)]
+struct ExportsV0_3 {
     describe: Export<Describe>,
+    configure: Export<Configure>,
     build_request: Export<BuildRequest>,
     parse_response: Export<ParseResponse>,
     parse_stream_event: Export<ParseStreamEvent>,
-    models: Option<ModelsExports>,
+    build_models_request: Export<BuildModelsRequest>,
+    parse_models_response: Export<ParseModelsResponse>,
+    build_embeddings_request: Export<BuildEmbeddingsRequest>,
+    parse_embeddings_response: Export<ParseEmbeddingsResponse>,
 }
 
 #[derive(Clone, Copy)]
-struct ModelsExports {
-    build_models_request: Export<BuildModelsRequest>,
-    parse_models_response: Export<ParseModelsResponse>,
+struct ExportsV0_2 {
+    describe: Export<DescribeV0_2>,
+    build_request: Export<BuildRequestV0_2>,
+    parse_response: Export<ParseResponseV0_2>,
+    parse_stream_event: Export<ParseStreamEventV0_2>,
+    models: Option<(
+        Export<BuildModelsRequestV0_2>,
+        Export<ParseModelsResponseV0_2>,
+    )>,
 }
 
 impl ExportIndices {
     /// Finds the contract's exports in `component`.
     fn resolve(component: &Component, contract: ContractVersion) -> Result<ExportIndices, String> {
-        let version = contract.as_str();
-        let interface = |name: &str| {
-            let full = format!("{PACKAGE}/{name}@{version}");
-            component
-                .get_export_index(None, &full)
-                .ok_or_else(|| format!("no exported instance named `{full}`"))
+        let find = Lookup {
+            component,
+            version: contract.as_str(),
         };
-        let func = |instance: &ComponentExportIndex, name: &str| {
-            component
-                .get_export_index(Some(instance), name)
-                .ok_or_else(|| format!("the exported instance has no function `{name}`"))
+        let adapter = find.interface("adapter")?;
+        let chat = [
+            find.func(&adapter, "describe")?,
+            find.func(&adapter, "build-request")?,
+            find.func(&adapter, "parse-response")?,
+            find.func(&adapter, "parse-stream-event")?,
+        ];
+        let models = |find: &Lookup| -> Result<[Found; 2], String> {
+            let models = find.interface("models")?;
+            Ok([
+                find.func(&models, "build-models-request")?,
+                find.func(&models, "parse-models-response")?,
+            ])
         };
-        let adapter = interface("adapter")?;
-        let describe = func(&adapter, "describe")?;
-        let build_request = func(&adapter, "build-request")?;
-        let parse_response = func(&adapter, "parse-response")?;
-        let parse_stream_event = func(&adapter, "parse-stream-event")?;
-        let models = if contract.has_models() {
-            let models = interface("models")?;
-            Some((
-                func(&models, "build-models-request")?,
-                func(&models, "parse-models-response")?,
-            ))
-        } else {
-            None
-        };
-        Ok(ExportIndices {
+        if contract < ContractVersion::V0_3 {
+            return Ok(ExportIndices::V0_2 {
+                adapter: chat,
+                models: if contract.has_models() {
+                    Some(models(&find)?)
+                } else {
+                    None
+                },
+            });
+        }
+        let configure = find.func(&adapter, "configure")?;
+        let [build_models, parse_models] = models(&find)?;
+        let embeddings = find.interface("embeddings")?;
+        let [describe, build, parse, stream] = chat;
+        Ok(ExportIndices::V0_3([
             describe,
-            build_request,
-            parse_response,
-            parse_stream_event,
-            models,
-        })
+            configure,
+            build,
+            parse,
+            stream,
+            build_models,
+            parse_models,
+            find.func(&embeddings, "build-embeddings-request")?,
+            find.func(&embeddings, "parse-embeddings-response")?,
+        ]))
     }
 
     /// Checks every export's type in `instance`, naming the first that differs.
@@ -184,39 +263,32 @@ impl ExportIndices {
         instance: &Instance,
         store: &mut Store<Sandbox>,
     ) -> Result<Exports, String> {
-        let describe = Export::checked(instance, store, self.describe, "describe")?;
-        let build_request = Export::checked(instance, store, self.build_request, "build-request")?;
-        let parse_response =
-            Export::checked(instance, store, self.parse_response, "parse-response")?;
-        let parse_stream_event = Export::checked(
-            instance,
-            store,
-            self.parse_stream_event,
-            "parse-stream-event",
-        )?;
-        let models = match self.models {
-            Some((build, parse)) => Some(ModelsExports {
-                build_models_request: Export::checked(
-                    instance,
-                    store,
-                    build,
-                    "build-models-request",
-                )?,
-                parse_models_response: Export::checked(
-                    instance,
-                    store,
-                    parse,
-                    "parse-models-response",
-                )?,
+        let mut c = Checker { instance, store };
+        Ok(match *self {
+            ExportIndices::V0_3([d, cf, b, p, s, bm, pm, be, pe]) => Exports::V0_3(ExportsV0_3 {
+                describe: c.check(d)?,
+                configure: c.check(cf)?,
+                build_request: c.check(b)?,
+                parse_response: c.check(p)?,
+                parse_stream_event: c.check(s)?,
+                build_models_request: c.check(bm)?,
+                parse_models_response: c.check(pm)?,
+                build_embeddings_request: c.check(be)?,
+                parse_embeddings_response: c.check(pe)?,
             }),
-            None => None,
-        };
-        Ok(Exports {
-            describe,
-            build_request,
-            parse_response,
-            parse_stream_event,
-            models,
+            ExportIndices::V0_2 {
+                adapter: [d, b, p, s],
+                models,
+            } => Exports::V0_2(ExportsV0_2 {
+                describe: c.check(d)?,
+                build_request: c.check(b)?,
+                parse_response: c.check(p)?,
+                parse_stream_event: c.check(s)?,
+                models: match models {
+                    Some([bm, pm]) => Some((c.check(bm)?, c.check(pm)?)),
+                    None => None,
+                },
+            }),
         })
     }
 }
@@ -225,8 +297,11 @@ impl ExportIndices {
 pub struct Adapter {
     /// The name providers use to pick it (the built-in name or the file stem).
     pub name: String,
-    /// Its self-description, read once at load.
+    /// Its self-description, read once at load (an adapter of contract 0.2.0 or older
+    /// declares the capabilities that contract implies).
     pub info: AdapterInfo,
+    /// `info.capabilities`, the names chatd knows.
+    pub capabilities: Capabilities,
     /// The contract version it was built against.
     pub contract: ContractVersion,
     /// Where it came from.
@@ -290,6 +365,7 @@ impl Adapter {
         check_info(&info).map_err(LoadError::Description)?;
         Ok(Adapter {
             name: name.to_owned(),
+            capabilities: Capabilities::from_names(&info.capabilities),
             info,
             contract,
             source,
@@ -375,15 +451,46 @@ impl AdapterInstance {
 
     /// The adapter's self-description.
     pub async fn describe(&mut self) -> Result<AdapterInfo, CallError> {
-        self.call(self.exports.describe, ()).await
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.describe, ()).await,
+            Exports::V0_2(e) => Ok(self.call(e.describe, ()).await?.into()),
+        }
     }
 
-    /// Builds the upstream request.
+    /// Hands the instance its provider's settings (a JSON object's text); `Err` with the
+    /// adapter's message when it refuses them. Adapters of contracts before 0.3.0 take none.
+    pub async fn configure(&mut self, settings: &str) -> Result<Result<(), String>, CallError> {
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.configure, (settings,)).await,
+            Exports::V0_2(_) => Ok(Err(
+                "the adapter takes no settings: it is built against contract 0.2.0 or older \
+                 (settings came with 0.3.0)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Builds the upstream request. For an adapter of an older contract the request is first
+    /// converted; what that contract cannot carry is an `invalid-request` naming it.
     pub async fn build_request(
         &mut self,
         request: &ChatRequest,
     ) -> Result<Result<HttpRequest, AdapterError>, CallError> {
-        self.call(self.exports.build_request, (request,)).await
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.build_request, (request,)).await,
+            Exports::V0_2(e) => {
+                let old = match v0_2::request(request) {
+                    Ok(old) => old,
+                    Err(refusal) => {
+                        return Ok(Err(AdapterError::InvalidRequest(refusal.to_string())));
+                    }
+                };
+                Ok(self
+                    .call(e.build_request, (&old,))
+                    .await?
+                    .map_err(Into::into))
+            }
+        }
     }
 
     /// Parses a complete upstream response.
@@ -391,7 +498,14 @@ impl AdapterInstance {
         &mut self,
         response: &HttpResponse,
     ) -> Result<Result<ChatResponse, AdapterError>, CallError> {
-        self.call(self.exports.parse_response, (response,)).await
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.parse_response, (response,)).await,
+            Exports::V0_2(e) => Ok(self
+                .call(e.parse_response, (response,))
+                .await?
+                .map(Into::into)
+                .map_err(Into::into)),
+        }
     }
 
     /// Parses one framed stream event.
@@ -399,27 +513,81 @@ impl AdapterInstance {
         &mut self,
         event: &StreamEvent,
     ) -> Result<Result<Option<StreamChunk>, AdapterError>, CallError> {
-        self.call(self.exports.parse_stream_event, (event,)).await
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.parse_stream_event, (event,)).await,
+            Exports::V0_2(e) => Ok(self
+                .call(e.parse_stream_event, (event,))
+                .await?
+                .map(|chunk| chunk.map(Into::into))
+                .map_err(Into::into)),
+        }
     }
 
-    /// Builds the model-listing request; `None` when the adapter has none (0.1.0 adapters
-    /// never do).
-    pub async fn build_models_request(&mut self) -> Result<Option<HttpRequest>, CallError> {
-        let Some(models) = self.exports.models else {
-            return Ok(None);
-        };
-        self.call(models.build_models_request, ()).await
+    /// Builds the request for one page of the model listing (`cursor`: `None` for the
+    /// first); `None` when the adapter has no listing (0.1.0 adapters never do) or, for an
+    /// adapter before 0.3.0, which lists one page only, when asked for a later page.
+    pub async fn build_models_request(
+        &mut self,
+        cursor: Option<&str>,
+    ) -> Result<Option<HttpRequest>, CallError> {
+        match self.exports {
+            Exports::V0_3(e) => {
+                let cursor = cursor.map(str::to_owned);
+                self.call(e.build_models_request, (&cursor,)).await
+            }
+            Exports::V0_2(ExportsV0_2 {
+                models: Some((build, _)),
+                ..
+            }) if cursor.is_none() => self.call(build, ()).await,
+            Exports::V0_2(_) => Ok(None),
+        }
     }
 
-    /// Parses the model-listing response.
+    /// Parses one page of the model listing.
     pub async fn parse_models_response(
         &mut self,
         response: &HttpResponse,
-    ) -> Result<Result<Vec<ModelInfo>, AdapterError>, CallError> {
-        let Some(models) = self.exports.models else {
-            return Ok(Ok(Vec::new()));
-        };
-        self.call(models.parse_models_response, (response,)).await
+    ) -> Result<Result<ModelPage, AdapterError>, CallError> {
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.parse_models_response, (response,)).await,
+            Exports::V0_2(ExportsV0_2 {
+                models: Some((_, parse)),
+                ..
+            }) => Ok(self
+                .call(parse, (response,))
+                .await?
+                .map(|models| ModelPage {
+                    models: models.into_iter().map(Into::into).collect(),
+                    next_cursor: None,
+                })
+                .map_err(Into::into)),
+            Exports::V0_2(_) => Ok(Ok(ModelPage {
+                models: Vec::new(),
+                next_cursor: None,
+            })),
+        }
+    }
+
+    /// Builds the upstream embeddings request (adapters before 0.3.0 have none: refused).
+    pub async fn build_embeddings_request(
+        &mut self,
+        request: &EmbeddingsRequest,
+    ) -> Result<Result<HttpRequest, AdapterError>, CallError> {
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.build_embeddings_request, (request,)).await,
+            Exports::V0_2(_) => Ok(Err(no_embeddings())),
+        }
+    }
+
+    /// Parses the upstream embeddings response.
+    pub async fn parse_embeddings_response(
+        &mut self,
+        response: &HttpResponse,
+    ) -> Result<Result<EmbeddingsResponse, AdapterError>, CallError> {
+        match self.exports {
+            Exports::V0_3(e) => self.call(e.parse_embeddings_response, (response,)).await,
+            Exports::V0_2(_) => Ok(Err(no_embeddings())),
+        }
     }
 
     /// Calls `export` under the time budget (see [`within_budget`]).
@@ -432,7 +600,7 @@ impl AdapterInstance {
             .instance
             .get_func(&mut self.store, export.index)
             .ok_or_else(|| CallError::Trap("adapter export disappeared".into()))?;
-        // SAFETY: an `Export<S>` exists only if `Export::checked` verified, on an instance of
+        // SAFETY: an `Export<S>` exists only if `Checker::check` verified, on an instance of
         // this instance's component, that the function at `export.index` has type `S`; an
         // export's type is fixed by the component, so it holds for every instance of it.
         let func = unsafe { TypedFunc::<S::Params<'a>, S::Results>::new_unchecked(func) };
@@ -444,6 +612,14 @@ impl AdapterInstance {
             None => Err(CallError::Timeout),
         }
     }
+}
+
+fn no_embeddings() -> AdapterError {
+    AdapterError::InvalidRequest(
+        "embeddings cannot be carried: the adapter is built against contract 0.2.0 or older \
+         (embeddings came with 0.3.0)"
+            .into(),
+    )
 }
 
 /// What `describe` declares must be usable before the adapter may serve: a provider that
@@ -548,6 +724,7 @@ mod tests {
             default_base_url: "https://api.acme.example/v1".into(),
             supports_streaming: true,
             stream_framing: StreamFraming::Sse,
+            capabilities: vec![],
         };
         assert_eq!(check_info(&good), Ok(()));
         let with = |f: fn(&mut AdapterInfo)| {

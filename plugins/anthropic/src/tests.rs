@@ -1,9 +1,59 @@
 use super::*;
-use chatd_adapter_kit::MAX_ERROR_CHARS;
+use chatd_adapter_kit::testing::conformance::Fixtures;
 use chatd_adapter_kit::testing::{
-    body_json, chat_request, header, invalid_request, malformed_response, message, response,
-    stream_event, upstream_failure,
+    body_json, chat_request, header, image_part, inline_image, invalid_request, malformed_response,
+    message, response, stream_event, text_part, upstream_failure,
 };
+use chatd_adapter_kit::types::{JsonSchema, Usage};
+
+chatd_adapter_kit::conformance_tests!(
+    Anthropic,
+    Fixtures {
+        settings: None,
+        answer: r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[{"type":"text","text":"Hello"}],"stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":1}}"#,
+        stream_end: &[
+            (
+                Some("message_delta"),
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":2}}"#,
+            ),
+            (Some("message_stop"), r#"{"type":"message_stop"}"#),
+        ],
+        error_codes: &[
+            (
+                404,
+                r#"{"type":"error","error":{"type":"not_found_error","message":"model: claude-9"}}"#,
+                "model_not_found",
+            ),
+            (
+                400,
+                r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 208310 tokens > 200000 maximum"}}"#,
+                "context_length_exceeded",
+            ),
+            (
+                401,
+                r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+                "invalid_api_key",
+            ),
+        ],
+        embeddings_answer: None,
+    }
+);
+
+fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError> {
+    chatd_adapter_kit::testing::exported_build_request(&Anthropic, request)
+}
+
+fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
+    Anthropic.parse_response(response)
+}
+
+fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError> {
+    Anthropic.parse_stream_event(event)
+}
+
+fn parse_models_response(response: &HttpResponse) -> Result<ModelPage, AdapterError> {
+    Anthropic.parse_models_response(response)
+}
 
 fn request() -> ChatRequest {
     chat_request("claude-sonnet-4-5")
@@ -25,7 +75,7 @@ fn tool_calls_json(text: Option<&str>) -> Value {
 
 #[test]
 fn describe_reports_the_adapter() {
-    let info = describe();
+    let info = Anthropic::describe();
     assert_eq!(info.name, "anthropic");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert!(matches!(info.auth, AuthScheme::Header(ref name) if name == "x-api-key"));
@@ -111,7 +161,7 @@ fn system_messages_are_joined_into_the_system_field() {
 #[test]
 fn json_mode_appends_an_instruction_to_the_system_text() {
     let mut req = request();
-    req.json_mode = true;
+    req.response_format = ResponseFormat::JsonObject;
     assert_eq!(
         body_of(&req)["system"],
         json!("Respond with a single JSON object and nothing else.")
@@ -405,8 +455,8 @@ fn parses_a_text_answer() {
     assert_eq!(parsed.content, "Hello, world");
     assert_eq!(parsed.reasoning, None);
     assert_eq!(parsed.model, "claude-sonnet-4-5");
-    assert_eq!(parsed.input_tokens, Some(12));
-    assert_eq!(parsed.output_tokens, Some(5));
+    assert_eq!(parsed.usage.input_tokens, Some(12));
+    assert_eq!(parsed.usage.output_tokens, Some(5));
     assert_eq!(parsed.done_reason.as_deref(), Some("end_turn"));
     assert!(matches!(parsed.finish, Some(FinishReason::Stop)));
     assert_eq!(parsed.tool_calls, None);
@@ -505,10 +555,6 @@ fn non_2xx_is_an_upstream_failure() {
 
     let failure = upstream_failure(parse_response(&response(500, "")));
     assert_eq!(failure.message, "HTTP 500");
-
-    let long = "x".repeat(2000);
-    let failure = upstream_failure(parse_response(&response(400, &long)));
-    assert_eq!(failure.message.chars().count(), MAX_ERROR_CHARS);
 }
 
 #[test]
@@ -547,8 +593,8 @@ fn message_start_carries_model_and_input_tokens() {
     )
     .unwrap();
     assert_eq!(chunk.model.as_deref(), Some("claude-sonnet-4-5"));
-    assert_eq!(chunk.input_tokens, Some(25));
-    assert_eq!(chunk.output_tokens, None);
+    assert_eq!(chunk.usage.input_tokens, Some(25));
+    assert_eq!(chunk.usage.output_tokens, None);
     assert!(!chunk.done);
 }
 
@@ -648,7 +694,8 @@ fn message_delta_carries_stop_reason_and_output_tokens() {
     .unwrap();
     assert_eq!(chunk.done_reason.as_deref(), Some("max_tokens"));
     assert!(matches!(chunk.finish, Some(FinishReason::Length)));
-    assert_eq!(chunk.output_tokens, Some(15));
+    assert_eq!(chunk.usage.output_tokens, Some(15));
+    assert_eq!(chunk.usage.input_tokens, None);
     assert!(!chunk.done);
 
     let chunk = event(
@@ -720,31 +767,73 @@ fn malformed_stream_events() {
 // --- models ---
 
 #[test]
-fn builds_the_models_request() {
-    let built = build_models_request();
+fn builds_the_models_request_with_after_id_for_later_pages() {
+    let built = Anthropic.build_models_request(None).unwrap();
     assert_eq!(built.method, "GET");
-    assert_eq!(built.path, "/v1/models");
+    assert_eq!(built.path, "/v1/models?limit=1000");
     assert_eq!(header(&built, "anthropic-version"), Some("2023-06-01"));
     assert!(built.body.is_empty());
+    let built = Anthropic
+        .build_models_request(Some("claude-3-haiku-20240307"))
+        .unwrap();
+    assert_eq!(
+        built.path,
+        "/v1/models?limit=1000&after_id=claude-3-haiku-20240307"
+    );
 }
 
 #[test]
 fn parses_the_models_listing() {
-    let models = parse_models_response(&response(
+    let page = parse_models_response(&response(
         200,
         r#"{"data":[
             {"type":"model","id":"claude-sonnet-4-5","display_name":"Claude Sonnet 4.5",
              "created_at":"2025-09-29T00:00:00Z"},
             {"type":"model","id":"claude-haiku-4-5","display_name":"Claude Haiku 4.5",
-             "created_at":"2025-10-01T00:00:00Z"}],
-            "has_more":false,"first_id":"claude-sonnet-4-5","last_id":"claude-haiku-4-5"}"#,
+             "created_at":"yesterday"}],
+            "has_more":true,"first_id":"claude-sonnet-4-5","last_id":"claude-haiku-4-5"}"#,
     ))
     .unwrap();
+    let models = &page.models;
     assert_eq!(models.len(), 2);
     assert_eq!(models[0].id, "claude-sonnet-4-5");
     assert_eq!(models[0].owned_by.as_deref(), Some("anthropic"));
-    assert_eq!(models[0].created, None);
+    assert_eq!(models[0].created, Some(1759104000));
     assert_eq!(models[1].id, "claude-haiku-4-5");
+    assert_eq!(models[1].created, None);
+    assert_eq!(page.next_cursor.as_deref(), Some("claude-haiku-4-5"));
+    let page = parse_models_response(&response(
+        200,
+        r#"{"data":[],"has_more":false,"last_id":null}"#,
+    ))
+    .unwrap();
+    assert_eq!(page.next_cursor, None);
+    assert!(
+        malformed_response(parse_models_response(&response(
+            200,
+            r#"{"data":[],"has_more":true}"#
+        )))
+        .contains("last_id")
+    );
+}
+
+#[test]
+fn creation_times_in_unix_seconds() {
+    assert_eq!(unix_seconds("1970-01-01T00:00:00Z"), Some(0));
+    assert_eq!(unix_seconds("2025-09-29T00:00:00Z"), Some(1759104000));
+    assert_eq!(
+        unix_seconds("2024-02-29T14:30:15.123+02:00"),
+        Some(1709209815)
+    );
+    for bad in [
+        "",
+        "2025-09-29",
+        "2025-13-01T00:00:00Z",
+        "2025-09-29T00:00:00",
+        "1969-12-31T23:59:59Z",
+    ] {
+        assert_eq!(unix_seconds(bad), None, "{bad}");
+    }
 }
 
 #[test]
@@ -819,6 +908,183 @@ fn never_panics_on_odd_input() {
     req.messages = vec![message("user", "\u{0}é😀")];
     req.max_tokens = Some(u32::MAX);
     req.think = Some(true);
+    req.reasoning_effort = Some("high".into());
     req.tools = Some("[null, 1]".into());
     let _ = build_request(&req);
+}
+
+fn user_with(parts: Vec<ContentPart>) -> Message {
+    Message {
+        content: parts,
+        ..message("user", "")
+    }
+}
+
+#[test]
+fn images_become_image_blocks() {
+    let mut req = request();
+    req.messages = vec![user_with(vec![
+        text_part("compare"),
+        image_part(inline_image("image/jpeg", "/9j/4AAQ")),
+        text_part(""),
+        image_part(ImageSource::Url("https://example.com/b.png".into())),
+    ])];
+    assert_eq!(
+        body_of(&req)["messages"],
+        json!([{"role": "user", "content": [
+            {"type": "text", "text": "compare"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j/4AAQ"}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/b.png"}},
+        ]}])
+    );
+}
+
+#[test]
+fn images_in_a_system_turn_and_unknown_parts_are_refused() {
+    let mut req = request();
+    let mut system = message("system", "look");
+    system
+        .content
+        .push(image_part(inline_image("image/png", "AAAA")));
+    req.messages = vec![system, message("user", "hi")];
+    assert!(
+        invalid_request(build_request(&req)).starts_with("messages[0].content[1]: image parts")
+    );
+    req.messages = vec![user_with(vec![ContentPart::Other((
+        "input_audio".into(),
+        "{}".into(),
+    ))])];
+    assert!(invalid_request(build_request(&req)).contains("\"input_audio\""));
+}
+
+#[test]
+fn tool_results_with_images_become_blocks() {
+    let mut assistant = message("assistant", "");
+    assistant.tool_calls = Some(
+        json!([{"id": "t1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}])
+            .to_string(),
+    );
+    let mut tool = user_with(vec![
+        text_part("here"),
+        image_part(inline_image("image/png", "AAAA")),
+    ]);
+    tool.role = "tool".into();
+    tool.tool_call_id = Some("t1".into());
+    let mut req = request();
+    req.messages = vec![message("user", "screenshot?"), assistant, tool];
+    assert_eq!(
+        body_of(&req)["messages"][2]["content"][0]["content"],
+        json!([
+            {"type": "text", "text": "here"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+        ])
+    );
+}
+
+#[test]
+fn a_json_schema_is_a_structured_output_with_its_beta_header() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "string"}},
+                        "required": ["a"], "additionalProperties": false});
+    let mut req = request();
+    req.response_format = ResponseFormat::JsonSchema(JsonSchema {
+        name: "answer".into(),
+        schema: schema.to_string(),
+        strict: true,
+    });
+    let built = build_request(&req).unwrap();
+    assert_eq!(
+        header(&built, "anthropic-beta"),
+        Some("structured-outputs-2025-11-13")
+    );
+    let body = body_json(&built);
+    assert_eq!(
+        body["output_format"],
+        json!({"type": "json_schema", "schema": schema})
+    );
+    assert!(body.get("system").is_none());
+    assert_eq!(
+        header(&build_request(&request()).unwrap(), "anthropic-beta"),
+        None
+    );
+}
+
+#[test]
+fn top_k_is_sent() {
+    let mut req = request();
+    req.top_k = Some(5);
+    assert_eq!(body_of(&req)["top_k"], 5);
+}
+
+#[test]
+fn efforts_become_thinking_budgets() {
+    for (effort, budget, max_tokens) in [
+        ("minimal", 1024, 1024 + 4096),
+        ("low", 2048, 2048 + 4096),
+        ("medium", 8192, 8192 + 4096),
+        ("high", 16384, 16384 + 4096),
+    ] {
+        let mut req = request();
+        req.think = Some(true);
+        req.reasoning_effort = Some(effort.into());
+        let body = body_of(&req);
+        assert_eq!(body["thinking"]["budget_tokens"], budget, "{effort}");
+        assert_eq!(body["max_tokens"], max_tokens, "{effort}");
+    }
+    // A client's max_tokens shrinks the budget below it.
+    let mut req = request();
+    req.think = Some(true);
+    req.reasoning_effort = Some("high".into());
+    req.max_tokens = Some(5000);
+    let body = body_of(&req);
+    assert_eq!(body["thinking"]["budget_tokens"], 4999);
+    assert_eq!(body["max_tokens"], 5000);
+    req.reasoning_effort = Some("extreme".into());
+    assert!(invalid_request(build_request(&req)).contains("extreme"));
+}
+
+#[test]
+fn cache_tokens_count_as_input_and_as_cached() {
+    let parsed = parse_response(&response(
+        200,
+        r#"{"model":"m","content":[],"stop_reason":"end_turn","usage":{"input_tokens":10,
+            "cache_read_input_tokens":100,"cache_creation_input_tokens":5,"output_tokens":2}}"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        (parsed.usage.input_tokens, parsed.usage.cached_input_tokens),
+        (Some(115), Some(100))
+    );
+    let chunk = event(
+        "message_start",
+        r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":4,
+            "cache_read_input_tokens":6,"output_tokens":1}}}"#,
+    )
+    .unwrap();
+    let Usage {
+        input_tokens,
+        output_tokens,
+        reasoning_tokens,
+        cached_input_tokens,
+    } = chunk.usage;
+    assert_eq!(
+        (
+            input_tokens,
+            output_tokens,
+            reasoning_tokens,
+            cached_input_tokens
+        ),
+        (Some(10), None, None, Some(6))
+    );
+}
+
+#[test]
+fn stream_errors_carry_codes() {
+    let failure = upstream_failure(parse_stream_event(&stream_event(
+        Some("error"),
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    )));
+    assert_eq!(
+        (failure.status, failure.code.as_deref()),
+        (0, Some("overloaded"))
+    );
 }

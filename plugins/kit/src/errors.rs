@@ -6,8 +6,14 @@ use serde_json::Value;
 use crate::json::json_object;
 use crate::types::{AdapterError, HttpResponse, RateLimit, UpstreamFailure};
 
-/// Upstream text copied into an error message is cut to this many characters.
-pub const MAX_ERROR_CHARS: usize = 500;
+/// Upstream text copied into an error is cut to this many bytes (on a character boundary).
+///
+/// The cut only bounds what crosses into the host; the host scrubs API keys out of the text
+/// and then cuts it to 1000 bytes for the client. Cutting here first, at 500 characters,
+/// could split a key the upstream quoted back, and a key cut in two is no longer recognised
+/// by the scrubber: its first half reached the client. A cut far beyond the host's final one
+/// means a key split here lies well past what the host keeps.
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
 
 /// How an upstream shapes the message of an error body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +29,6 @@ pub enum ErrorShape {
 impl ErrorShape {
     /// The message of the error in `body`, truncated; `None` when `body` holds no error of
     /// this shape.
-    #[inline]
     pub fn message(self, body: &Value) -> Option<String> {
         match self {
             ErrorShape::OpenAi => openai_message(&body["error"]),
@@ -53,9 +58,68 @@ fn anthropic_message(error: &Value) -> Option<String> {
     Some(truncate(message))
 }
 
+/// What an upstream error says went wrong, in OpenAI's words (`upstream-failure.code`), from
+/// its error body (`body`, `Null` when it was not JSON), its message and its status:
+///
+/// - an OpenAI-style `error.code` string, as it is (`model_not_found`,
+///   `context_length_exceeded`, `invalid_api_key`, `insufficient_quota`, ...);
+/// - an Anthropic `error.type`, translated (`not_found_error` is `model_not_found`,
+///   `authentication_error` `invalid_api_key`, `billing_error` `insufficient_quota`, ...),
+///   and OpenAI's `insufficient_quota` type;
+/// - else the message, for the errors every upstream words its own way: a model that does
+///   not exist (Ollama's `model "x" not found`) and a prompt over the context window;
+/// - else a 401, which is always `invalid_api_key`.
+pub fn error_code(status: u16, body: &Value, message: &str) -> Option<String> {
+    let error = &body["error"];
+    if let Some(code) = error["code"].as_str().filter(|code| is_code(code)) {
+        return Some(code.to_owned());
+    }
+    let by_type = match error["type"].as_str() {
+        Some("not_found_error") => Some("model_not_found"),
+        Some("authentication_error") => Some("invalid_api_key"),
+        Some("permission_error") => Some("permission_denied"),
+        Some("billing_error" | "insufficient_quota") => Some("insufficient_quota"),
+        Some("rate_limit_error") => Some("rate_limit_exceeded"),
+        Some("request_too_large") => Some("request_too_large"),
+        Some("overloaded_error") => Some("overloaded"),
+        _ => None,
+    };
+    let by_message = || {
+        let text = message.to_ascii_lowercase();
+        let has = |needle: &str| text.contains(needle);
+        if has("model") && (has("not found") || has("does not exist") || has("not_found")) {
+            Some("model_not_found")
+        } else if has("context length")
+            || has("context window")
+            || has("context_length")
+            || has("maximum context")
+            || has("prompt is too long")
+            || has("exceeds the context")
+        {
+            Some("context_length_exceeded")
+        } else if has("invalid api key") || has("incorrect api key") || has("invalid x-api-key") {
+            Some("invalid_api_key")
+        } else {
+            None
+        }
+    };
+    by_type
+        .or_else(by_message)
+        .or((status == 401).then_some("invalid_api_key"))
+        .map(str::to_owned)
+}
+
+/// Whether an `error.code` string is a code (`model_not_found`), not a sentence or a number.
+fn is_code(code: &str) -> bool {
+    (1..=64).contains(&code.len())
+        && code
+            .bytes()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_')
+        && !code.bytes().all(|byte| byte.is_ascii_digit())
+}
+
 /// The JSON object of a 2xx response, or the error the response stands for (see
 /// [`status_error`]); a 2xx body that is not a JSON object is a malformed response.
-#[inline]
 pub fn json_body(response: &HttpResponse, shape: ErrorShape) -> Result<Value, AdapterError> {
     if !(200..300).contains(&response.status) {
         return Err(status_error(response, shape));
@@ -64,24 +128,23 @@ pub fn json_body(response: &HttpResponse, shape: ErrorShape) -> Result<Value, Ad
 }
 
 /// The error a non-2xx response stands for: rate limited (with its `retry-after`) for a 429,
-/// otherwise an upstream failure with the response's status; the message is from
-/// [`error_message`].
-#[inline]
+/// otherwise an upstream failure with the response's status and [`error_code`]; the message
+/// is from [`error_message`].
 pub fn status_error(response: &HttpResponse, shape: ErrorShape) -> AdapterError {
     let message = error_message(response.status, &response.body, shape);
     if response.status == 429 {
-        AdapterError::RateLimited(RateLimit {
+        return AdapterError::RateLimited(RateLimit {
             message,
             retry_after_secs: retry_after(&response.headers),
-        })
-    } else {
-        upstream(response.status, message)
+        });
     }
+    let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    let code = error_code(response.status, &body, &message);
+    upstream_with_code(response.status, message, code)
 }
 
 /// The most useful error text in an error body, truncated: the message of a JSON error body of
 /// `shape`, else the body's trimmed text, else "HTTP <status>".
-#[inline]
 pub fn error_message(status: u16, body: &[u8], shape: ErrorShape) -> String {
     let text = String::from_utf8_lossy(body);
     let message = serde_json::from_str::<Value>(&text)
@@ -96,7 +159,6 @@ pub fn error_message(status: u16, body: &[u8], shape: ErrorShape) -> String {
 }
 
 /// The `retry-after` header, when it is a whole number of seconds.
-#[inline]
 pub fn retry_after(headers: &[(String, String)]) -> Option<u32> {
     headers
         .iter()
@@ -104,29 +166,38 @@ pub fn retry_after(headers: &[(String, String)]) -> Option<u32> {
         .and_then(|(_, value)| value.trim().parse().ok())
 }
 
-/// Cuts upstream text to `MAX_ERROR_CHARS` characters.
-#[inline]
+/// Cuts upstream text to [`MAX_ERROR_BYTES`] bytes, on a character boundary.
 pub fn truncate(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((end, _)) => text[..end].to_owned(),
-        None => text.to_owned(),
+    if text.len() <= MAX_ERROR_BYTES {
+        return text.to_owned();
     }
+    let mut end = MAX_ERROR_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// An upstream failure without a code; `status` is 0 for a failure reported inside a stream.
+pub fn upstream(status: u16, message: String) -> AdapterError {
+    upstream_with_code(status, message, None)
 }
 
 /// An upstream failure; `status` is 0 for a failure reported inside a stream.
-#[inline]
-pub fn upstream(status: u16, message: String) -> AdapterError {
-    AdapterError::Upstream(UpstreamFailure { status, message })
+pub fn upstream_with_code(status: u16, message: String, code: Option<String>) -> AdapterError {
+    AdapterError::Upstream(UpstreamFailure {
+        status,
+        message,
+        code,
+    })
 }
 
 /// The request cannot be expressed for the upstream.
-#[inline]
 pub fn invalid(message: impl Into<String>) -> AdapterError {
     AdapterError::InvalidRequest(message.into())
 }
 
 /// The upstream answered with something the adapter cannot understand.
-#[inline]
 pub fn malformed(message: impl Into<String>) -> AdapterError {
     AdapterError::MalformedResponse(message.into())
 }
@@ -140,12 +211,25 @@ mod tests {
     #[test]
     fn truncation_keeps_char_boundaries() {
         assert_eq!(truncate("short"), "short");
+        // 2-byte characters: the cut falls between two.
         assert_eq!(
-            truncate(&"é".repeat(MAX_ERROR_CHARS + 20)),
-            "é".repeat(MAX_ERROR_CHARS)
+            truncate(&"é".repeat(MAX_ERROR_BYTES)),
+            "é".repeat(MAX_ERROR_BYTES / 2)
         );
-        let cut = truncate(&"日本".repeat(MAX_ERROR_CHARS));
-        assert_eq!(cut.chars().count(), MAX_ERROR_CHARS);
+        // 3-byte characters: the cut backs off to the last whole one.
+        let cut = truncate(&"日".repeat(MAX_ERROR_BYTES));
+        assert_eq!(cut.len(), MAX_ERROR_BYTES - MAX_ERROR_BYTES % 3);
+        assert!(cut.chars().all(|c| c == '日'));
+    }
+
+    #[test]
+    fn the_cut_leaves_the_host_whole_keys_to_scrub() {
+        // The host cuts at 1000 bytes after scrubbing; a key anywhere in the first few KiB must
+        // reach it whole.
+        let key = "sk-proj-0123456789abcdefghijklmnopqrstuvwxyz";
+        let text = format!("{}{key} is not valid", "x".repeat(4000));
+        assert!(truncate(&text).contains(key));
+        const { assert!(MAX_ERROR_BYTES >= 8 * 1000) };
     }
 
     #[test]
@@ -168,8 +252,8 @@ mod tests {
         assert_eq!(shape.message(&json!({"error": null})), None);
         assert_eq!(shape.message(&json!({"error": 3})), None);
         assert_eq!(shape.message(&json!({"model": "m"})), None);
-        let long = json!({ "error": "ü".repeat(MAX_ERROR_CHARS * 2) });
-        assert_eq!(shape.message(&long), Some("ü".repeat(MAX_ERROR_CHARS)));
+        let long = json!({ "error": "ü".repeat(MAX_ERROR_BYTES) });
+        assert_eq!(shape.message(&long), Some("ü".repeat(MAX_ERROR_BYTES / 2)));
     }
 
     #[test]
@@ -198,10 +282,13 @@ mod tests {
             assert_eq!(error_message(503, b"", shape), "HTTP 503");
             assert_eq!(error_message(503, b"  ", shape), "HTTP 503");
             assert_eq!(
-                error_message(400, "x".repeat(2000).as_bytes(), shape)
-                    .chars()
-                    .count(),
-                MAX_ERROR_CHARS
+                error_message(400, "x".repeat(20_000).as_bytes(), shape).len(),
+                MAX_ERROR_BYTES
+            );
+            // Well past the host's own 1000-byte cut, the text is still whole.
+            assert_eq!(
+                error_message(400, "x".repeat(3000).as_bytes(), shape).len(),
+                3000
             );
         }
         // A JSON body without an error of the shape is shown as text.
@@ -228,6 +315,85 @@ mod tests {
         )));
         assert_eq!(failure.status, 401);
         assert_eq!(failure.message, "HTTP 401");
+        assert_eq!(failure.code.as_deref(), Some("invalid_api_key"));
+        let failure = upstream_failure(Err::<(), _>(status_error(
+            &response(
+                404,
+                r#"{"error":"model \"llama9\" not found, try pulling it first"}"#,
+            ),
+            ErrorShape::OpenAi,
+        )));
+        assert_eq!(failure.code.as_deref(), Some("model_not_found"));
+        let failure = upstream_failure(Err::<(), _>(status_error(
+            &response(500, "oops"),
+            ErrorShape::OpenAi,
+        )));
+        assert_eq!(failure.code, None);
+    }
+
+    #[test]
+    fn error_codes() {
+        let code = |status, body: Value, message: &str| error_code(status, &body, message);
+        // OpenAI's own codes pass as they are; numbers and sentences are not codes.
+        for name in [
+            "model_not_found",
+            "context_length_exceeded",
+            "insufficient_quota",
+        ] {
+            let body = json!({"error": {"message": "m", "code": name}});
+            assert_eq!(code(400, body, "m").as_deref(), Some(name));
+        }
+        assert_eq!(code(400, json!({"error": {"code": 400}}), "bad"), None);
+        assert_eq!(
+            code(400, json!({"error": {"code": "Bad thing"}}), "bad"),
+            None
+        );
+        assert_eq!(code(400, json!({"error": {"code": "123"}}), "bad"), None);
+        // OpenAI's quota error is a type.
+        let body = json!({"error": {"type": "insufficient_quota", "code": null}});
+        assert_eq!(code(429, body, "x").as_deref(), Some("insufficient_quota"));
+        // Anthropic's types.
+        for (kind, expected) in [
+            ("not_found_error", "model_not_found"),
+            ("authentication_error", "invalid_api_key"),
+            ("billing_error", "insufficient_quota"),
+            ("overloaded_error", "overloaded"),
+        ] {
+            let body = json!({"type": "error", "error": {"type": kind, "message": "m"}});
+            assert_eq!(code(400, body, "m").as_deref(), Some(expected), "{kind}");
+        }
+        // Messages.
+        for (message, expected) in [
+            (
+                "model \"qwen9\" not found, try pulling it first",
+                "model_not_found",
+            ),
+            ("The model `gpt-9` does not exist", "model_not_found"),
+            (
+                "prompt is too long: 210000 tokens > 200000 maximum",
+                "context_length_exceeded",
+            ),
+            (
+                "the input length exceeds the context length",
+                "context_length_exceeded",
+            ),
+            (
+                "This model's maximum context length is 8192 tokens",
+                "context_length_exceeded",
+            ),
+            ("Incorrect API key provided", "invalid_api_key"),
+        ] {
+            assert_eq!(
+                code(400, Value::Null, message).as_deref(),
+                Some(expected),
+                "{message}"
+            );
+        }
+        assert_eq!(code(500, Value::Null, "internal"), None);
+        assert_eq!(
+            code(401, Value::Null, "who are you").as_deref(),
+            Some("invalid_api_key")
+        );
     }
 
     #[test]

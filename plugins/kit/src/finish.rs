@@ -4,7 +4,6 @@ use crate::types::FinishReason;
 
 /// Maps an upstream stop reason (OpenAI's, Ollama's, and the common Anthropic ones) onto the
 /// contract's enum.
-#[inline]
 pub fn finish_reason(raw: &str) -> FinishReason {
     match raw {
         "stop" | "end_turn" | "stop_sequence" => FinishReason::Stop,
@@ -18,7 +17,6 @@ pub fn finish_reason(raw: &str) -> FinishReason {
 /// The finish reason of a complete answer: [`finish_reason`] of its stop reason, except that
 /// an answer with tool calls ends in tool calls unless the stop reason says otherwise (Ollama
 /// and some OpenAI-compatible servers say "stop" when a turn ends in tool calls).
-#[inline]
 pub fn answer_finish(done_reason: Option<&str>, has_tool_calls: bool) -> Option<FinishReason> {
     let finish = done_reason.map(finish_reason);
     match finish {

@@ -8,7 +8,6 @@ use crate::types::{HttpRequest, StreamFraming};
 
 /// The `accept` header of a request whose answer streams in `framing` when `stream` is set and
 /// is one JSON document otherwise.
-#[inline]
 pub fn accept(stream: bool, framing: StreamFraming) -> &'static str {
     match (stream, framing) {
         (false, _) => "application/json",
@@ -19,7 +18,6 @@ pub fn accept(stream: bool, framing: StreamFraming) -> &'static str {
 
 /// A `POST` of the JSON object `body`, with the headers `content-type: application/json`, then
 /// `extra_headers`, then `accept`.
-#[inline]
 pub fn post_json(
     path: &str,
     extra_headers: &[(&str, &str)],
@@ -44,7 +42,6 @@ pub fn post_json(
 
 /// A `GET` without a body that accepts JSON, with the headers `extra_headers`, then
 /// `accept: application/json`.
-#[inline]
 pub fn get_json(path: &str, extra_headers: &[(&str, &str)]) -> HttpRequest {
     let mut headers = Vec::with_capacity(extra_headers.len() + 1);
     push_all(&mut headers, extra_headers);
@@ -55,6 +52,24 @@ pub fn get_json(path: &str, extra_headers: &[(&str, &str)]) -> HttpRequest {
         headers,
         body: Vec::new(),
     }
+}
+
+/// `text` percent-encoded for a URL path segment or query value: everything but RFC 3986's
+/// unreserved characters (letters, digits, `-`, `.`, `_`, `~`) is escaped. The host escapes
+/// nothing in a built path, so an adapter that puts a model name or a cursor into one must.
+pub fn percent_encode(text: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+    }
+    out
 }
 
 fn push_all(headers: &mut Vec<(String, String)>, extra_headers: &[(&str, &str)]) {
@@ -98,6 +113,17 @@ mod tests {
             ]
         );
         assert_eq!(built.body, br#"{"model":"m"}"#);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_characters() {
+        assert_eq!(percent_encode("claude-3.5_x~y"), "claude-3.5_x~y");
+        assert_eq!(
+            percent_encode("a b?c/d&e=f#g%"),
+            "a%20b%3Fc%2Fd%26e%3Df%23g%25"
+        );
+        assert_eq!(percent_encode("é"), "%C3%A9");
+        assert_eq!(percent_encode(""), "");
     }
 
     #[test]

@@ -1,35 +1,44 @@
-//! Shared code of chatd's provider adapters (`plugins/*`).
+//! Shared code of chatd's provider adapters (`plugins/*`), and everything an adapter crate
+//! needs to become a component of contract 0.3.0 (`lakehouse:provider@0.3.0`).
 //!
-//! The kit owns the contract's types: it generates the `lakehouse:provider/types@0.2.0`
-//! interface once, and every adapter reuses it from its own bindings with
+//! The kit generates the whole world's bindings once ([`bindings`]), so an adapter crate —
+//! in this repository or outside it — has no `wit/` directory, no `wit-bindgen` dependency
+//! and no glue of its own: it implements [`Adapter`] and exports it with [`export_adapter!`]:
 //!
 //! ```ignore
-//! wit_bindgen::generate!({
-//!     path: "../../wit/0.2.0",
-//!     with: { "lakehouse:provider/types@0.2.0": chatd_adapter_kit::types },
-//! });
-//! chatd_adapter_kit::component!();
-//! #[cfg(target_arch = "wasm32")]
-//! export!(Component);
+//! #![no_std]
+//! use chatd_adapter_kit::prelude::*;
+//! use chatd_adapter_kit::{Adapter, types::*};
+//!
+//! #[derive(Default)]
+//! pub struct Acme;
+//!
+//! impl Adapter for Acme {
+//!     fn describe() -> AdapterInfo { /* ... */ }
+//!     fn build_request(&self, request: &ChatRequest) -> Result<HttpRequest, AdapterError> { /* ... */ }
+//!     fn parse_response(&self, response: &HttpResponse) -> Result<ChatResponse, AdapterError> { /* ... */ }
+//!     fn parse_stream_event(&self, event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError> { /* ... */ }
+//! }
+//!
+//! chatd_adapter_kit::export_adapter!(Acme);
 //! ```
 //!
-//! so the helpers here take and return the very types the adapters export.
-//!
+//! - [`Adapter`] has defaults for everything optional: no settings, no model listing, no
+//!   embeddings. The exported `build-request` refuses a request that needs a capability the
+//!   adapter does not declare ([`missing_capability`]) before the adapter sees it, so a
+//!   feature is never silently dropped.
+//! - [`Settings`] reads a provider's settings in `configure`, naming the key at fault.
 //! - The crate root holds what every adapter needs: error constructors and the error an
-//!   upstream response stands for ([`json_body`], [`status_error`], [`ErrorShape`]), the
-//!   finish-reason mapping, JSON and stream-chunk helpers, and request builders.
-//! - [`ollama`] holds what the Ollama adapters (`/api/chat`, `/api/generate`) share.
-//! - [`openai`] holds OpenAI Chat Completions shapes that adapters for other APIs produce.
-//! - `testing` (feature `testing`, for the adapters' unit tests) builds requests and unpacks
-//!   errors.
+//!   upstream response stands for ([`json_body`], [`status_error`], [`ErrorShape`],
+//!   [`error_code`]), the finish-reason mapping, JSON, content-part, passthrough and
+//!   stream-chunk helpers, and request builders.
+//! - [`ollama`] holds what the Ollama adapters (`/api/chat`, `/api/generate`, `/api/embed`)
+//!   share; [`openai`] OpenAI shapes that adapters for other APIs produce or read.
+//! - `testing` (feature `testing`) builds requests, unpacks errors, and holds the
+//!   conformance tests every adapter runs ([`conformance_tests!`]).
 //! - The kit is `no_std` (with `alloc`), like the adapters: [`prelude`] has the `alloc` names
 //!   they use, and the feature `runtime` supplies what a component without std needs on wasm
 //!   (allocator, panic handler, `cabi_realloc`; see `guest.rs` for why the adapters go without).
-//!
-//! The public functions are `#[inline]`, from when the adapters were also `rlib`s, which cargo
-//! builds without LTO: every helper would otherwise have stayed a call into this crate. The
-//! adapters are `cdylib`-only now and built with LTO, so the attributes are no longer needed
-//! for that, and harmless.
 
 #![no_std]
 
@@ -37,21 +46,45 @@ extern crate alloc;
 #[cfg(any(test, feature = "testing"))]
 extern crate std;
 
-mod bindings {
-    // A world that only imports the types interface: the types get generated (none is used by
-    // a function here, hence `generate_unused_types`), and no export glue is.
+// The generated bindings name the kit by its crate name (`runtime_path` below), both here and
+// in the adapter crates that expand the export macro; this makes that name resolve here too.
+extern crate self as chatd_adapter_kit;
+
+/// The generated bindings of the `plugin` world of `wit/0.3.0`: the contract's types, one
+/// `Guest` trait per exported interface (implemented for every [`Export`]er below), and the
+/// `export!` macro that [`export_adapter!`] invokes in the adapter crate. The macro is public
+/// and writes the component-type section into the crate that invokes it, so the bindings
+/// work across crates.
+pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/0.2.0",
-        inline: "package chatd:adapter-kit; world kit { import lakehouse:provider/types@0.2.0; }",
-        generate_all,
-        generate_unused_types: true,
+        path: "../../wit/0.3.0",
+        world: "plugin",
+        pub_export_macro: true,
+        default_bindings_module: "chatd_adapter_kit::bindings",
+        runtime_path: "chatd_adapter_kit::__private::wit_bindgen::rt",
     });
 }
 
-/// The contract's types (`lakehouse:provider/types@0.2.0`), shared with every adapter.
-pub use bindings::lakehouse::provider::types;
+/// The contract's types: `lakehouse:provider/types@0.3.0`, plus the records of the `models`
+/// and `embeddings` interfaces.
+pub mod types {
+    pub use crate::bindings::exports::lakehouse::provider::embeddings::{
+        EmbeddingsRequest, EmbeddingsResponse,
+    };
+    pub use crate::bindings::exports::lakehouse::provider::models::{ModelInfo, ModelPage};
+    pub use crate::bindings::lakehouse::provider::types::*;
+}
 
+#[doc(hidden)]
+pub mod __private {
+    pub use wit_bindgen;
+}
+
+mod adapter;
+mod capabilities;
+mod content;
 mod errors;
+mod extra;
 mod finish;
 #[cfg(all(target_arch = "wasm32", target_os = "wasi", feature = "runtime"))]
 mod guest;
@@ -59,20 +92,26 @@ mod http;
 mod json;
 pub mod ollama;
 pub mod openai;
+mod settings;
 mod stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use adapter::{Adapter, Export, Instance, no_settings};
+pub use capabilities::{CAPABILITIES, missing_capability, needs_capability};
+pub use content::{joined_text, other_part, text_only};
 pub use errors::{
-    ErrorShape, MAX_ERROR_CHARS, error_message, invalid, json_body, malformed, retry_after,
-    status_error, truncate, upstream,
+    ErrorShape, MAX_ERROR_BYTES, error_code, error_message, invalid, json_body, malformed,
+    retry_after, status_error, truncate, upstream, upstream_with_code,
 };
+pub use extra::merge_extra;
 pub use finish::{answer_finish, finish_reason};
-pub use http::{accept, get_json, post_json};
+pub use http::{accept, get_json, percent_encode, post_json};
 pub use json::{
     finite, json_object, non_empty, parse_json, parse_json_array, take_text, token_count,
 };
-pub use stream::{carries_something, empty_chunk};
+pub use settings::Settings;
+pub use stream::{carries_something, done_chunk, empty_chunk, no_usage};
 
 /// The `alloc` names a `#![no_std]` adapter uses where std code would use the std prelude's.
 pub mod prelude {
@@ -84,65 +123,35 @@ pub mod prelude {
     pub use alloc::vec::Vec;
 }
 
-/// Defines `struct Component` and implements the generated `adapter` and `models` export traits
-/// for it, every call delegating to the adapter crate's plain functions of the same names:
+/// Exports an [`Adapter`] as the component: every function of the contract, each delegating
+/// to the adapter (configured by `configure`, else its `Default`). Invoke it once, at the
+/// crate root of a `#![no_std]` `cdylib`:
 ///
 /// ```ignore
-/// pub fn describe() -> AdapterInfo;
-/// pub fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError>;
-/// pub fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError>;
-/// pub fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError>;
-/// pub fn build_models_request() -> HttpRequest;
-/// pub fn parse_models_response(response: &HttpResponse) -> Result<Vec<ModelInfo>, AdapterError>;
+/// chatd_adapter_kit::export_adapter!(Ollama);
 /// ```
 ///
-/// Invoke it at the crate root, next to `wit_bindgen::generate!` (whose `exports` module it
-/// names), and export the component with `export!(Component)`.
-// `crate::` deliberately names the crate that invokes the macro: the adapter's functions.
-#[allow(clippy::crate_in_macro_def)]
+/// It also links std into native builds (which exist for `cargo test`, and whose test
+/// harness and panic handler need it). The export itself is wasm-only: export symbols are
+/// named after WIT paths ("lakehouse:provider/adapter@0.3.0#..."), which only a wasm linker
+/// accepts.
 #[macro_export]
-macro_rules! component {
-    () => {
-        /// The exported component; every call delegates to a plain function of this crate.
-        struct Component;
+macro_rules! export_adapter {
+    ($adapter:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        extern crate std;
 
-        impl exports::lakehouse::provider::adapter::Guest for Component {
-            fn describe() -> $crate::types::AdapterInfo {
-                crate::describe()
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct Component;
+            static INSTANCE: $crate::Instance<$adapter> = $crate::Instance::new();
+            impl $crate::Export for Component {
+                type Adapter = $adapter;
+                fn instance() -> &'static $crate::Instance<$adapter> {
+                    &INSTANCE
+                }
             }
-
-            fn build_request(
-                request: $crate::types::ChatRequest,
-            ) -> Result<$crate::types::HttpRequest, $crate::types::AdapterError> {
-                crate::build_request(&request)
-            }
-
-            fn parse_response(
-                response: $crate::types::HttpResponse,
-            ) -> Result<$crate::types::ChatResponse, $crate::types::AdapterError> {
-                crate::parse_response(&response)
-            }
-
-            fn parse_stream_event(
-                event: $crate::types::StreamEvent,
-            ) -> Result<Option<$crate::types::StreamChunk>, $crate::types::AdapterError> {
-                crate::parse_stream_event(&event)
-            }
-        }
-
-        impl exports::lakehouse::provider::models::Guest for Component {
-            fn build_models_request() -> Option<$crate::types::HttpRequest> {
-                Some(crate::build_models_request())
-            }
-
-            fn parse_models_response(
-                response: $crate::types::HttpResponse,
-            ) -> Result<
-                Vec<exports::lakehouse::provider::models::ModelInfo>,
-                $crate::types::AdapterError,
-            > {
-                crate::parse_models_response(&response)
-            }
-        }
+    $crate::bindings::export!(Component with_types_in $crate::bindings);
+        };
     };
 }

@@ -9,7 +9,6 @@ use crate::json::parse_json;
 use crate::types::AdapterError;
 
 /// One entry of an OpenAI `tool_calls` array (arguments as JSON text).
-#[inline]
 pub fn tool_call(
     id: impl Into<Value>,
     name: impl Into<Value>,
@@ -19,7 +18,6 @@ pub fn tool_call(
 }
 
 /// One entry of an OpenAI streaming `delta.tool_calls` array: a [`tool_call`] with its `index`.
-#[inline]
 pub fn tool_call_delta(
     index: impl Into<Value>,
     id: impl Into<Value>,
@@ -45,7 +43,6 @@ fn call_object(index: Option<Value>, id: Value, name: Value, arguments: Value) -
 
 /// The models of a model listing in OpenAI's shape (`{"data": [{"id": ...}, ...]}`), each made
 /// by `model` from its id and its entry.
-#[inline]
 pub fn model_list<T>(
     body: &Value,
     model: impl Fn(String, &Value) -> T,
@@ -68,7 +65,6 @@ pub fn model_list<T>(
 /// The arguments of an OpenAI tool call (`function.arguments`, named `field` in errors) as a
 /// JSON object: the JSON text parsed, already parsed arguments as they are, none or blank text
 /// as `{}`.
-#[inline]
 pub fn arguments_object(field: &str, arguments: &Value) -> Result<Value, AdapterError> {
     let object = match arguments {
         // A call without parameters may come with no arguments at all.

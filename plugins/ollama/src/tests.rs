@@ -1,11 +1,57 @@
 use super::*;
-use chatd_adapter_kit::MAX_ERROR_CHARS;
+use chatd_adapter_kit::prelude::*;
+use chatd_adapter_kit::testing::conformance::Fixtures;
 use chatd_adapter_kit::testing::{
-    body_json, chat_request, invalid_request, malformed_response, message, response, stream_event,
-    upstream_failure,
+    body_json, chat_request, embeddings_request, image_part, inline_image, invalid_request,
+    malformed_response, message, response, stream_event, text_part, upstream_failure,
 };
-use chatd_adapter_kit::types::FinishReason;
-use serde_json::json;
+use chatd_adapter_kit::types::{FinishReason, JsonSchema, Message, ResponseFormat};
+use serde_json::{Value, json};
+
+chatd_adapter_kit::conformance_tests!(
+    Ollama,
+    Fixtures {
+        settings: None,
+        answer: r#"{"model":"m","message":{"role":"assistant","content":"Hello"},"done":true,"done_reason":"stop"}"#,
+        stream_end: &[
+            (
+                None,
+                r#"{"model":"m","message":{"role":"assistant","content":"!"},"done":false}"#
+            ),
+            (
+                None,
+                r#"{"model":"m","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop","prompt_eval_count":3,"eval_count":2}"#,
+            ),
+        ],
+        error_codes: &[
+            (
+                404,
+                r#"{"error":"model \"llama9\" not found, try pulling it first"}"#,
+                "model_not_found",
+            ),
+            (
+                400,
+                r#"{"error":"the input length exceeds the context length"}"#,
+                "context_length_exceeded",
+            ),
+        ],
+        embeddings_answer: Some(
+            r#"{"model":"e","embeddings":[[0.5,-1.0],[0.25,2.0]],"prompt_eval_count":7}"#
+        ),
+    }
+);
+
+fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError> {
+    chatd_adapter_kit::testing::exported_build_request(&Ollama, request)
+}
+
+fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
+    Ollama.parse_response(response)
+}
+
+fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError> {
+    Ollama.parse_stream_event(event)
+}
 
 fn request() -> ChatRequest {
     chat_request("llama3.2")
@@ -21,13 +67,16 @@ fn line(data: &str) -> Option<StreamChunk> {
 
 #[test]
 fn describes_a_local_ndjson_adapter_without_auth() {
-    let info = describe();
+    let info = Ollama::describe();
     assert_eq!(info.name, "ollama");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert!(matches!(info.auth, AuthScheme::None));
     assert_eq!(info.default_base_url, "http://127.0.0.1:11434");
     assert!(info.supports_streaming);
     assert!(matches!(info.stream_framing, StreamFraming::Ndjson));
+    assert!(info.capabilities.contains(&"images".into()));
+    assert!(!info.capabilities.contains(&"image-urls".into()));
+    assert!(!info.capabilities.contains(&"settings".into()));
 }
 
 #[test]
@@ -78,7 +127,7 @@ fn think_is_passed_when_set() {
 #[test]
 fn json_mode_and_options_are_sent() {
     let mut request = request();
-    request.json_mode = true;
+    request.response_format = ResponseFormat::JsonObject;
     request.temperature = Some(0.5);
     request.top_p = Some(0.9);
     request.max_tokens = Some(128);
@@ -208,8 +257,8 @@ fn parses_a_complete_answer() {
     assert_eq!(parsed.content, "Hello!");
     assert_eq!(parsed.reasoning.as_deref(), Some("greet"));
     assert_eq!(parsed.model, "llama3.2");
-    assert_eq!(parsed.input_tokens, Some(12));
-    assert_eq!(parsed.output_tokens, Some(3));
+    assert_eq!(parsed.usage.input_tokens, Some(12));
+    assert_eq!(parsed.usage.output_tokens, Some(3));
     assert_eq!(parsed.done_reason.as_deref(), Some("stop"));
     assert_eq!(parsed.finish, Some(FinishReason::Stop));
     assert_eq!(parsed.tool_calls, None);
@@ -224,7 +273,7 @@ fn empty_thinking_is_no_reasoning_and_length_maps() {
     .unwrap();
     assert_eq!(parsed.reasoning, None);
     assert_eq!(parsed.finish, Some(FinishReason::Length));
-    assert_eq!(parsed.input_tokens, None);
+    assert_eq!(parsed.usage.input_tokens, None);
 }
 
 #[test]
@@ -290,13 +339,6 @@ fn server_errors_take_the_message_from_any_body_shape() {
         assert_eq!(failure.status, 500);
         assert_eq!(failure.message, expected);
     }
-}
-
-#[test]
-fn long_error_bodies_are_truncated_on_a_char_boundary() {
-    let body = "é".repeat(MAX_ERROR_CHARS + 20);
-    let failure = upstream_failure(parse_response(&response(502, &body)));
-    assert_eq!(failure.message, "é".repeat(MAX_ERROR_CHARS));
 }
 
 #[test]
@@ -396,8 +438,8 @@ fn stream_final_line_carries_usage_and_done() {
     assert_eq!(chunk.content, None);
     assert_eq!(chunk.done_reason.as_deref(), Some("length"));
     assert_eq!(chunk.finish, Some(FinishReason::Length));
-    assert_eq!(chunk.input_tokens, Some(26));
-    assert_eq!(chunk.output_tokens, Some(290));
+    assert_eq!(chunk.usage.input_tokens, Some(26));
+    assert_eq!(chunk.usage.output_tokens, Some(290));
 }
 
 #[test]
@@ -429,37 +471,199 @@ fn stream_garbage_is_malformed() {
 
 #[test]
 fn models_request_lists_tags() {
-    let built = build_models_request();
+    let built = Ollama.build_models_request(None).unwrap();
     assert_eq!(built.method, "GET");
     assert_eq!(built.path, "/api/tags");
     assert!(built.body.is_empty());
 }
 
 #[test]
-fn models_are_listed_by_name() {
-    let models = parse_models_response(&response(
-        200,
-        r#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189},
-                      {"name":"qwen3:8b","model":"qwen3:8b"}]}"#,
-    ))
-    .unwrap();
-    let ids: Vec<_> = models.iter().map(|model| model.id.as_str()).collect();
+fn models_are_listed_by_name_on_one_page() {
+    let page = Ollama
+        .parse_models_response(&response(
+            200,
+            r#"{"models":[{"name":"llama3.2:latest","model":"llama3.2:latest","size":2019393189},
+                          {"name":"qwen3:8b","model":"qwen3:8b"}]}"#,
+        ))
+        .unwrap();
+    let ids: Vec<_> = page.models.iter().map(|model| model.id.as_str()).collect();
     assert_eq!(ids, ["llama3.2:latest", "qwen3:8b"]);
-    assert!(
-        models
-            .iter()
-            .all(|model| model.owned_by.is_none() && model.created.is_none())
-    );
+    assert_eq!(page.next_cursor, None);
+    assert!(page.models.iter().all(|model| model.owned_by.is_none()
+        && model.created.is_none()
+        && model.context_length.is_none()));
 }
 
 #[test]
 fn models_listing_errors() {
     assert_eq!(
-        upstream_failure(parse_models_response(&response(503, ""))).message,
+        upstream_failure(Ollama.parse_models_response(&response(503, ""))).message,
         "HTTP 503"
     );
     assert_eq!(
-        malformed_response(parse_models_response(&response(200, "{}"))),
+        malformed_response(Ollama.parse_models_response(&response(200, "{}"))),
         "response has no \"models\" array"
+    );
+}
+
+fn user_with(parts: Vec<chatd_adapter_kit::types::ContentPart>) -> Message {
+    Message {
+        content: parts,
+        ..message("user", "")
+    }
+}
+
+#[test]
+fn images_ride_on_their_message_as_base64() {
+    let mut request = request();
+    request.messages = vec![
+        message("system", "be brief"),
+        user_with(vec![
+            text_part("what is"),
+            image_part(inline_image("image/jpeg", "/9j/4AAQ")),
+            text_part("this?"),
+            image_part(inline_image("image/png", "iVBORw0KGgo=")),
+        ]),
+    ];
+    assert_eq!(
+        body_of(&request)["messages"],
+        json!([
+            { "role": "system", "content": "be brief" },
+            { "role": "user", "content": "what is\nthis?", "images": ["/9j/4AAQ", "iVBORw0KGgo="] },
+        ])
+    );
+}
+
+#[test]
+fn image_urls_and_unknown_parts_are_refused() {
+    let mut request = request();
+    request.messages = vec![user_with(vec![image_part(
+        chatd_adapter_kit::types::ImageSource::Url("https://x/cat.png".into()),
+    )])];
+    // The host never sends a URL without "image-urls"; the kit refuses it before the adapter.
+    assert!(invalid_request(build_request(&request)).contains("image-urls"));
+    assert_eq!(
+        invalid_request(Ollama.build_request(&request)),
+        "messages[0].content[0]: Ollama takes images inline only, not by URL"
+    );
+    request.messages = vec![user_with(vec![
+        chatd_adapter_kit::types::ContentPart::Other((
+            "input_audio".into(),
+            r#"{"type":"input_audio"}"#.into(),
+        )),
+    ])];
+    assert_eq!(
+        invalid_request(build_request(&request)),
+        "messages[0].content[0]: content parts of type \"input_audio\" are not supported by this upstream"
+    );
+}
+
+#[test]
+fn a_json_schema_is_the_format() {
+    let schema = json!({"type": "object", "properties": {"city": {"type": "string"}}});
+    let mut request = request();
+    request.response_format = ResponseFormat::JsonSchema(JsonSchema {
+        name: "city".into(),
+        schema: schema.to_string(),
+        strict: true,
+    });
+    assert_eq!(body_of(&request)["format"], schema);
+}
+
+#[test]
+fn sampling_options_go_into_options() {
+    let mut request = request();
+    request.seed = Some(42);
+    request.top_k = Some(20);
+    request.repeat_penalty = Some(1.1);
+    request.presence_penalty = Some(0.5);
+    request.frequency_penalty = Some(0.25);
+    assert_eq!(
+        body_of(&request)["options"],
+        json!({ "seed": 42, "top_k": 20, "repeat_penalty": 1.1,
+                "presence_penalty": 0.5, "frequency_penalty": 0.25 })
+    );
+}
+
+#[test]
+fn reasoning_effort_becomes_a_think_level() {
+    let mut request = request();
+    request.think = Some(true);
+    request.reasoning_effort = Some("high".into());
+    assert_eq!(body_of(&request)["think"], "high");
+    request.reasoning_effort = Some("minimal".into());
+    assert_eq!(body_of(&request)["think"], "low");
+    request.reasoning_effort = None;
+    assert_eq!(body_of(&request)["think"], true);
+}
+
+#[test]
+fn assistant_reasoning_goes_back_as_thinking() {
+    let mut assistant = message("assistant", "4");
+    assistant.reasoning = Some("2+2".into());
+    let mut request = request();
+    request.messages = vec![message("user", "2+2?"), assistant, message("user", "sure?")];
+    assert_eq!(body_of(&request)["messages"][1]["thinking"], "2+2");
+}
+
+#[test]
+fn passthrough_merges_top_level_and_into_options() {
+    let mut request = request();
+    request.temperature = Some(0.2);
+    request.extra = Some(r#"{"keep_alive":"30m","options":{"num_ctx":32768}}"#.into());
+    let body = body_of(&request);
+    assert_eq!(body["keep_alive"], "30m");
+    assert_eq!(
+        body["options"],
+        json!({ "temperature": 0.2, "num_ctx": 32768 })
+    );
+    for field in ["stream", "messages", "model"] {
+        request.extra = Some(format!(r#"{{"{field}":null}}"#));
+        assert!(
+            invalid_request(build_request(&request)).contains(&format!("extra.{field}")),
+            "{field}"
+        );
+    }
+}
+
+#[test]
+fn embeddings_use_api_embed() {
+    let mut request = embeddings_request("nomic-embed-text", &["one", "two"]);
+    request.dimensions = Some(256);
+    let built = Ollama.build_embeddings_request(&request).unwrap();
+    assert_eq!(
+        (built.method.as_str(), built.path.as_str()),
+        ("POST", "/api/embed")
+    );
+    assert_eq!(
+        body_json(&built),
+        json!({ "model": "nomic-embed-text", "input": ["one", "two"], "dimensions": 256 })
+    );
+    let parsed = Ollama
+        .parse_embeddings_response(&response(
+            200,
+            r#"{"model":"nomic-embed-text","embeddings":[[0.1,0.2],[0.3,0.4]],
+                "total_duration":1,"prompt_eval_count":4}"#,
+        ))
+        .unwrap();
+    assert_eq!(parsed.model, "nomic-embed-text");
+    assert_eq!(parsed.embeddings, vec![vec![0.1, 0.2], vec![0.3, 0.4]]);
+    assert_eq!(parsed.input_tokens, Some(4));
+    let failure = upstream_failure(Ollama.parse_embeddings_response(&response(
+        404,
+        r#"{"error":"model \"nomic\" not found, try pulling it first"}"#,
+    )));
+    assert_eq!(failure.code.as_deref(), Some("model_not_found"));
+}
+
+#[test]
+fn stream_error_lines_carry_a_code() {
+    let failure = upstream_failure(parse_stream_event(&stream_event(
+        None,
+        r#"{"error":"model \"x\" not found"}"#,
+    )));
+    assert_eq!(
+        (failure.status, failure.code.as_deref()),
+        (0, Some("model_not_found"))
     );
 }

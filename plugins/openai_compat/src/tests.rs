@@ -1,10 +1,69 @@
 use super::*;
-use chatd_adapter_kit::MAX_ERROR_CHARS;
+use chatd_adapter_kit::testing::conformance::Fixtures;
 use chatd_adapter_kit::testing::{
-    body_json, chat_request, invalid_request, malformed_response, message, response, stream_event,
-    upstream_failure,
+    body_json, chat_request, embeddings_request, image_part, inline_image, invalid_request,
+    malformed_response, message, response, stream_event, text_part, upstream_failure,
 };
-use chatd_adapter_kit::types::FinishReason;
+use chatd_adapter_kit::types::{FinishReason, Image, JsonSchema};
+
+chatd_adapter_kit::conformance_tests!(
+    OpenAiCompat,
+    Fixtures {
+        settings: None,
+        answer: r#"{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}]}"#,
+        stream_end: &[
+            (
+                None,
+                r#"{"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#
+            ),
+            (
+                None,
+                r#"{"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#,
+            ),
+            (None, "[DONE]"),
+        ],
+        error_codes: &[
+            (
+                404,
+                r#"{"error":{"message":"The model `gpt-9` does not exist","type":"invalid_request_error","code":"model_not_found"}}"#,
+                "model_not_found",
+            ),
+            (
+                400,
+                r#"{"error":{"message":"This model's maximum context length is 128000 tokens.","type":"invalid_request_error","code":"context_length_exceeded"}}"#,
+                "context_length_exceeded",
+            ),
+            (
+                401,
+                r#"{"error":{"message":"Incorrect API key provided: sk-***","type":"invalid_request_error","code":"invalid_api_key"}}"#,
+                "invalid_api_key",
+            ),
+            (
+                401,
+                r#"{"error":{"message":"No auth credentials found","code":401}}"#,
+                "invalid_api_key",
+            ),
+        ],
+        embeddings_answer: Some(
+            r#"{"object":"list","model":"e","data":[
+                {"object":"embedding","index":1,"embedding":[0.25,2.0]},
+                {"object":"embedding","index":0,"embedding":[0.5,-1.0]}],
+                "usage":{"prompt_tokens":7,"total_tokens":7}}"#
+        ),
+    }
+);
+
+fn build_request(request: &ChatRequest) -> Result<HttpRequest, AdapterError> {
+    chatd_adapter_kit::testing::exported_build_request(&OpenAiCompat, request)
+}
+
+fn parse_response(response: &HttpResponse) -> Result<ChatResponse, AdapterError> {
+    OpenAiCompat.parse_response(response)
+}
+
+fn parse_stream_event(event: &StreamEvent) -> Result<Option<StreamChunk>, AdapterError> {
+    OpenAiCompat.parse_stream_event(event)
+}
 
 fn request() -> ChatRequest {
     chat_request("moonshotai/kimi-k2")
@@ -20,7 +79,7 @@ fn event(data: &str) -> Option<StreamChunk> {
 
 #[test]
 fn describes_a_bearer_sse_adapter() {
-    let info = describe();
+    let info = OpenAiCompat::describe();
     assert_eq!(info.name, "openai_compat");
     assert_eq!(info.version, env!("CARGO_PKG_VERSION"));
     assert!(matches!(info.auth, AuthScheme::Bearer));
@@ -32,7 +91,7 @@ fn describes_a_bearer_sse_adapter() {
 #[test]
 fn minimal_request_sends_nothing_optional() {
     let mut request = request();
-    request.think = Some(true);
+    request.think = Some(false);
     let built = build_request(&request).unwrap();
     assert_eq!(built.method, "POST");
     assert_eq!(built.path, "/chat/completions");
@@ -56,7 +115,7 @@ fn every_optional_field_is_sent_when_set() {
     request.temperature = Some(0.7);
     request.top_p = Some(0.95);
     request.stop = vec!["###".into()];
-    request.json_mode = true;
+    request.response_format = ResponseFormat::JsonObject;
     let body = body_of(&request);
     assert_eq!(body["max_tokens"], 100);
     assert_eq!(body["temperature"], 0.7);
@@ -185,8 +244,8 @@ fn parses_a_complete_answer() {
     assert_eq!(parsed.content, "Hello!");
     assert_eq!(parsed.reasoning.as_deref(), Some("greet back"));
     assert_eq!(parsed.model, "moonshotai/kimi-k2");
-    assert_eq!(parsed.input_tokens, Some(11));
-    assert_eq!(parsed.output_tokens, Some(4));
+    assert_eq!(parsed.usage.input_tokens, Some(11));
+    assert_eq!(parsed.usage.output_tokens, Some(4));
     assert_eq!(parsed.done_reason.as_deref(), Some("stop"));
     assert_eq!(parsed.finish, Some(FinishReason::Stop));
     assert_eq!(parsed.tool_calls, None);
@@ -202,7 +261,7 @@ fn reasoning_content_is_read_and_empty_reasoning_ignored() {
     .unwrap();
     assert_eq!(parsed.reasoning.as_deref(), Some("why"));
     assert_eq!(parsed.finish, Some(FinishReason::Length));
-    assert_eq!(parsed.input_tokens, None);
+    assert_eq!(parsed.usage.input_tokens, None);
 }
 
 #[test]
@@ -274,14 +333,6 @@ fn server_errors_take_the_message_from_any_body_shape() {
         assert_eq!(failure.status, 500);
         assert_eq!(failure.message, expected);
     }
-}
-
-#[test]
-fn long_error_bodies_are_truncated_on_a_char_boundary() {
-    let body = "日本".repeat(MAX_ERROR_CHARS);
-    let failure = upstream_failure(parse_response(&response(503, &body)));
-    assert_eq!(failure.message.chars().count(), MAX_ERROR_CHARS);
-    assert!(body.starts_with(&failure.message));
 }
 
 #[test]
@@ -387,8 +438,8 @@ fn stream_usage_only_chunk() {
         r#"{"model":"m","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#,
     )
     .unwrap();
-    assert_eq!(chunk.input_tokens, Some(12));
-    assert_eq!(chunk.output_tokens, Some(34));
+    assert_eq!(chunk.usage.input_tokens, Some(12));
+    assert_eq!(chunk.usage.output_tokens, Some(34));
     assert_eq!(chunk.content, None);
     assert!(!chunk.done);
 }
@@ -400,8 +451,8 @@ fn stream_usage_inside_the_choice() {
     )
     .unwrap();
     assert_eq!(chunk.finish, Some(FinishReason::Stop));
-    assert_eq!(chunk.input_tokens, Some(5));
-    assert_eq!(chunk.output_tokens, Some(6));
+    assert_eq!(chunk.usage.input_tokens, Some(5));
+    assert_eq!(chunk.usage.output_tokens, Some(6));
 }
 
 #[test]
@@ -411,7 +462,7 @@ fn stream_done_marker() {
     assert_eq!(chunk.content, None);
     assert_eq!(chunk.model, None);
     assert_eq!(chunk.finish, None);
-    assert_eq!(chunk.input_tokens, None);
+    assert_eq!(chunk.usage.input_tokens, None);
 }
 
 #[test]
@@ -449,36 +500,78 @@ fn stream_garbage_is_malformed() {
 }
 
 #[test]
-fn models_request_lists_models() {
-    let built = build_models_request();
+fn models_request_lists_models_and_pages_with_after() {
+    let built = OpenAiCompat.build_models_request(None).unwrap();
     assert_eq!(built.method, "GET");
     assert_eq!(built.path, "/models");
     assert!(built.body.is_empty());
+    let built = OpenAiCompat
+        .build_models_request(Some("model 7/x"))
+        .unwrap();
+    assert_eq!(built.path, "/models?after=model%207%2Fx");
 }
 
 #[test]
-fn models_are_listed_with_owner_and_creation_time() {
-    let models = parse_models_response(&response(
-        200,
-        r#"{"object":"list","data":[
-            {"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"openai"},
-            {"id":"moonshotai/kimi-k2","name":"Kimi K2"}
-        ]}"#,
-    ))
-    .unwrap();
-    assert_eq!(models.len(), 2);
+fn models_are_listed_with_owner_creation_time_and_context() {
+    let page = OpenAiCompat
+        .parse_models_response(&response(
+            200,
+            r#"{"object":"list","data":[
+                {"id":"gpt-4o","object":"model","created":1715367049,"owned_by":"openai"},
+                {"id":"moonshotai/kimi-k2","name":"Kimi K2","context_length":131072},
+                {"id":"qwen","max_model_len":32768}
+            ]}"#,
+        ))
+        .unwrap();
+    let models = &page.models;
+    assert_eq!(models.len(), 3);
     assert_eq!(models[0].id, "gpt-4o");
     assert_eq!(models[0].owned_by.as_deref(), Some("openai"));
     assert_eq!(models[0].created, Some(1715367049));
+    assert_eq!(models[0].context_length, None);
     assert_eq!(models[1].id, "moonshotai/kimi-k2");
     assert_eq!(models[1].owned_by, None);
-    assert_eq!(models[1].created, None);
+    assert_eq!(models[1].context_length, Some(131072));
+    assert_eq!(models[2].context_length, Some(32768));
+    assert_eq!(page.next_cursor, None);
+}
+
+#[test]
+fn models_pages_follow_has_more() {
+    let page = OpenAiCompat
+        .parse_models_response(&response(
+            200,
+            r#"{"data":[{"id":"a"},{"id":"b"}],"has_more":true,"last_id":"b-last"}"#,
+        ))
+        .unwrap();
+    assert_eq!(page.next_cursor.as_deref(), Some("b-last"));
+    // No last_id: the page's last model.
+    let page = OpenAiCompat
+        .parse_models_response(&response(
+            200,
+            r#"{"data":[{"id":"a"},{"id":"b"}],"has_more":true}"#,
+        ))
+        .unwrap();
+    assert_eq!(page.next_cursor.as_deref(), Some("b"));
+    let page = OpenAiCompat
+        .parse_models_response(&response(
+            200,
+            r#"{"data":[{"id":"a"}],"has_more":false,"last_id":"a"}"#,
+        ))
+        .unwrap();
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(
+        malformed_response(
+            OpenAiCompat.parse_models_response(&response(200, r#"{"data":[],"has_more":true}"#))
+        ),
+        "has_more is set on an empty page"
+    );
 }
 
 #[test]
 fn models_listing_errors() {
     assert_eq!(
-        upstream_failure(parse_models_response(&response(
+        upstream_failure(OpenAiCompat.parse_models_response(&response(
             401,
             r#"{"error":{"message":"No auth credentials found","code":401}}"#
         )))
@@ -486,10 +579,210 @@ fn models_listing_errors() {
         "No auth credentials found"
     );
     assert_eq!(
-        malformed_response(parse_models_response(&response(
-            200,
-            r#"{"data":[{"object":"model"}]}"#
-        ))),
+        malformed_response(
+            OpenAiCompat.parse_models_response(&response(200, r#"{"data":[{"object":"model"}]}"#))
+        ),
         "data[0] has no id"
     );
+}
+
+fn user_with(parts: Vec<ContentPart>) -> Message {
+    Message {
+        content: parts,
+        ..message("user", "")
+    }
+}
+
+#[test]
+fn text_only_content_is_one_string() {
+    let mut request = request();
+    request.messages = vec![user_with(vec![text_part("one"), text_part("two")])];
+    assert_eq!(body_of(&request)["messages"][0]["content"], "one\ntwo");
+}
+
+#[test]
+fn images_become_image_url_parts() {
+    let mut request = request();
+    request.messages = vec![user_with(vec![
+        text_part("compare"),
+        image_part(inline_image("image/png", "iVBORw0KGgo=")),
+        ContentPart::Image(Image {
+            source: ImageSource::Url("https://example.com/b.jpg".into()),
+            detail: Some("low".into()),
+        }),
+    ])];
+    assert_eq!(
+        body_of(&request)["messages"][0]["content"],
+        json!([
+            { "type": "text", "text": "compare" },
+            { "type": "image_url", "image_url": { "url": "data:image/png;base64,iVBORw0KGgo=" } },
+            { "type": "image_url", "image_url": { "url": "https://example.com/b.jpg", "detail": "low" } },
+        ])
+    );
+}
+
+#[test]
+fn audio_and_file_parts_pass_through_and_others_are_refused() {
+    let audio =
+        json!({ "type": "input_audio", "input_audio": { "data": "UklGR", "format": "wav" } });
+    let file = json!({ "type": "file", "file": { "file_id": "file-1" } });
+    let mut request = request();
+    request.messages = vec![user_with(vec![
+        ContentPart::Other(("input_audio".into(), audio.to_string())),
+        ContentPart::Other(("file".into(), file.to_string())),
+    ])];
+    assert_eq!(
+        body_of(&request)["messages"][0]["content"],
+        json!([audio, file])
+    );
+    request.messages = vec![user_with(vec![ContentPart::Other((
+        "video_url".into(),
+        "{}".into(),
+    ))])];
+    assert_eq!(
+        invalid_request(build_request(&request)),
+        "messages[0].content[0]: content parts of type \"video_url\" are not supported by this upstream"
+    );
+    request.messages = vec![user_with(vec![ContentPart::Other((
+        "file".into(),
+        "[]".into(),
+    ))])];
+    assert_eq!(
+        invalid_request(build_request(&request)),
+        "messages[0].content[0] must be a JSON object"
+    );
+}
+
+#[test]
+fn json_schema_response_format() {
+    let schema = json!({ "type": "object", "properties": { "a": { "type": "number" } } });
+    let mut request = request();
+    request.response_format = ResponseFormat::JsonSchema(JsonSchema {
+        name: "answer".into(),
+        schema: schema.to_string(),
+        strict: true,
+    });
+    assert_eq!(
+        body_of(&request)["response_format"],
+        json!({ "type": "json_schema", "json_schema": { "name": "answer", "schema": schema, "strict": true } })
+    );
+}
+
+#[test]
+fn sampling_options_use_openai_and_openrouter_names() {
+    let mut request = request();
+    request.seed = Some(-1);
+    request.top_k = Some(40);
+    request.presence_penalty = Some(0.5);
+    request.frequency_penalty = Some(-0.5);
+    request.repeat_penalty = Some(1.2);
+    let body = body_of(&request);
+    assert_eq!(body["seed"], -1);
+    assert_eq!(body["top_k"], 40);
+    assert_eq!(body["presence_penalty"], 0.5);
+    assert_eq!(body["frequency_penalty"], -0.5);
+    assert_eq!(body["repetition_penalty"], 1.2);
+    request.repeat_penalty = Some(f64::NAN);
+    assert_eq!(
+        invalid_request(build_request(&request)),
+        "repetition_penalty must be a finite number"
+    );
+}
+
+#[test]
+fn reasoning_effort_is_sent_when_asked() {
+    let mut request = request();
+    request.think = Some(true);
+    request.reasoning_effort = Some("minimal".into());
+    assert_eq!(body_of(&request)["reasoning_effort"], "minimal");
+    request.reasoning_effort = None;
+    assert_eq!(body_of(&request)["reasoning_effort"], "medium");
+    request.think = Some(false);
+    assert!(body_of(&request).get("reasoning_effort").is_none());
+}
+
+#[test]
+fn passthrough_fields_join_the_body() {
+    let mut request = request();
+    request.extra = Some(
+        r#"{"provider":{"order":["groq"]},"transforms":["middle-out"],"reasoning":{"max_tokens":2000}}"#
+            .into(),
+    );
+    let body = body_of(&request);
+    assert_eq!(body["provider"], json!({ "order": ["groq"] }));
+    assert_eq!(body["transforms"], json!(["middle-out"]));
+    assert_eq!(body["reasoning"], json!({ "max_tokens": 2000 }));
+    for field in ["model", "messages", "stream", "stream_options"] {
+        request.extra = Some(format!(r#"{{"{field}":1}}"#));
+        assert_eq!(
+            invalid_request(build_request(&request)),
+            format!("extra.{field} cannot be set: the adapter builds it")
+        );
+    }
+}
+
+#[test]
+fn usage_details_are_read() {
+    let parsed = parse_response(&response(
+        200,
+        r#"{"model":"o3","choices":[{"message":{"content":"x"},"finish_reason":"stop"}],
+            "usage":{"prompt_tokens":100,"completion_tokens":50,
+                     "prompt_tokens_details":{"cached_tokens":64},
+                     "completion_tokens_details":{"reasoning_tokens":30}}}"#,
+    ))
+    .unwrap();
+    assert_eq!(parsed.usage.input_tokens, Some(100));
+    assert_eq!(parsed.usage.output_tokens, Some(50));
+    assert_eq!(parsed.usage.reasoning_tokens, Some(30));
+    assert_eq!(parsed.usage.cached_input_tokens, Some(64));
+    let chunk = event(
+        r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,
+            "completion_tokens_details":{"reasoning_tokens":1}}}"#,
+    )
+    .unwrap();
+    assert_eq!(chunk.usage.reasoning_tokens, Some(1));
+}
+
+#[test]
+fn embeddings_ask_for_floats_and_come_back_in_index_order() {
+    let mut request = embeddings_request("text-embedding-3-small", &["x", "y"]);
+    request.dimensions = Some(512);
+    request.extra = Some(r#"{"user":"u1"}"#.into());
+    let built = OpenAiCompat.build_embeddings_request(&request).unwrap();
+    assert_eq!(
+        (built.method.as_str(), built.path.as_str()),
+        ("POST", "/embeddings")
+    );
+    assert_eq!(
+        body_json(&built),
+        json!({ "model": "text-embedding-3-small", "input": ["x", "y"],
+                "encoding_format": "float", "dimensions": 512, "user": "u1" })
+    );
+    request.extra = Some(r#"{"encoding_format":"base64"}"#.into());
+    assert!(
+        invalid_request(OpenAiCompat.build_embeddings_request(&request))
+            .contains("encoding_format")
+    );
+    assert_eq!(
+        malformed_response(OpenAiCompat.parse_embeddings_response(&response(
+            200,
+            r#"{"data":[{"index":0,"embedding":"AAAA"}]}"#
+        ))),
+        "data[0].embedding is not an array"
+    );
+}
+
+#[test]
+fn error_codes_inside_streams_and_200s() {
+    let failure = upstream_failure(parse_stream_event(&stream_event(
+        None,
+        r#"{"error":{"message":"context too long","code":"context_length_exceeded"}}"#,
+    )));
+    assert_eq!(failure.status, 0);
+    assert_eq!(failure.code.as_deref(), Some("context_length_exceeded"));
+    let failure = upstream_failure(parse_response(&response(
+        200,
+        r#"{"error":{"message":"No endpoints found for model x","code":404}}"#,
+    )));
+    assert_eq!(failure.status, 404);
 }

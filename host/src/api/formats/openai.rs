@@ -1,0 +1,553 @@
+//! The OpenAI Chat Completions API: `POST /v1/chat/completions`, answered with JSON or SSE.
+//!
+//! Requests are validated against what chatd can honour: a field that would change the answer
+//! and cannot be passed on (e.g. `n` > 1, `logprobs`, a JSON schema) is a 400 naming it,
+//! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
+use crate::api::with_retry_after;
+use crate::contract::{ChatRequest, FinishReason, ResponseFormat, StreamChunk};
+use crate::error::GatewayError;
+use crate::gateway::{ChatOutcome, ChatStream};
+
+/// The body of `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a JSON object")]
+pub struct CompletionsRequest {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default, deserialize_with = "types::messages")]
+    messages: Option<Vec<ApiMessage>>,
+    #[serde(default, deserialize_with = "types::token_count")]
+    max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "types::token_count")]
+    max_completion_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "types::number")]
+    temperature: Option<f64>,
+    #[serde(default, deserialize_with = "types::number")]
+    top_p: Option<f64>,
+    #[serde(default)]
+    stop: Option<Stop>,
+    #[serde(default)]
+    response_format: Option<Value>,
+    #[serde(default)]
+    tools: Option<Value>,
+    #[serde(default)]
+    tool_choice: Option<Value>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<Value>,
+    #[serde(default)]
+    reasoning_effort: Option<String>,
+    /// Everything else, checked by [`check_extra_fields`].
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// What one validated request asks of the response.
+#[derive(Debug)]
+pub struct Shape {
+    model: String,
+    include_usage: bool,
+}
+
+impl CompletionsRequest {
+    fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
+        check_extra_fields(&self.extra)?;
+        let model = self.model.unwrap_or_default();
+        if model.trim().is_empty() {
+            return Err(GatewayError::bad_param("model", "model is required"));
+        }
+        let (max_tokens, name) = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(GatewayError::bad_param(
+                    "max_tokens",
+                    "max_tokens and max_completion_tokens disagree; send one",
+                ));
+            }
+            (Some(a), _) => (Some(a), "max_completion_tokens"),
+            (None, b) => (b, "max_tokens"),
+        };
+        let max_tokens = check_sampling(self.temperature, self.top_p, max_tokens, name)?;
+        let response_format = match &self.response_format {
+            None | Some(Value::Null) => ResponseFormat::Text,
+            Some(rf) => match rf.get("type").and_then(Value::as_str) {
+                Some("text") => ResponseFormat::Text,
+                Some("json_object") => ResponseFormat::JsonObject,
+                Some(other) => {
+                    return Err(GatewayError::bad_param(
+                        "response_format",
+                        format!(
+                            "response_format type {other:?} is not supported (use \"json_object\" or \"text\")"
+                        ),
+                    ));
+                }
+                None => {
+                    return Err(GatewayError::bad_param(
+                        "response_format",
+                        "response_format needs a type",
+                    ));
+                }
+            },
+        };
+        let stream = self.stream.unwrap_or(false);
+        let include_usage = match &self.stream_options {
+            None | Some(Value::Null) => false,
+            Some(_) if !stream => {
+                return Err(GatewayError::bad_param(
+                    "stream_options",
+                    "stream_options is only allowed when stream is true",
+                ));
+            }
+            Some(opts) => stream_options(opts)?,
+        };
+        let (think, reasoning_effort) = match self.reasoning_effort {
+            None => (None, None),
+            Some(level) if level == "none" => (Some(false), None),
+            Some(level) if matches!(level.as_str(), "minimal" | "low" | "medium" | "high") => {
+                (Some(true), Some(level))
+            }
+            Some(other) => {
+                return Err(GatewayError::bad_param(
+                    "reasoning_effort",
+                    format!(
+                        "reasoning_effort {other:?} is not one of none, minimal, low, medium, high"
+                    ),
+                ));
+            }
+        };
+        let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
+        let request = ChatRequest {
+            model: model.clone(),
+            messages: convert_messages(self.messages)?,
+            max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
+            stop: self.stop.map(Stop::into_list).unwrap_or_default(),
+            response_format,
+            think,
+            reasoning_effort,
+            stream,
+            tools,
+            tool_choice,
+            extra: None,
+        };
+        Ok((
+            request,
+            Shape {
+                model,
+                include_usage,
+            },
+        ))
+    }
+}
+
+/// Fields chatd accepts but does not need: they do not change the answer.
+const IGNORED: &[&str] = &[
+    "user",
+    "metadata",
+    "store",
+    "service_tier",
+    "parallel_tool_calls",
+    "prompt_cache_key",
+    "safety_identifier",
+];
+
+/// Rejects fields that would change the answer but cannot be honoured; neutral values
+/// (`n: 1`, `logprobs: false`, zero penalties) pass.
+/// `stream_options`: whether to send a usage chunk. `include_obfuscation` (OpenAI pads its
+/// chunks against length side channels) is accepted and has nothing to do here.
+fn stream_options(opts: &Value) -> Result<bool, GatewayError> {
+    let Value::Object(opts) = opts else {
+        return Err(GatewayError::bad_param(
+            "stream_options",
+            "stream_options must be an object",
+        ));
+    };
+    let mut include_usage = false;
+    for (key, value) in opts {
+        let flag = match value {
+            Value::Null => None,
+            Value::Bool(b) => Some(*b),
+            _ => {
+                return Err(GatewayError::bad_param(
+                    &format!("stream_options.{key}"),
+                    format!("stream_options.{key} must be a boolean"),
+                ));
+            }
+        };
+        match key.as_str() {
+            "include_usage" => include_usage = flag.unwrap_or(false),
+            "include_obfuscation" => {}
+            _ => {
+                return Err(GatewayError::bad_param(
+                    &format!("stream_options.{key}"),
+                    format!("stream_options.{key} is not supported"),
+                ));
+            }
+        }
+    }
+    Ok(include_usage)
+}
+
+fn check_extra_fields(extra: &Map<String, Value>) -> Result<(), GatewayError> {
+    for (field, value) in extra {
+        if IGNORED.contains(&field.as_str()) || value.is_null() {
+            continue;
+        }
+        let neutral = match field.as_str() {
+            "n" => value.as_u64() == Some(1),
+            "logprobs" => value == &Value::Bool(false),
+            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
+            "logit_bias" => value.as_object().is_some_and(Map::is_empty),
+            "modalities" => value == &json!(["text"]),
+            _ => false,
+        };
+        if !neutral {
+            let why = match field.as_str() {
+                "n" => "only n = 1 is supported".to_owned(),
+                "functions" | "function_call" => {
+                    format!("{field} is deprecated; use tools and tool_choice")
+                }
+                "frequency_penalty" | "presence_penalty" | "logprobs" | "top_logprobs"
+                | "logit_bias" | "seed" | "modalities" | "audio" | "prediction"
+                | "web_search_options" => {
+                    format!("{field} is not supported by chatd")
+                }
+                _ => format!("unrecognized request field {field:?}"),
+            };
+            return Err(GatewayError::bad_param(field, why));
+        }
+    }
+    Ok(())
+}
+
+/// Renders an error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
+pub fn openai_error(err: &GatewayError) -> Response {
+    let body = json!({"error": {
+        "message": err.to_string(),
+        "type": err.openai_type(),
+        "param": err.param(),
+        "code": err.code(),
+    }});
+    with_retry_after(err, (err.status(), axum::Json(body)).into_response())
+}
+
+/// `POST /v1/chat/completions`.
+pub struct OpenAi;
+
+impl WireFormat for OpenAi {
+    const ENDPOINT: &'static str = "/v1/chat/completions";
+    const FRAMING: Framing = Framing::Sse;
+    /// An SSE comment: clients ignore comments (the SSE rules; OpenRouter sends them too).
+    const KEEP_ALIVE: Option<&'static [u8]> = Some(b": keep-alive\n\n");
+    type Request = CompletionsRequest;
+    type Shape = Shape;
+    type Stream = OpenAiStream;
+
+    fn model(request: &CompletionsRequest) -> Option<&str> {
+        request.model.as_deref()
+    }
+
+    fn parse(request: CompletionsRequest) -> Result<(ChatRequest, Shape), GatewayError> {
+        request.into_contract()
+    }
+
+    fn answer(shape: Shape, out: ChatOutcome) -> Response {
+        let r = out.response;
+        let tool_calls = parse_json(r.tool_calls.as_deref());
+        let mut message = json!({"role": "assistant", "content": r.content});
+        if let Some(calls) = &tool_calls {
+            message["tool_calls"] = calls.clone();
+            if r.content.is_empty() {
+                message["content"] = Value::Null;
+            }
+        }
+        if let Some(reasoning) = r.reasoning {
+            message["reasoning_content"] = Value::String(reasoning);
+        }
+        let mut body = json!({
+            "id": completion_id(),
+            "object": "chat.completion",
+            "created": now_secs(),
+            "model": shape.model,
+            "choices": [{
+                "index": 0,
+                "message": message,
+                "finish_reason": finish_reason(r.finish, tool_calls.is_some()),
+                "logprobs": null,
+            }],
+        });
+        if let Some(usage) = usage(r.usage.input_tokens, r.usage.output_tokens) {
+            body["usage"] = usage;
+        }
+        axum::Json(body).into_response()
+    }
+
+    /// The answer's `model` is the candidate that served it, as a routable id
+    /// (`provider/model`): a fallback's answer says so.
+    fn served(shape: &mut Shape, route: &crate::routing::Route) {
+        shape.model = format!("{}/{}", route.provider, route.model);
+    }
+
+    fn stream(shape: Shape) -> OpenAiStream {
+        OpenAiStream {
+            shape,
+            id: completion_id(),
+            created: now_secs(),
+            finish: None,
+            sent_finish: false,
+            saw_tool_calls: false,
+            input_tokens: None,
+            output_tokens: None,
+        }
+    }
+
+    fn error(err: &GatewayError) -> Response {
+        openai_error(err)
+    }
+}
+
+fn finish_reason(finish: Option<FinishReason>, has_tool_calls: bool) -> &'static str {
+    match finish {
+        Some(FinishReason::Length) => "length",
+        Some(FinishReason::ToolCalls) => "tool_calls",
+        Some(FinishReason::ContentFilter) => "content_filter",
+        _ if has_tool_calls => "tool_calls",
+        _ => "stop",
+    }
+}
+
+/// OpenAI `usage`, only when the upstream reported both counts (never invented).
+fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
+    let (i, o) = (input?, output?);
+    Some(json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i as u64 + o as u64}))
+}
+
+fn completion_id() -> String {
+    // Unique per call without a dependency: each RandomState is freshly keyed.
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u64(now_secs());
+    format!("chatcmpl-{:016x}", h.finish())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
+/// with `finish_reason` (as soon as the upstream gives one, else at the end), a usage chunk
+/// when asked (and known), then `[DONE]`. A failure midway becomes an `{"error": ...}` event
+/// and the stream ends.
+pub struct OpenAiStream {
+    shape: Shape,
+    id: String,
+    created: u64,
+    finish: Option<FinishReason>,
+    sent_finish: bool,
+    saw_tool_calls: bool,
+    input_tokens: Option<u32>,
+    output_tokens: Option<u32>,
+}
+
+impl OpenAiStream {
+    fn chunk_json(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.shape.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        })
+    }
+
+    fn finish_chunk(&mut self, out: &mut Events) {
+        self.sent_finish = true;
+        let reason = finish_reason(self.finish, self.saw_tool_calls);
+        out.push(&self.chunk_json(json!({}), Some(reason)));
+    }
+}
+
+impl StreamRender for OpenAiStream {
+    fn open(&mut self, out: &mut Events) {
+        out.push(&self.chunk_json(json!({"role": "assistant", "content": ""}), None));
+    }
+
+    fn chunk(&mut self, chunk: StreamChunk, out: &mut Events) {
+        self.finish = chunk.finish.or(self.finish);
+        self.input_tokens = chunk.usage.input_tokens.or(self.input_tokens);
+        self.output_tokens = chunk.usage.output_tokens.or(self.output_tokens);
+        let mut delta = Map::new();
+        if let Some(c) = chunk.content.filter(|c| !c.is_empty()) {
+            delta.insert("content".into(), Value::String(c));
+        }
+        if let Some(r) = chunk.reasoning.filter(|r| !r.is_empty()) {
+            delta.insert("reasoning_content".into(), Value::String(r));
+        }
+        if let Some(calls) = parse_json(chunk.tool_calls.as_deref()) {
+            self.saw_tool_calls = true;
+            delta.insert("tool_calls".into(), calls);
+        }
+        if !delta.is_empty() {
+            out.push(&self.chunk_json(Value::Object(delta), None));
+        }
+        // The finish chunk goes out as soon as the upstream names the reason: an upstream
+        // asked for usage sends it in a later event, and a client should not wait for that
+        // to learn the answer is complete.
+        if self.finish.is_some() && !self.sent_finish {
+            self.finish_chunk(out);
+        }
+    }
+
+    fn end(&mut self, _: &ChatStream, out: &mut Events) {
+        if !self.sent_finish {
+            self.finish_chunk(out);
+        }
+        if self.shape.include_usage
+            && let Some(usage) = usage(self.input_tokens, self.output_tokens)
+        {
+            let mut last = self.chunk_json(json!({}), None);
+            last["choices"] = json!([]);
+            last["usage"] = usage;
+            out.push(&last);
+        }
+        out.raw_data("[DONE]");
+    }
+
+    fn error(&mut self, e: &GatewayError, out: &mut Events) {
+        out.push(&json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
+        serde_json::from_value::<CompletionsRequest>(v)
+            .unwrap()
+            .into_contract()
+    }
+
+    fn base() -> Value {
+        json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    }
+
+    fn with(field: &str, value: Value) -> Value {
+        let mut v = base();
+        v[field] = value;
+        v
+    }
+
+    #[test]
+    fn neutral_values_pass_and_answer_changing_fields_are_named() {
+        for (f, v) in [
+            ("n", json!(1)),
+            ("logprobs", json!(false)),
+            ("user", json!("u")),
+            ("presence_penalty", json!(0)),
+        ] {
+            assert!(req(with(f, v.clone())).is_ok(), "{f}={v}");
+        }
+        for (f, v) in [
+            ("n", json!(2)),
+            ("logprobs", json!(true)),
+            ("seed", json!(7)),
+            ("frequency_penalty", json!(0.5)),
+            ("functions", json!([])),
+            ("bogus", json!(1)),
+        ] {
+            let err = req(with(f, v)).unwrap_err();
+            assert_eq!(err.param(), Some(f), "{err}");
+            assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn openai_fields_map_to_the_contract() {
+        let (r, s) = req(json!({
+            "model": "ollama/q", "messages": [{"role":"user","content":[{"type":"text","text":"hi"}]}],
+            "max_completion_tokens": 5, "stop": "END", "response_format": {"type": "json_object"},
+            "stream": true, "stream_options": {"include_usage": true}, "reasoning_effort": "none",
+        }))
+        .unwrap();
+        assert_eq!(
+            (
+                r.max_tokens,
+                r.stop.clone(),
+                matches!(r.response_format, ResponseFormat::JsonObject),
+                r.stream,
+                r.think
+            ),
+            (Some(5), vec!["END".to_string()], true, true, Some(false))
+        );
+        assert!(s.include_usage);
+        assert_eq!(
+            req(with("response_format", json!({"type":"json_schema"})))
+                .unwrap_err()
+                .param(),
+            Some("response_format")
+        );
+        assert_eq!(
+            req(with("stream_options", json!({"include_usage":true})))
+                .unwrap_err()
+                .param(),
+            Some("stream_options")
+        );
+        let streamed = |opts: Value| {
+            let mut v = with("stream", json!(true));
+            v["stream_options"] = opts;
+            req(v)
+        };
+        assert!(
+            !streamed(json!({"include_usage": null}))
+                .unwrap()
+                .1
+                .include_usage
+        );
+        assert!(streamed(json!({"include_obfuscation": false})).is_ok());
+        for (opts, param) in [
+            (
+                json!({"include_usage": "yes"}),
+                "stream_options.include_usage",
+            ),
+            (json!({"foo": true}), "stream_options.foo"),
+            (json!(true), "stream_options"),
+        ] {
+            let err = streamed(opts.clone()).unwrap_err();
+            assert_eq!(err.param(), Some(param), "{opts}: {err}");
+        }
+        let mut both = base();
+        both["max_tokens"] = json!(3);
+        both["max_completion_tokens"] = json!(4);
+        assert!(req(both).is_err());
+    }
+
+    #[test]
+    fn finish_reasons_and_usage() {
+        assert_eq!(finish_reason(None, false), "stop");
+        assert_eq!(finish_reason(None, true), "tool_calls");
+        assert_eq!(finish_reason(Some(FinishReason::Length), true), "length");
+        assert_eq!(finish_reason(Some(FinishReason::Other), false), "stop");
+        assert_eq!(usage(Some(3), Some(4)).unwrap()["total_tokens"], 7);
+        assert!(usage(None, Some(4)).is_none());
+        assert_ne!(completion_id(), completion_id());
+    }
+}
