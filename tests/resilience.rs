@@ -118,6 +118,18 @@ async fn answer(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
     }
 }
 
+/// A gateway with a runtime of its own whose adapter calls have a generous time budget:
+/// these tests are about the exchange, and on a machine loaded many times over an adapter
+/// call can overrun the default 100 ms of CPU (an `adapter_timeout` is final, not retried).
+async fn gateway(config: &str) -> TestGateway {
+    let config = config.replacen(
+        "[chatd]\n",
+        "[chatd]\nadapters_dir = \"{dir}/adapters\"\n",
+        1,
+    ) + "\n[chatd.sandbox]\ncpu_ms = 10000\n";
+    TestGateway::start_with_files(&config, &[("adapters/README", b"none")]).await
+}
+
 /// A loopback address nothing listens on.
 fn refused_url() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -248,7 +260,7 @@ async fn a_chain_rides_out_a_refusing_and_a_flapping_provider() {
         provider("second", &second.url, "retries = 1"),
         provider("third", &third.url, "retries = 1"),
     );
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&config).await;
     let client = client();
     const REQUESTS: usize = 2000;
     const CONCURRENCY: usize = 16;
@@ -381,7 +393,7 @@ async fn a_stream_that_breaks_after_its_first_chunk_is_not_retried() {
         provider("dies", &dies.url(), "retries = 3"),
         provider("spare", &spare.url, ""),
     );
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&config).await;
     let client = client();
     for shape in [2, 3] {
         let (status, served, content) = ask(&client, &gw.url, "chain", "once", shape).await;
@@ -416,7 +428,7 @@ async fn retries_are_bounded_and_client_errors_are_final() {
         ),
         provider("spare", &spare.url, ""),
     );
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&config).await;
     // 502, 502, then a 400: the request's own fault ends it, unpassed.
     let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("chain")).await;
     assert_ne!(status, 200, "{body}");
@@ -473,7 +485,7 @@ async fn a_full_provider_is_busy_or_passes_the_request_on() {
         ),
         provider("spare", &spare.url, ""),
     );
-    let gw = Arc::new(TestGateway::start(&config).await);
+    let gw = Arc::new(gateway(&config).await);
     let holder = tokio::spawn({
         let gw = gw.clone();
         async move { gw.post("/v1/chat", TestGateway::chat("slow/m")).await }
@@ -509,7 +521,7 @@ async fn every_answer_carries_a_request_id() {
         "[chatd]\ndefault_provider = \"ok\"\n{}",
         provider("ok", &ok.url, "")
     );
-    let gw = TestGateway::start(&config).await;
+    let gw = gateway(&config).await;
     let client = client();
     let send = |id: Option<&'static str>, path: &'static str| {
         let mut request = client
