@@ -245,11 +245,34 @@ class Bench:
             time.sleep(0.05)
         self.mock_port = port
 
-    def start_chatd(self, label: str, rust_log: str | None,
-                    binary: Path | None = None) -> tuple[str, subprocess.Popen]:
+    def start_chatd(self, label: str, rust_log: str | None, binary: Path | None = None,
+                    fallbacks: bool = True, traces: bool = False) -> tuple[str, subprocess.Popen]:
         port, mock = free_port(), f"http://127.0.0.1:{self.mock_port}"
         config = self.tmp / f"chatd-{label}.toml"
-        config.write_text(f"""[chatd]
+        # Two chains whose first candidate is down (nothing listens on its port): one with the
+        # default health settings (ejected after 3 failures, then a probe every 10 s), one
+        # that never ejects nor retries, so every request first meets the refused connection.
+        down = f"http://127.0.0.1:{free_port()}"
+        chains = f"""[models]
+fallback = ["down/m", "openrouter/mock/m"]
+fallback_every_time = ["down_every_time/m", "openrouter/mock/m"]
+
+[chatd.providers.down]
+adapter = "ollama"
+base_url = "{down}"
+
+[chatd.providers.down_every_time]
+adapter = "ollama"
+base_url = "{down}"
+retries = 0
+eject_after_failures = 0
+""" if fallbacks else ""
+        # Traces exported to the mock, which answers 404: the whole export is done all the same.
+        otel = f"""[chatd.otel]
+enabled = true
+endpoint = "{mock}/v1/traces"
+""" if traces else ""
+        config.write_text(f"""{otel}[chatd]
 bind = "127.0.0.1:{port}"
 default_provider = "ollama"
 
@@ -266,7 +289,8 @@ key_env = "CHATD_BENCH_KEY"
 adapter = "openai_compat"
 base_url = "{mock}/v1"
 key_env = "CHATD_BENCH_KEY"
-""")
+
+{chains}""")
         # rust_log None unsets RUST_LOG: chatd's default (info, a line per request) is what users run.
         env = {"CHATD_BENCH_KEY": DUMMY_KEY, "RUST_LOG": rust_log}
         log_path = self.tmp / f"chatd-{label}.log"
@@ -367,7 +391,16 @@ general_settings:
         mock = f"http://127.0.0.1:{self.mock_port}"
         chatd, chatd_proc = self.start_chatd("info", None)
         chatd_warn, chatd_warn_proc = self.start_chatd("warn", "warn")
+        chatd_traced, chatd_traced_proc = self.start_chatd("traced", None, traces=True)
         oa = "/v1/chat/completions"
+        baseline, baseline_url = [], ""
+        if self.args.chatd_baseline:
+            # Another chatd build (say, main's) under the same load in the same rounds: the
+            # A/B of a change. Its config has no chains: an older build may not know them.
+            baseline_url, proc = self.start_chatd("baseline", None, self.args.chatd_baseline,
+                                                  fallbacks=False)
+            baseline.append(Target("chatd openai_compat (baseline build)", oa, baseline_url + oa,
+                                   openai_body("openrouter/mock/m"), proc=proc))
         targets = [
             Target("mock direct", oa, mock + oa, openai_body("m"), direct=True),
             Target("mock direct", "/api/chat", mock + "/api/chat",
@@ -382,21 +415,27 @@ general_settings:
                    openai_body("ollama_cloud/m"), proc=chatd_proc),
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
+            Target("chatd openai_compat (traces exported)", oa, chatd_traced + oa,
+                   openai_body("openrouter/mock/m"), proc=chatd_traced_proc),
+            *baseline,
+            Target("chatd fallback, first candidate down (ejected)", oa, chatd + oa,
+                   openai_body("fallback"), proc=chatd_proc),
+            Target("chatd fallback, first candidate down (refused every time)", oa, chatd + oa,
+                   openai_body("fallback_every_time"), proc=chatd_proc),
         ]
-        if self.args.baseline_chatd:
-            # The A/B of two builds, in the same run: the native and OpenAI formats through
-            # each, on the openai_compat path.
-            base, base_proc = self.start_chatd("baseline", None, self.args.baseline_chatd)
+        if self.args.chatd_baseline:
+            # The native format through both builds too (the baseline's openai_compat is above).
             targets += [
                 Target("chatd native /v1/chat", oa, chatd + "/v1/chat",
                        openai_body("openrouter/mock/m"), proc=chatd_proc),
-                Target("baseline chatd openai_compat", oa, base + oa,
-                       openai_body("openrouter/mock/m"), proc=base_proc),
-                Target("baseline chatd native /v1/chat", oa, base + "/v1/chat",
-                       openai_body("openrouter/mock/m"), proc=base_proc),
+                Target("chatd native /v1/chat (baseline build)", oa, baseline_url + "/v1/chat",
+                       openai_body("openrouter/mock/m"), proc=baseline[0].proc),
             ]
         if "formats" in self.args.sections:
             self.formats = self.format_targets(mock, chatd, chatd_proc)
+        if self.args.targets:
+            wanted = [w for w in self.args.targets.split(",") if w]
+            targets = [t for t in targets if t.direct or any(w in t.name for w in wanted)]
         passthrough = self.peer("axum+hyper passthrough", self.start_passthrough)
         if passthrough:
             targets.append(Target("axum+hyper passthrough (no chatd)", oa, passthrough[0] + oa,
@@ -705,9 +744,12 @@ def parse_args():
     p.add_argument("--soak", type=int, metavar="SECONDS",
                    help="run chatd (openai_compat) under c=64 for SECONDS, sampling RSS every 5 s")
     p.add_argument("--no-build", action="store_true", help="use the existing release binaries")
-    p.add_argument("--baseline-chatd", type=Path, metavar="BINARY",
-                   help="also run the native and OpenAI formats through this chatd binary (an "
-                   "A/B of two builds in one run)")
+    p.add_argument("--chatd-baseline", "--baseline-chatd", type=Path, metavar="BINARY",
+                   help="also measure this chatd binary (e.g. a release build of main) in the same "
+                        "rounds, as '... (baseline build)' targets: an A/B of a change")
+    p.add_argument("--targets", default="",
+                   help="comma-separated name fragments: only targets whose name contains one "
+                        "(the direct baselines always run), e.g. 'openai_compat,fallback'")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the temp dir with the generated configs and every process's log")
     p.add_argument("--out", type=Path, help="markdown output (default bench/results/latest.md, "

@@ -588,14 +588,17 @@ async fn unknown_paths_and_methods_answer_json() {
 async fn openai_completion_object_shape() {
     let upstream = ollama_upstream().await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;
-    let (status, _, body) = gw
+    let (status, headers, body) = gw
         .post("/v1/chat/completions", json!({"model": "fast", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
-    assert_eq!(body["model"], "fast");
+    // The model that served the tier, as a routable id.
+    assert_eq!(body["model"], "ollama/qwen3:8b");
+    assert_eq!(headers["x-chatd-provider"], "ollama");
+    assert_eq!(headers["x-chatd-model"], "qwen3:8b");
     assert_eq!(
         body["choices"][0]["message"],
         json!({"role": "assistant", "content": "ok"})

@@ -123,6 +123,30 @@ pub enum GatewayError {
         "chatd is shutting down: the shutdown grace period ended before this answer was complete"
     )]
     ShuttingDown { provider: String },
+    /// The provider's `max_concurrency` requests are running and none ended within its
+    /// queue timeout.
+    #[error(
+        "provider {provider} is busy: {limit} requests are running (max_concurrency) and none \
+         finished within {}ms",
+        waited.as_millis()
+    )]
+    ProviderBusy {
+        provider: String,
+        limit: u32,
+        waited: Duration,
+    },
+    /// Every endpoint of the provider is ejected after failing (the circuit breaker): why a
+    /// chain skipped it. A request's last candidate is tried all the same, so clients do not
+    /// get this one.
+    #[error(
+        "provider {provider} is unavailable: its endpoints failed repeatedly and are out of \
+         service for {retry_after}s more"
+    )]
+    ProviderUnavailable {
+        provider: String,
+        /// Whole seconds until one of them gets a probe request (at least 1).
+        retry_after: String,
+    },
 }
 
 /// Upstream statuses that say the client's request is wrong (bad request, unknown model,
@@ -221,7 +245,9 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) | GatewayError::ModelNotListed(_) => StatusCode::NOT_FOUND,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown { .. }
+            | GatewayError::ProviderBusy { .. }
+            | GatewayError::ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -265,6 +291,8 @@ impl GatewayError {
             GatewayError::ModelNotListed(_) => "model_not_found",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::ShuttingDown { .. } => "shutting_down",
+            GatewayError::ProviderBusy { .. } => "provider_busy",
+            GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
         }
     }
 
@@ -351,7 +379,9 @@ impl GatewayError {
             GatewayError::Adapter {
                 failure: AdapterFailure::Capacity,
                 ..
-            } => Some("1"),
+            }
+            | GatewayError::ProviderBusy { .. } => Some("1"),
+            GatewayError::ProviderUnavailable { retry_after, .. } => Some(retry_after),
             _ => None,
         }
     }
@@ -369,7 +399,9 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout { provider, .. }
             | GatewayError::MalformedResponse { provider, .. }
             | GatewayError::Adapter { provider, .. }
-            | GatewayError::ShuttingDown { provider } => Some(provider),
+            | GatewayError::ShuttingDown { provider }
+            | GatewayError::ProviderBusy { provider, .. }
+            | GatewayError::ProviderUnavailable { provider, .. } => Some(provider),
             _ => None,
         }
     }

@@ -261,7 +261,9 @@ def test_error_body_is_ollama_shaped(http: httpx.Client):
     resp = http.post("/api/chat", json={"model": UNREGISTERED_MODEL, "messages": MESSAGES, "stream": False})
     assert resp.status_code == 404
     body = resp.json()
-    assert list(body) == ["error"] and isinstance(body["error"], str)
+    # Ollama's shape (a string under "error"), with chatd's request id beside it.
+    assert set(body) == {"error", "request_id"} and isinstance(body["error"], str)
+    assert body["request_id"] == resp.headers["x-request-id"]
 
 
 @pytest.mark.parametrize("p", PROVIDERS, ids=PROVIDER_IDS)

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::formats::openai::OpenAi;
+use super::pipeline::failed;
 use super::pipeline::ms;
-use super::pipeline::{failed, served_by};
+use super::served_by;
 use super::{AppState, JsonBody, checked, log_failure, log_request, types};
 use crate::contract::EmbeddingsRequest;
 use crate::error::GatewayError;

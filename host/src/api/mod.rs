@@ -78,11 +78,32 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             panic_response,
         ));
     // No layer at all unless configured: most deployments serve programs, not browsers.
-    match cors {
-        Some(cors) => router.layer(cors).with_state(state),
-        None => router.with_state(state),
-    }
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    // Outermost, so that every answer (CORS preflights, panics, 404s) carries the id.
+    router
+        .layer(axum::middleware::from_fn(crate::request_id::middleware))
+        .with_state(state)
 }
+
+/// Who served an answer, on every format: `x-chatd-provider` and `x-chatd-model` (the
+/// upstream's name for the model).
+pub(crate) fn served_by(mut response: Response, provider: &str, model: &str) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [(SERVED_PROVIDER, provider), (SERVED_MODEL, model)] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// The response header naming the provider that served the answer.
+pub const SERVED_PROVIDER: &str = "x-chatd-provider";
+/// The response header naming the upstream model that served the answer.
+pub const SERVED_MODEL: &str = "x-chatd-model";
 
 /// CORS for the configured browser origins (validated with the config), answering
 /// preflights itself. Request headers are mirrored: SDKs send their own (`x-stainless-*`).
@@ -105,7 +126,12 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_origin(allow)
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
             .allow_headers(AllowHeaders::mirror_request())
-            .expose_headers([header::RETRY_AFTER])
+            .expose_headers([
+                header::RETRY_AFTER,
+                header::HeaderName::from_static(crate::request_id::HEADER),
+                header::HeaderName::from_static(SERVED_PROVIDER),
+                header::HeaderName::from_static(SERVED_MODEL),
+            ])
             .max_age(std::time::Duration::from_secs(600)),
     )
 }

@@ -41,8 +41,10 @@ pub struct Entry {
     /// Unix seconds, when the upstream says.
     pub created: Option<u64>,
     pub owned_by: String,
-    /// A tier's model ID.
+    /// A tier's model ID (its chain's first).
     pub target: Option<String>,
+    /// The rest of a tier's chain, tried in order when the one before fails.
+    pub fallbacks: Vec<String>,
     /// The context window in tokens, when the upstream's listing says (a tier's is its
     /// target's).
     pub context_length: Option<u32>,
@@ -56,6 +58,9 @@ impl Entry {
         });
         if let Some(target) = &self.target {
             object["target"] = json!(target);
+        }
+        if !self.fallbacks.is_empty() {
+            object["fallbacks"] = json!(self.fallbacks);
         }
         if let Some(context_length) = self.context_length {
             object["context_length"] = context_length.into();
@@ -75,18 +80,20 @@ pub fn entries(listing: &ModelListing) -> Vec<Entry> {
                 created: m.created,
                 owned_by: m.owned_by.clone().unwrap_or_else(|| provider.clone()),
                 target: None,
+                fallbacks: Vec::new(),
                 context_length: m.context_length,
             });
         }
     }
-    let tiers = listing.tiers.iter().map(|(tier, target)| Entry {
+    let tiers = listing.tiers.iter().map(|(tier, chain)| Entry {
         id: tier.clone(),
         created: None,
         owned_by: "chatd".to_owned(),
-        target: Some(target.clone()),
+        target: chain.first().cloned(),
+        fallbacks: chain.iter().skip(1).cloned().collect(),
         context_length: listed
             .iter()
-            .find(|e| e.id == *target)
+            .find(|e| chain.first() == Some(&e.id))
             .and_then(|e| e.context_length),
     });
     tiers

@@ -19,7 +19,8 @@ use serde::Serialize;
 
 use super::formats::{Framing, RequestBody, Shape, StreamRender, WireFormat};
 use super::{
-    AppState, JsonBody, checked, log_failure, log_request, streaming_response, with_retry_after,
+    AppState, JsonBody, checked, log_failure, log_request, served_by, streaming_response,
+    with_retry_after,
 };
 use crate::contract::ChatRequest;
 use crate::error::GatewayError;
@@ -31,7 +32,7 @@ pub async fn chat<F: WireFormat>(
     body: Result<JsonBody<F::Request>, GatewayError>,
 ) -> Response {
     let started = Instant::now();
-    let (request, shape) = match checked(body, F::Request::model, F::Request::into_contract) {
+    let (request, mut shape) = match checked(body, F::Request::model, F::Request::into_contract) {
         Ok(parsed) => parsed,
         Err((e, named)) => {
             log_failure(F::ENDPOINT, &named, &e, ms(started.elapsed()));
@@ -51,6 +52,7 @@ pub async fn chat<F: WireFormat>(
                 ms(outcome.latency),
             );
             let (provider, served) = (outcome.route.provider.clone(), outcome.route.model.clone());
+            F::served(&mut shape, &outcome.route);
             served_by(F::answer(shape, outcome), &provider, &served)
         }
         Err(e) => {
@@ -60,20 +62,7 @@ pub async fn chat<F: WireFormat>(
     }
 }
 
-/// Names who served an answer: `x-chatd-provider` and `x-chatd-model` (the upstream model).
-/// A stream whose head went out before it opened has neither.
-pub(crate) fn served_by(mut response: Response, provider: &str, model: &str) -> Response {
-    let headers = response.headers_mut();
-    for (name, value) in [(PROVIDER_HEADER, provider), (MODEL_HEADER, model)] {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(name, value);
-        }
-    }
-    response
-}
-
-const PROVIDER_HEADER: HeaderName = HeaderName::from_static("x-chatd-provider");
-const MODEL_HEADER: HeaderName = HeaderName::from_static("x-chatd-model");
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static(super::SERVED_PROVIDER);
 
 /// A failure in the format's shape, with the headers every format's failures carry:
 /// `Retry-After` when there is one, `x-should-retry: false` when a retry cannot help, and the
@@ -135,6 +124,8 @@ async fn stream<F: WireFormat>(
     };
     match opened {
         Ok(stream) => {
+            let mut shape = shape;
+            F::served(&mut shape, &stream.route);
             log_request(
                 F::ENDPOINT,
                 stream.provider(),

@@ -5,26 +5,13 @@ use std::time::{Duration, Instant};
 
 use super::cut::CutSignal;
 use super::{Gateway, Provider};
-use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {
-    /// Routes `request` (its model becomes the upstream's name for it) and starts the
-    /// exchange's bookkeeping.
-    pub(super) fn begin(
-        &self,
-        request: &mut ChatRequest,
-        kind: Kind,
-    ) -> Result<(Route, InFlight), GatewayError> {
-        let (route, exchange) = self.begin_exchange(&request.model, kind)?;
-        request.model = route.model.clone();
-        request.stream = matches!(kind, Kind::Stream);
-        Ok((route, exchange))
-    }
-
-    /// Routes `model` and starts the bookkeeping of an exchange with its provider.
+    /// Routes `model` to its first candidate and starts the bookkeeping of an exchange with
+    /// its provider, for exchanges that do not fail over (embeddings).
     pub(super) fn begin_exchange(
         &self,
         model: &str,
@@ -32,15 +19,28 @@ impl Gateway {
     ) -> Result<(Route, InFlight), GatewayError> {
         let started = Instant::now();
         let (route, provider) = self.snapshot().route(model)?;
-        let exchange = InFlight {
+        let exchange = self.in_flight(provider, &route, started, kind, &self.cut_signal());
+        Ok((route, exchange))
+    }
+
+    /// Starts the bookkeeping of `provider`'s part in an exchange that began at `started`
+    /// (each candidate of a chain gets its own).
+    pub(super) fn in_flight(
+        &self,
+        provider: Arc<Provider>,
+        route: &Route,
+        started: Instant,
+        kind: Kind,
+        cut: &CutSignal,
+    ) -> InFlight {
+        InFlight {
             stats: Some(provider.stats.start()),
             model: route.model.clone(),
             provider,
             started,
             kind,
-            cut: self.cut_signal(),
-        };
-        Ok((route, exchange))
+            cut: cut.clone(),
+        }
     }
 }
 
@@ -64,7 +64,7 @@ pub(super) struct InFlight {
     pub(super) provider: Arc<Provider>,
     model: String,
     pub(super) started: Instant,
-    kind: Kind,
+    pub(super) kind: Kind,
     /// Present until the exchange finishes.
     stats: Option<RequestGuard>,
     cut: CutSignal,

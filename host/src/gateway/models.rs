@@ -25,8 +25,8 @@ const FAILED_LISTING_TTL: Duration = Duration::from_secs(10);
 /// The answer of [`Gateway::list_models`].
 #[derive(Debug, Default)]
 pub struct ModelListing {
-    /// Tier name → model ID.
-    pub tiers: BTreeMap<String, String>,
+    /// Tier name → its model IDs, in the order they are tried.
+    pub tiers: BTreeMap<String, Vec<String>>,
     /// Provider → its upstream models.
     pub providers: Vec<(String, Arc<Vec<ModelInfo>>)>,
     /// Providers whose listing failed.
@@ -178,7 +178,7 @@ impl Gateway {
 
 /// The tiers whose provider can take requests now: a tier that cannot is not a model one can
 /// use.
-fn servable_tiers(snap: &Snapshot) -> BTreeMap<String, String> {
+fn servable_tiers(snap: &Snapshot) -> BTreeMap<String, Vec<String>> {
     snap.config
         .tiers
         .iter()

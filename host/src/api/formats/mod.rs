@@ -76,6 +76,11 @@ pub trait WireFormat: 'static {
     /// Starts rendering a streamed answer.
     fn stream(shape: Shape<Self>) -> Self::Stream;
 
+    /// Tells the shape which candidate serves the answer (a chain's fallback, say), before
+    /// [`WireFormat::answer`] or [`WireFormat::stream`]; formats whose answer names the model
+    /// say it.
+    fn served(_shape: &mut Shape<Self>, _route: &crate::routing::Route) {}
+
     /// A failure answered before any of the answer went out: status, headers and body.
     fn error(err: &GatewayError) -> Response;
 }

@@ -297,6 +297,12 @@ impl WireFormat for OpenAi {
         axum::Json(body).into_response()
     }
 
+    /// The answer's `model` is the candidate that served it, as a routable id
+    /// (`provider/model`): a fallback's answer says so.
+    fn served(shape: &mut Shape, route: &crate::routing::Route) {
+        shape.model = format!("{}/{}", route.provider, route.model);
+    }
+
     fn stream(shape: Shape) -> OpenAiStream {
         OpenAiStream {
             shape,
