@@ -184,7 +184,10 @@ async fn no_key_reaches_a_client_or_the_log_whatever_upstreams_quote() {
             ("LEAKS_ADMIN_TOKEN", ADMIN_TOKEN),
             // Everything at trace but the compiler's own traces of the adapters' machine code
             // (millions of lines at start, none about requests).
-            ("RUST_LOG", "trace,cranelift_codegen=off,wasmtime_internal_cranelift=off,regalloc2=off"),
+            (
+                "RUST_LOG",
+                "trace,cranelift_codegen=off,wasmtime_internal_cranelift=off,regalloc2=off",
+            ),
         ],
     );
     let answers = every_answer(&chatd).await;

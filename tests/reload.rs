@@ -86,10 +86,12 @@ async fn content(client: &reqwest::Client, chatd: &ChatdProcess) -> (u16, String
         .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
-    (
-        status,
-        body["content"].as_str().unwrap_or_default().to_owned(),
-    )
+    // A failure is reported by its error code and message, so that a rare one says what it was.
+    let got = match body["content"].as_str() {
+        Some(content) => content.to_owned(),
+        None => format!("{}: {}", body["error"]["code"], body["error"]["message"]),
+    };
+    (status, got)
 }
 
 async fn wait_for_content(client: &reqwest::Client, chatd: &ChatdProcess, want: &str) -> Duration {
