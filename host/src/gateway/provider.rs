@@ -254,6 +254,13 @@ impl Provider {
                 provider,
                 message: self.scrub(format!("response body exceeds {limit} bytes")),
             },
+            UpstreamError::NotAStream(content_type) => GatewayError::MalformedResponse {
+                provider,
+                message: self.scrub(format!(
+                    "answered a stream request with a {content_type} page, not a stream (is \
+                     base_url the API's address?)"
+                )),
+            },
         }
     }
 

@@ -43,6 +43,24 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// The content type of a response that is a document for people (an HTML or XML page: a
+/// login portal, a proxy's error page, a web UI at the wrong base URL), not a stream.
+fn page_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::CONTENT_TYPE)?;
+    let value = String::from_utf8_lossy(value.as_bytes());
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html" | "application/xhtml+xml" | "text/xml" | "application/xml"
+    )
+    .then_some(essence)
+}
+
 /// Where and how to send one provider's requests.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -198,6 +216,9 @@ pub enum UpstreamError {
     Encoded(String),
     /// A whole body larger than the limit.
     TooLarge(usize),
+    /// A 2xx answer to a request for a stream that is a page for people, with this content
+    /// type: no stream event can come of it.
+    NotAStream(String),
 }
 
 impl Upstream {
@@ -274,6 +295,9 @@ impl Upstream {
             .map_err(|e| unreachable(target, &e))?;
         check_head(&response)?;
         let success = response.status().is_success();
+        if success && let Some(content_type) = page_type(response.headers()) {
+            return Err(UpstreamError::NotAStream(content_type));
+        }
         if success && !(framing == StreamFraming::Sse && is_json(response.headers())) {
             return Ok(Opened::Stream(OpenStream { response }));
         }
@@ -456,5 +480,34 @@ mod tests {
         assert!(!is("application/x-ndjson"));
         assert!(!is("application/jsonl"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn pages_are_told_from_streams() {
+        let page = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+            page_type(&h)
+        };
+        assert_eq!(
+            page("text/html; charset=UTF-8").as_deref(),
+            Some("text/html")
+        );
+        assert_eq!(
+            page("Application/XHTML+XML").as_deref(),
+            Some("application/xhtml+xml")
+        );
+        for stream in [
+            "text/event-stream",
+            "application/x-ndjson",
+            "application/json",
+            "text/plain",
+        ] {
+            assert_eq!(page(stream), None, "{stream}");
+        }
+        assert_eq!(page_type(&HeaderMap::new()), None);
     }
 }
