@@ -42,6 +42,8 @@ PROMPT = "Say hello."
 MESSAGES = [{"role": "user", "content": PROMPT}]
 MOCK_FLAGS = ["--workers", "1", "--chunks", "8", "--chunk-delay-ms", "2"]
 DUMMY_KEY = "sk-bench-dummy"
+# The reference row of the formats section: every other format is compared with it.
+OPENAI_FORMAT = "chatd OpenAI /v1/chat/completions"
 
 
 def log(msg: str) -> None:
@@ -219,6 +221,7 @@ class Bench:
         self.notes: list[str] = []
         self.versions: dict[str, str] = {}
         self.mock_port = 0
+        self.formats: list[Target] = []
 
     # -- build and start
 
@@ -242,10 +245,34 @@ class Bench:
             time.sleep(0.05)
         self.mock_port = port
 
-    def start_chatd(self, label: str, rust_log: str | None) -> tuple[str, subprocess.Popen]:
+    def start_chatd(self, label: str, rust_log: str | None, binary: Path | None = None,
+                    fallbacks: bool = True, traces: bool = False) -> tuple[str, subprocess.Popen]:
         port, mock = free_port(), f"http://127.0.0.1:{self.mock_port}"
         config = self.tmp / f"chatd-{label}.toml"
-        config.write_text(f"""[chatd]
+        # Two chains whose first candidate is down (nothing listens on its port): one with the
+        # default health settings (ejected after 3 failures, then a probe every 10 s), one
+        # that never ejects nor retries, so every request first meets the refused connection.
+        down = f"http://127.0.0.1:{free_port()}"
+        chains = f"""[models]
+fallback = ["down/m", "openrouter/mock/m"]
+fallback_every_time = ["down_every_time/m", "openrouter/mock/m"]
+
+[chatd.providers.down]
+adapter = "ollama"
+base_url = "{down}"
+
+[chatd.providers.down_every_time]
+adapter = "ollama"
+base_url = "{down}"
+retries = 0
+eject_after_failures = 0
+""" if fallbacks else ""
+        # Traces exported to the mock, which answers 404: the whole export is done all the same.
+        otel = f"""[chatd.otel]
+enabled = true
+endpoint = "{mock}/v1/traces"
+""" if traces else ""
+        config.write_text(f"""{otel}[chatd]
 bind = "127.0.0.1:{port}"
 default_provider = "ollama"
 
@@ -262,11 +289,12 @@ key_env = "CHATD_BENCH_KEY"
 adapter = "openai_compat"
 base_url = "{mock}/v1"
 key_env = "CHATD_BENCH_KEY"
-""")
+
+{chains}""")
         # rust_log None unsets RUST_LOG: chatd's default (info, a line per request) is what users run.
         env = {"CHATD_BENCH_KEY": DUMMY_KEY, "RUST_LOG": rust_log}
         log_path = self.tmp / f"chatd-{label}.log"
-        proc = self.procs.start(f"chatd-{label}", [self.bin / "chatd", "serve", "--config", config,
+        proc = self.procs.start(f"chatd-{label}", [binary or self.bin / "chatd", "serve", "--config", config,
                                                     "--bind", f"127.0.0.1:{port}"], log_path, env)
         wait_ready("chatd", proc, f"http://127.0.0.1:{port}/healthz", 60, log_path,
                    ok=lambda s: s == 200)
@@ -363,7 +391,16 @@ general_settings:
         mock = f"http://127.0.0.1:{self.mock_port}"
         chatd, chatd_proc = self.start_chatd("info", None)
         chatd_warn, chatd_warn_proc = self.start_chatd("warn", "warn")
+        chatd_traced, chatd_traced_proc = self.start_chatd("traced", None, traces=True)
         oa = "/v1/chat/completions"
+        baseline, baseline_url = [], ""
+        if self.args.chatd_baseline:
+            # Another chatd build (say, main's) under the same load in the same rounds: the
+            # A/B of a change. Its config has no chains: an older build may not know them.
+            baseline_url, proc = self.start_chatd("baseline", None, self.args.chatd_baseline,
+                                                  fallbacks=False)
+            baseline.append(Target("chatd openai_compat (baseline build)", oa, baseline_url + oa,
+                                   openai_body("openrouter/mock/m"), proc=proc))
         targets = [
             Target("mock direct", oa, mock + oa, openai_body("m"), direct=True),
             Target("mock direct", "/api/chat", mock + "/api/chat",
@@ -378,7 +415,27 @@ general_settings:
                    openai_body("ollama_cloud/m"), proc=chatd_proc),
             Target("chatd openai_compat (RUST_LOG=warn)", oa, chatd_warn + oa,
                    openai_body("openrouter/mock/m"), proc=chatd_warn_proc),
+            Target("chatd openai_compat (traces exported)", oa, chatd_traced + oa,
+                   openai_body("openrouter/mock/m"), proc=chatd_traced_proc),
+            *baseline,
+            Target("chatd fallback, first candidate down (ejected)", oa, chatd + oa,
+                   openai_body("fallback"), proc=chatd_proc),
+            Target("chatd fallback, first candidate down (refused every time)", oa, chatd + oa,
+                   openai_body("fallback_every_time"), proc=chatd_proc),
         ]
+        if self.args.chatd_baseline:
+            # The native format through both builds too (the baseline's openai_compat is above).
+            targets += [
+                Target("chatd native /v1/chat", oa, chatd + "/v1/chat",
+                       openai_body("openrouter/mock/m"), proc=chatd_proc),
+                Target("chatd native /v1/chat (baseline build)", oa, baseline_url + "/v1/chat",
+                       openai_body("openrouter/mock/m"), proc=baseline[0].proc),
+            ]
+        if "formats" in self.args.sections:
+            self.formats = self.format_targets(mock, chatd, chatd_proc)
+        if self.args.targets:
+            wanted = [w for w in self.args.targets.split(",") if w]
+            targets = [t for t in targets if t.direct or any(w in t.name for w in wanted)]
         passthrough = self.peer("axum+hyper passthrough", self.start_passthrough)
         if passthrough:
             targets.append(Target("axum+hyper passthrough (no chatd)", oa, passthrough[0] + oa,
@@ -427,6 +484,24 @@ general_settings:
                 self.notes.append(f"LiteLLM: failed to start, skipped ({e})")
                 self.procs.stop(proc)
         return targets
+
+    def format_targets(self, mock: str, chatd: str, proc: subprocess.Popen) -> list[Target]:
+        """Every client format through chatd's ollama provider (so every one ends on the
+        mock's /api/chat), and that endpoint direct."""
+        chat = {"model": "ollama/m", "messages": MESSAGES}
+        return [
+            Target("mock direct", "/api/chat", mock + "/api/chat",
+                   {"model": "m", "messages": MESSAGES}, direct=True),
+            Target(OPENAI_FORMAT, "/api/chat", chatd + "/v1/chat/completions", chat, proc=proc),
+            Target("chatd native /v1/chat", "/api/chat", chatd + "/v1/chat", chat, proc=proc),
+            Target("chatd Anthropic /v1/messages", "/api/chat", chatd + "/v1/messages",
+                   {**chat, "max_tokens": 256}, proc=proc),
+            Target("chatd Responses /v1/responses", "/api/chat", chatd + "/v1/responses",
+                   {"model": "ollama/m", "input": PROMPT}, proc=proc),
+            Target("chatd Ollama /api/chat", "/api/chat", chatd + "/api/chat", chat, proc=proc),
+            Target("chatd Ollama /api/generate", "/api/chat", chatd + "/api/generate",
+                   {"model": "ollama/m", "prompt": PROMPT}, proc=proc),
+        ]
 
     # -- measuring
 
@@ -550,14 +625,16 @@ def num(v, fmt) -> str:
     return "—" if v is None else format(v, fmt)
 
 
-def table(section: dict, stream: bool) -> str:
-    """One markdown table: a row per (concurrency, target); overhead vs the direct baseline."""
+def table(section: dict, stream: bool, ref: str | None = None) -> str:
+    """One markdown table: a row per (concurrency, target); overhead vs the direct baseline,
+    and with `ref`, each metric's difference to that target's in the same round."""
     targets, runs = section["targets"], section["runs"]
     metrics = ["ttft50", "ttft99", "gap50", "gap99"] if stream else ["p50", "p99"]
     names = {"p50": "p50", "p99": "p99", "ttft50": "TTFT p50", "ttft99": "TTFT p99",
              "gap50": "gap p50", "gap99": "gap p99"}
     head = (["c", "target", "upstream endpoint", "req/s"] + [names[m] + " ms" for m in metrics]
             + ["+" + names[m] + " ms" for m in metrics]
+            + ([names[m] + " − ref ms" for m in metrics] if ref else [])
             + ["req/s ÷ direct", "peak RSS MiB", "CPU s / 1k req", "errors"])
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c, by_target in runs.items():
@@ -571,6 +648,12 @@ def table(section: dict, stream: bool) -> str:
                 return med([r[m] - b[m] for r, b in pairs
                             if r.get(m) is not None and b.get(m) is not None])
 
+            against = list(zip(rounds, by_target.get(ref, []))) if ref and not t.direct else []
+
+            def vs_ref(m):
+                return med([r[m] - b[m] for r, b in against
+                            if r.get(m) is not None and b.get(m) is not None])
+
             ratio = med([r["rps"] / b["rps"] for r, b in pairs if r.get("rps") and b.get("rps")])
             hwm = [r["hwm_mib"] for r in rounds if "hwm_mib" in r]
             errors = sum(r["errors"] for r in rounds)
@@ -579,6 +662,7 @@ def table(section: dict, stream: bool) -> str:
                       num(med([r.get("rps") for r in rounds]), ".0f")]
                      + [ms(med([r.get(m) for r in rounds])) for m in metrics]
                      + [ms(delta(m), signed=True) if not t.direct else "—" for m in metrics]
+                     + ([ms(vs_ref(m), signed=True) if against else "—" for m in metrics] if ref else [])
                      + [num(ratio, ".2f"), num(max(hwm) if hwm else None, ".0f"),
                         num(med([r.get("cpu_per_1k") for r in rounds]), ".3f"),
                         str(errors) + (f" ({first[:60]})" if errors and first else "")])
@@ -654,12 +738,18 @@ def parse_args():
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     p.add_argument("--concurrency", default="1,64", help="comma-separated concurrencies (default 1,64)")
     p.add_argument("--sections", default=None,
-                   help="comma-separated: plain,stream (default both; none with --soak)")
+                   help="comma-separated: plain,stream,formats (default plain,stream; none with --soak)")
     p.add_argument("--peers", default="litellm,portkey,nginx",
                    help="peers to include when installed (default litellm,portkey,nginx; '' for none)")
     p.add_argument("--soak", type=int, metavar="SECONDS",
                    help="run chatd (openai_compat) under c=64 for SECONDS, sampling RSS every 5 s")
     p.add_argument("--no-build", action="store_true", help="use the existing release binaries")
+    p.add_argument("--chatd-baseline", "--baseline-chatd", type=Path, metavar="BINARY",
+                   help="also measure this chatd binary (e.g. a release build of main) in the same "
+                        "rounds, as '... (baseline build)' targets: an A/B of a change")
+    p.add_argument("--targets", default="",
+                   help="comma-separated name fragments: only targets whose name contains one "
+                        "(the direct baselines always run), e.g. 'openai_compat,fallback'")
     p.add_argument("--keep-logs", action="store_true",
                    help="keep the temp dir with the generated configs and every process's log")
     p.add_argument("--out", type=Path, help="markdown output (default bench/results/latest.md, "
@@ -670,7 +760,7 @@ def parse_args():
         args.sections = "" if args.soak else "plain,stream"
     args.sections = [s for s in args.sections.split(",") if s]
     for s in args.sections:
-        if s not in ("plain", "stream"):
+        if s not in ("plain", "stream", "formats"):
             p.error(f"unknown section {s!r}")
     if not args.sections and not args.soak:
         p.error("nothing to run")
@@ -710,6 +800,13 @@ def main() -> int:
         sections = {"plain": ("Non-streaming chat completions", False),
                     "stream": ("Streaming chat completions (8 chunks, 2 ms apart)", True)}
         for name in args.sections:
+            if name == "formats":
+                title = "Streaming through every client format (ollama provider, 8 chunks, 2 ms apart)"
+                log(f"== {title}")
+                res = bench.section(bench.formats, True)
+                raw[name] = res["runs"]
+                emit(["", f"## {title}", "", table(res, True, ref=OPENAI_FORMAT)])
+                continue
             title, stream = sections[name]
             log(f"== {title}")
             res = bench.section(targets, stream)

@@ -327,7 +327,8 @@ async fn non_json_2xx_body_is_a_502() {
 
 #[tokio::test]
 async fn unknown_prefix_falls_through_to_default_unchanged() {
-    // Seed smoke check 5: no prefix rewrite; the default upstream's 404 becomes a 502.
+    // Seed smoke check 5: no prefix rewrite; the default upstream's 404 keeps its status,
+    // with the code the adapter read from the upstream's words.
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -338,7 +339,8 @@ async fn unknown_prefix_falls_through_to_default_unchanged() {
         .await;
     let gw = gateway(&upstream).await;
     let (status, _, reply) = gw.post("/v1/chat", TestGateway::chat("unknown/m")).await;
-    assert_eq!(status, 502, "{reply}");
+    assert_eq!(status, 404, "{reply}");
+    assert_eq!(reply["error"]["code"], "model_not_found");
     assert!(reply["error"]["message"].as_str().unwrap().contains("404"));
     assert_eq!(body(&only_request(&upstream).await)["model"], "unknown/m");
 }

@@ -130,7 +130,8 @@ async fn unregistered_and_unconfigured_routes_are_404_not_fall_throughs() {
         .await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert_eq!(body["error"]["code"], "provider_not_registered");
+    // OpenAI's word for it, which SDKs and error mappers know.
+    assert_eq!(body["error"]["code"], "model_not_found");
     assert!(
         upstream.received_requests().await.unwrap().is_empty(),
         "nothing reached the default upstream"
@@ -587,14 +588,17 @@ async fn unknown_paths_and_methods_answer_json() {
 async fn openai_completion_object_shape() {
     let upstream = ollama_upstream().await;
     let gw = TestGateway::start(&config(&upstream.uri())).await;
-    let (status, _, body) = gw
+    let (status, headers, body) = gw
         .post("/v1/chat/completions", json!({"model": "fast", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["object"], "chat.completion");
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert!(body["created"].as_u64().unwrap() > 1_700_000_000);
-    assert_eq!(body["model"], "fast");
+    // The model that served the tier, as a routable id.
+    assert_eq!(body["model"], "ollama/qwen3:8b");
+    assert_eq!(headers["x-chatd-provider"], "ollama");
+    assert_eq!(headers["x-chatd-model"], "qwen3:8b");
     assert_eq!(
         body["choices"][0]["message"],
         json!({"role": "assistant", "content": "ok"})
@@ -613,7 +617,9 @@ async fn openai_endpoint_rejects_answer_changing_fields_by_name() {
     for (field, value) in [
         ("n", json!(3)),
         ("logprobs", json!(true)),
-        ("response_format", json!({"type": "json_schema"})),
+        ("top_logprobs", json!(2)),
+        // json_schema is carried now (contract 0.3.0); a format no API has is still refused.
+        ("response_format", json!({"type": "xml"})),
     ] {
         let mut req = TestGateway::chat("qwen3:8b");
         req[field] = value;

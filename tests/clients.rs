@@ -42,6 +42,13 @@ async fn upstream() -> MockServer {
         })
         .mount(&server)
         .await;
+    Mock::given(method("POST"))
+        .and(path("/api/embed"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"model": "q", "embeddings": [[0.5, 0.25]], "prompt_eval_count": 7}),
+        ))
+        .mount(&server)
+        .await;
     Mock::given(method("GET"))
         .and(path("/api/tags"))
         .respond_with(
@@ -226,7 +233,8 @@ async fn missing_unknown_and_malformed_keys_are_401_in_the_callers_wire_format()
     // Unknown and malformed keys get the same answer: nothing tells them apart.
     let unknown = post(url, "/v1/chat/completions", "chatd_nobody", chat("fast")).await;
     let malformed = post(url, "/v1/chat/completions", "x", chat("fast")).await;
-    assert_eq!(unknown.body, malformed.body);
+    // (Each carries its own request id.)
+    assert_eq!(unknown.body["error"], malformed.body["error"]);
     assert_eq!(unknown.body["error"]["message"], "invalid API key");
 
     // Open paths stay open; the admin API keeps its own token.
@@ -311,8 +319,8 @@ async fn a_model_the_key_may_not_use_is_403_in_the_callers_wire_format() {
     let a = post(&gw.url, "/v1/chat", BOB, chat("ollama/q")).await;
     assert_eq!(a.status, 403);
     assert_eq!(
-        a.body,
-        json!({"error": {"code": "model_not_allowed", "message": "client \"bob\" may not use model \"ollama/q\""}})
+        a.body["error"],
+        json!({"code": "model_not_allowed", "message": "client \"bob\" may not use model \"ollama/q\""})
     );
     let a = post(&gw.url, "/v1/chat/completions", BOB, chat("q")).await;
     assert_eq!(a.status, 403);
@@ -525,6 +533,34 @@ async fn usage_shows_in_metrics_and_the_admin_listing() {
         !a.body.to_string().contains(&digest(ALICE)),
         "whole digests are not listed"
     );
+}
+
+#[tokio::test]
+async fn embeddings_are_admitted_and_metered_like_chat() {
+    let (gw, _up) = start("tokens_per_day = 100000").await;
+    let body = json!({"model": "ollama/q", "input": "hello"});
+    let a = post(&gw.url, "/v1/embeddings", BOB, body.clone()).await;
+    assert_eq!(a.status, 403, "{:?}", a.body);
+    assert_eq!(a.body["error"]["code"], "model_not_allowed");
+    let a = post(&gw.url, "/v1/embeddings", ALICE, body).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let a = post(
+        &gw.url,
+        "/api/embed",
+        ALICE,
+        json!({"model": "ollama/q", "input": "hello"}),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    let metrics = send(&gw.url, reqwest::Method::GET, "/metrics", &[], None).await;
+    let text = metrics.body.as_str().unwrap();
+    for line in [
+        "chatd_client_requests_total{client=\"alice\",model=\"ollama/q\"} 2",
+        "chatd_client_tokens_total{client=\"alice\",model=\"ollama/q\",type=\"input\"} 14",
+        "chatd_client_refused_total{client=\"bob\",reason=\"model_not_allowed\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
 }
 
 /// A limits store that cannot be reached: `fail_open` decides.

@@ -1,6 +1,8 @@
-//! Runs the OpenAI Python SDK suite (tests/python) against this build's `chatd` binary, so
-//! `cargo test --workspace` covers the real-client tests too. The virtualenv `.venv` (with
-//! tests/python/requirements.txt) is created on first run if missing; `.ci/run` prepares it.
+//! Runs the Python real-client suite (tests/python: the official OpenAI, Anthropic and Ollama
+//! clients) against this build's `chatd` binary, so `cargo test --workspace` covers the
+//! real-client tests too. The virtualenv `.venv` (with tests/python/requirements.txt) is
+//! created on first run if missing, and topped up when a client it needs is not installed;
+//! `.ci/run` prepares it.
 
 mod support;
 
@@ -14,11 +16,15 @@ fn venv_python(root: &Path) -> std::path::PathBuf {
             .args(["-m", "venv"])
             .arg(root.join(".venv"))
             .status()
-            .expect("python3 is needed for the OpenAI SDK tests");
+            .expect("python3 is needed for the Python client tests");
         assert!(status.success(), "creating .venv failed");
     }
     let installed = Command::new(&python)
-        .args(["-c", "import openai, pytest, prometheus_client"])
+        // Every direct dependency: a venv made before one was added gets it installed.
+        .args([
+            "-c",
+            "import openai, anthropic, ollama, pytest, prometheus_client",
+        ])
         .status()
         .unwrap();
     if !installed.success() {
@@ -57,7 +63,7 @@ fn openai_python_sdk_against_the_real_binary() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "OpenAI SDK suite failed:\n{stdout}\n{stderr}"
+        "Python client suite failed:\n{stdout}\n{stderr}"
     );
     println!("{stdout}");
 }

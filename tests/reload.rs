@@ -86,10 +86,11 @@ async fn content(client: &reqwest::Client, chatd: &ChatdProcess) -> (u16, String
         .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
-    (
-        status,
-        body["content"].as_str().unwrap_or_default().to_owned(),
-    )
+    // A failure says what it was (its error), so a failed assertion names the cause.
+    let text = body["content"]
+        .as_str()
+        .map_or_else(|| body["error"].to_string(), str::to_owned);
+    (status, text)
 }
 
 async fn wait_for_content(client: &reqwest::Client, chatd: &ChatdProcess, want: &str) -> Duration {

@@ -107,6 +107,24 @@ async fn a_panicking_adapter_fails_its_request_only() {
 }
 
 #[tokio::test]
+async fn a_panic_after_debug_output_is_the_message_reported() {
+    // 20 lines (~5 KiB) on stderr before the panic: more than the sandbox keeps of it, and
+    // far more than a message quotes. The panic is why the call failed; it must be reported.
+    let upstream = MockServer::start().await;
+    let gw = gateway(&upstream, &[("bad", "chatd-fixture-panics")]).await;
+    let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("bad/chatty")).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "adapter_trap", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("panicked at") && message.contains("fixture panic after 20 debug lines"),
+        "the panic is reported, not the log lines before it: {message}"
+    );
+    assert!(!message.contains("building the request"), "{message}");
+    assert!(!message.contains('\n'), "{message:?}");
+}
+
+#[tokio::test]
 async fn a_spinning_adapter_is_stopped_with_adapter_timeout() {
     let upstream = MockServer::start().await;
     ollama_ok(&upstream).await;
@@ -915,7 +933,9 @@ async fn time_a_call_waits_for_its_thread_does_not_count_against_its_budget() {
         upstream.uri()
     ))
     .await;
-    let messages: Vec<Value> = (0..20_000)
+    // 4,000 messages: ~20 ms of CPU per call in a debug build (four or five ticks), well
+    // inside the budget alone; 48 of them on one thread wait ~1 s each for their turns.
+    let messages: Vec<Value> = (0..4_000)
         .map(|_| json!({"role": "user", "content": "x"}))
         .collect();
     let body = json!({"model": "ollama/m", "messages": messages});
@@ -937,4 +957,126 @@ async fn time_a_call_waits_for_its_thread_does_not_count_against_its_budget() {
         let (status, body) = request.await.unwrap();
         assert_eq!(status, 200, "{body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spinning_adapter_does_not_hold_up_other_requests_on_its_thread() {
+    // One server thread, and on it an adapter that spins until its 2 s budget is spent. It
+    // yields at every 5 ms tick; requests to another provider and health checks on the same
+    // thread must be served between its slices, so all of them finish while it still spins
+    // (with the runtime polling its sockets only every 61 slices, a round of them took ~1 s).
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let spins = std::fs::read(component("chatd-fixture-spins")).unwrap();
+    let gw = TestGateway::start_with_files(
+        &format!(
+            "[chatd]\ndefault_provider = \"ollama\"\nadapters_dir = \"{{dir}}/adapters\"\n\
+             threads = 1\ntimeout_secs = 60\n[chatd.sandbox]\ncpu_ms = 2000\n\
+             [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"{0}\"\n\
+             [chatd.providers.spin]\nadapter = \"spin\"\nbase_url = \"{0}\"\n",
+            upstream.uri()
+        ),
+        &[("adapters/spin.wasm", &spins)],
+    )
+    .await;
+    let spinning = {
+        let url = gw.url.clone();
+        tokio::spawn(async move {
+            let resp = reqwest::Client::new()
+                .post(format!("{url}/v1/chat"))
+                .json(&TestGateway::chat("spin/m"))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        })
+    };
+    let runtime = gw.gateway.runtime().clone();
+    support::eventually("the spinner to start", Duration::from_secs(30), || {
+        runtime.instances_in_use() > 0
+    })
+    .await;
+    let client = reqwest::Client::new();
+    for round in 0..10 {
+        let health = client
+            .get(format!("{}/healthz", gw.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let (status, _, body) = gw.post("/v1/chat", TestGateway::chat("ollama/m")).await;
+        assert_eq!((status, body["content"].as_str()), (200, Some("healthy")));
+        assert!(
+            !spinning.is_finished(),
+            "the spinning call ended before round {round} of the other requests did"
+        );
+    }
+    let (status, body) = spinning.await.unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "adapter_timeout", "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pausing_chatd_charges_no_adapter_call_for_the_pause() {
+    // A stopped process (SIGSTOP, a paused VM, a host out of CPU) does not run its adapters:
+    // requests whose calls need a few milliseconds of a 100 ms budget must not fail with
+    // adapter_timeout because chatd stood still for 200 ms in the middle of one.
+    let upstream = MockServer::start().await;
+    ollama_ok(&upstream).await;
+    let chatd = support::ChatdProcess::start(
+        &format!(
+            "[chatd]\ndefault_provider = \"ollama\"\nadapters_dir = \"\"\nthreads = 2\n\
+             [chatd.providers.ollama]\nadapter = \"ollama\"\nbase_url = \"{}\"\n",
+            upstream.uri()
+        ),
+        &[],
+    );
+    // Big but quick: 1 MiB of content to parse and serialise, a few ms of adapter work.
+    let body = json!({"model": "ollama/m",
+                      "messages": [{"role": "user", "content": "x".repeat(1 << 20)}]});
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, body, stop) = (chatd.url.clone(), body.clone(), stop.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let resp = client
+                        .post(format!("{url}/v1/chat"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = resp.status().as_u16();
+                    let answer: Value = resp.json().await.unwrap();
+                    answers.push((status, answer["error"]["code"].clone()));
+                }
+                answers
+            })
+        })
+        .collect();
+    for pause in 0..20u64 {
+        // Uneven gaps, so the pauses fall at different points of the requests.
+        tokio::time::sleep(Duration::from_millis(60 + (pause * 37) % 90)).await;
+        chatd.signal("STOP");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        chatd.signal("CONT");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.extend(client.await.unwrap());
+    }
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        answers.len()
+    );
+    assert!(answers.len() >= 20, "too few requests: {}", answers.len());
 }

@@ -476,6 +476,30 @@ async fn upstream_answering_plain_json_to_a_stream_request_is_replayed_as_a_stre
 }
 
 #[tokio::test]
+async fn a_web_page_answered_to_a_stream_request_is_a_malformed_response() {
+    // A login portal, a proxy's error page or a web UI at the base URL: 200, but HTML.
+    let page =
+        "<!doctype html><html><head><title>Sign in</title></head><body>Sign in</body></html>";
+    let up = ScriptedUpstream::start("text/html; charset=utf-8", vec![chunk(page)]).await;
+    let gw = gateway(&up.url(), &up.url(), 5).await;
+    for (path, model) in [
+        ("/v1/chat/completions", "openrouter/vendor/m"),
+        ("/v1/chat", "ollama/m"),
+    ] {
+        let req = json!({"model": model, "stream": true,
+                         "messages": [{"role": "user", "content": "hi"}]});
+        let (status, _, body) = gw.post(path, req).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"], "upstream_malformed_response",
+            "{path}: {body}"
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("text/html"), "{path}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn a_rate_limit_event_before_any_content_is_a_429() {
     // OpenRouter reports a rate limit met after the stream was accepted as an error event.
     let body = format!(

@@ -136,7 +136,7 @@ fn stream_event_parse(bencher: Bencher, adapter: &str) {
 #[divan::bench]
 fn route(bencher: Bencher) {
     let table = RouteTable {
-        tiers: BTreeMap::from([("fast".to_string(), "ollama/qwen3:8b".to_string())]),
+        tiers: BTreeMap::from([("fast".to_string(), vec!["ollama/qwen3:8b".to_string()])]),
         configured: ["ollama", "ollama_cloud", "openrouter", "opencode", "kimi"]
             .iter()
             .map(|s| s.to_string())

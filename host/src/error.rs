@@ -34,6 +34,14 @@ pub enum GatewayError {
     /// The adapter says the request cannot be expressed for its upstream.
     #[error("provider {provider}: {message}")]
     Unsupported { provider: String, message: Scrubbed },
+    /// An image the client gave by URL could not be fetched (for an adapter that takes
+    /// images inline only): the client's URL is at fault, as OpenAI answers it.
+    #[error("{param}: the image at {url} could not be fetched: {reason}")]
+    ImageFetch {
+        param: String,
+        url: String,
+        reason: String,
+    },
     /// The request needs a capability the provider's adapter does not declare.
     #[error("provider {provider} cannot carry {}: {}", capability.feature(), not_declared(adapter, *contract, *capability))]
     NotCapable {
@@ -49,17 +57,45 @@ pub enum GatewayError {
         /// `Retry-After`, from the upstream when it sent one.
         retry_after: Option<Scrubbed>,
     },
+    /// The upstream answered an error status. One that says the request itself is wrong
+    /// ([`KEPT_STATUSES`]) keeps its status, so clients raise their typed errors and do not
+    /// retry it; any other is a 502.
     #[error("provider {provider}: upstream answered HTTP {status}: {message}")]
     UpstreamStatus {
         provider: String,
         status: u16,
         message: Scrubbed,
+        /// What the upstream's error says, in OpenAI's words (`model_not_found`), when the
+        /// adapter could tell.
+        code: Option<Box<str>>,
         /// The upstream's `Retry-After` on a 503 (it is down for maintenance, say): passed
         /// on so clients back off as the upstream asked.
         retry_after: Option<Scrubbed>,
     },
+    /// The upstream refused chatd's own credentials (401/403): the operator's key is wrong,
+    /// not the client's request, so it stays a 502.
+    #[error(
+        "provider {provider}: the upstream refused chatd's credentials (HTTP {status}: {message}); \
+         {}",
+        match key_source {
+            Some(source) => format!("check the provider's API key (from {source})"),
+            None => "the provider sends no API key (its adapter declares no auth)".to_owned(),
+        }
+    )]
+    UpstreamAuth {
+        provider: String,
+        status: u16,
+        message: Scrubbed,
+        /// Where the provider's key came from (never the key).
+        key_source: Option<String>,
+    },
     #[error("provider {provider}: upstream stream failed: {message}")]
-    UpstreamStream { provider: String, message: Scrubbed },
+    UpstreamStream {
+        provider: String,
+        message: Scrubbed,
+        /// The failure's code, as for [`GatewayError::UpstreamStatus`].
+        code: Option<Box<str>>,
+    },
     #[error("provider {provider}: upstream unreachable: {message}")]
     UpstreamUnreachable { provider: String, message: Scrubbed },
     #[error("provider {provider}: upstream did not answer within {}s", timeout.as_secs())]
@@ -108,13 +144,44 @@ pub enum GatewayError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// `GET /v1/models/{id}` for an id the model list does not have.
+    #[error("model {0:?} is not in the model list (GET /v1/models); it may still be routable")]
+    ModelNotListed(String),
     #[error("internal error: {0}")]
     Internal(String),
     #[error(
         "chatd is shutting down: the shutdown grace period ended before this answer was complete"
     )]
     ShuttingDown { provider: String },
+    /// The provider's `max_concurrency` requests are running and none ended within its
+    /// queue timeout.
+    #[error(
+        "provider {provider} is busy: {limit} requests are running (max_concurrency) and none \
+         finished within {}ms",
+        waited.as_millis()
+    )]
+    ProviderBusy {
+        provider: String,
+        limit: u32,
+        waited: Duration,
+    },
+    /// Every endpoint of the provider is ejected after failing (the circuit breaker): why a
+    /// chain skipped it. A request's last candidate is tried all the same, so clients do not
+    /// get this one.
+    #[error(
+        "provider {provider} is unavailable: its endpoints failed repeatedly and are out of \
+         service for {retry_after}s more"
+    )]
+    ProviderUnavailable {
+        provider: String,
+        /// Whole seconds until one of them gets a probe request (at least 1).
+        retry_after: String,
+    },
 }
+
+/// Upstream statuses that say the client's request is wrong (bad request, unknown model,
+/// conflict, too large, unprocessable): passed on as they are.
+pub const KEPT_STATUSES: [u16; 5] = [400, 404, 409, 413, 422];
 
 /// Why an adapter call produced no result ([`CallError`]), its detail scrubbed: a trap's
 /// message carries what the adapter wrote to stderr, which may quote an upstream's body.
@@ -181,6 +248,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadRequest { .. }
+            | GatewayError::ImageFetch { .. }
             | GatewayError::Unsupported { .. }
             | GatewayError::NotCapable { .. } => StatusCode::BAD_REQUEST,
             GatewayError::Route(RouteError::NotRegistered { .. }) => StatusCode::NOT_FOUND,
@@ -189,7 +257,11 @@ impl GatewayError {
             GatewayError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::UpstreamStatus { status, .. } if KEPT_STATUSES.contains(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             GatewayError::UpstreamStatus { .. }
+            | GatewayError::UpstreamAuth { .. }
             | GatewayError::UpstreamStream { .. }
             | GatewayError::UpstreamUnreachable { .. }
             | GatewayError::MalformedResponse { .. } => StatusCode::BAD_GATEWAY,
@@ -205,16 +277,26 @@ impl GatewayError {
             }
             GatewayError::LimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::NotFound(_) | GatewayError::ModelNotListed(_) => StatusCode::NOT_FOUND,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::ShuttingDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown { .. }
+            | GatewayError::ProviderBusy { .. }
+            | GatewayError::ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// A stable, machine-readable error code.
-    pub fn code(&self) -> &'static str {
+    /// A stable, machine-readable error code: chatd's, or for an upstream's error the code
+    /// its adapter read from it (`model_not_found`, `context_length_exceeded`, ...).
+    pub fn code(&self) -> &str {
         match self {
+            GatewayError::UpstreamStatus {
+                code: Some(code), ..
+            }
+            | GatewayError::UpstreamStream {
+                code: Some(code), ..
+            } => code,
             GatewayError::BadRequest { .. } => "invalid_request",
+            GatewayError::ImageFetch { .. } => "invalid_image_url",
             GatewayError::Unsupported { .. } | GatewayError::NotCapable { .. } => {
                 "unsupported_by_provider"
             }
@@ -225,6 +307,7 @@ impl GatewayError {
             GatewayError::Route(_) => "invalid_model",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::UpstreamStatus { .. } => "upstream_error",
+            GatewayError::UpstreamAuth { .. } => "upstream_auth",
             GatewayError::UpstreamStream { .. } => "upstream_stream_error",
             GatewayError::UpstreamUnreachable { .. } => "upstream_unreachable",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
@@ -244,8 +327,22 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::Forbidden(_) => "forbidden",
             GatewayError::NotFound(_) => "not_found",
+            GatewayError::ModelNotListed(_) => "model_not_found",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::ShuttingDown { .. } => "shutting_down",
+            GatewayError::ProviderBusy { .. } => "provider_busy",
+            GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
+        }
+    }
+
+    /// The `code` of this failure in OpenAI's error shape: [`GatewayError::code`], but a
+    /// model routed to no registered provider is `model_not_found`, as OpenAI's own API
+    /// calls an unknown model (SDKs and error mappers such as LiteLLM's key on it). The
+    /// native shape keeps chatd's more precise `provider_not_registered`.
+    pub fn openai_code(&self) -> &str {
+        match self {
+            GatewayError::Route(RouteError::NotRegistered { .. }) => "model_not_found",
+            _ => self.code(),
         }
     }
 
@@ -255,6 +352,8 @@ impl GatewayError {
             StatusCode::BAD_REQUEST
             | StatusCode::PAYLOAD_TOO_LARGE
             | StatusCode::NOT_FOUND
+            | StatusCode::CONFLICT
+            | StatusCode::UNPROCESSABLE_ENTITY
             | StatusCode::REQUEST_TIMEOUT => "invalid_request_error",
             StatusCode::UNAUTHORIZED => "authentication_error",
             StatusCode::FORBIDDEN => "permission_error",
@@ -263,10 +362,47 @@ impl GatewayError {
         }
     }
 
+    /// Anthropic's error `type` for this failure (its SDKs and Claude Code read it).
+    pub fn anthropic_type(&self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            StatusCode::NOT_FOUND => "not_found_error",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+            StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
+            s if s.is_client_error() => "invalid_request_error",
+            _ => "api_error",
+        }
+    }
+
+    /// Whether sending the same request again could be answered otherwise. When not, answers
+    /// say `x-should-retry: false`, which the OpenAI and Anthropic SDKs (and the agents built
+    /// on them) obey instead of retrying a 400 or an upstream's refusal for minutes.
+    pub fn worth_retrying(&self) -> bool {
+        match self {
+            GatewayError::BadRequest { .. }
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UnsupportedEncoding(_)
+            | GatewayError::Route(_)
+            | GatewayError::Unsupported { .. }
+            | GatewayError::Unauthorized(_)
+            | GatewayError::Forbidden(_)
+            | GatewayError::NotFound(_) => false,
+            // An upstream that refused the request (a bad key, an unknown model, a context
+            // too long) refuses it again; its 408, 409 and 429 pass with time.
+            GatewayError::UpstreamStatus { status, .. } => {
+                !(400..500).contains(status) || matches!(status, 408 | 409 | 429)
+            }
+            _ => true,
+        }
+    }
+
     /// The request field at fault, if known.
     pub fn param(&self) -> Option<&str> {
         match self {
             GatewayError::BadRequest { param, .. } => param.as_deref(),
+            GatewayError::ImageFetch { param, .. } => Some(param),
             GatewayError::Route(_) => Some("model"),
             _ => None,
         }
@@ -286,7 +422,9 @@ impl GatewayError {
             GatewayError::Adapter {
                 failure: AdapterFailure::Capacity,
                 ..
-            } => Some("1"),
+            }
+            | GatewayError::ProviderBusy { .. } => Some("1"),
+            GatewayError::ProviderUnavailable { retry_after, .. } => Some(retry_after),
             _ => None,
         }
     }
@@ -298,12 +436,15 @@ impl GatewayError {
             | GatewayError::NotCapable { provider, .. }
             | GatewayError::RateLimited { provider, .. }
             | GatewayError::UpstreamStatus { provider, .. }
+            | GatewayError::UpstreamAuth { provider, .. }
             | GatewayError::UpstreamStream { provider, .. }
             | GatewayError::UpstreamUnreachable { provider, .. }
             | GatewayError::UpstreamTimeout { provider, .. }
             | GatewayError::MalformedResponse { provider, .. }
             | GatewayError::Adapter { provider, .. }
-            | GatewayError::ShuttingDown { provider } => Some(provider),
+            | GatewayError::ShuttingDown { provider }
+            | GatewayError::ProviderBusy { provider, .. }
+            | GatewayError::ProviderUnavailable { provider, .. } => Some(provider),
             _ => None,
         }
     }
@@ -320,6 +461,7 @@ mod tests {
             provider: p.into(),
             status: 500,
             message: Scrubbed::fixed("m"),
+            code: None,
             retry_after: None,
         };
         assert_eq!(up.status(), StatusCode::BAD_GATEWAY);
@@ -397,5 +539,101 @@ mod tests {
             GatewayError::PayloadTooLarge { limit: 1 }.status(),
             StatusCode::PAYLOAD_TOO_LARGE
         );
+    }
+
+    #[test]
+    fn upstream_errors_keep_the_statuses_that_blame_the_request() {
+        let status = |status: u16, code: Option<&str>| GatewayError::UpstreamStatus {
+            provider: "openrouter".into(),
+            status,
+            message: Scrubbed::fixed("m"),
+            code: code.map(Box::from),
+            retry_after: None,
+        };
+        for kept in KEPT_STATUSES {
+            let e = status(kept, None);
+            assert_eq!(e.status().as_u16(), kept);
+            assert_eq!(
+                (e.code(), e.openai_type()),
+                ("upstream_error", "invalid_request_error")
+            );
+        }
+        let missing = status(404, Some("model_not_found"));
+        assert_eq!(missing.code(), "model_not_found");
+        assert_eq!(missing.openai_code(), "model_not_found");
+        let overflow = status(400, Some("context_length_exceeded"));
+        assert_eq!(overflow.code(), "context_length_exceeded");
+        for other in [402, 410, 451, 500, 503] {
+            assert_eq!(
+                status(other, None).status(),
+                StatusCode::BAD_GATEWAY,
+                "{other}"
+            );
+        }
+        let auth = GatewayError::UpstreamAuth {
+            provider: "openrouter".into(),
+            status: 401,
+            message: Scrubbed::fixed("bad key"),
+            key_source: Some("env OPENROUTER_API_KEY".into()),
+        };
+        assert_eq!(
+            (auth.status(), auth.code()),
+            (StatusCode::BAD_GATEWAY, "upstream_auth")
+        );
+        let text = auth.to_string();
+        assert!(
+            text.contains("openrouter")
+                && text.contains("HTTP 401")
+                && text.contains("env OPENROUTER_API_KEY"),
+            "{text}"
+        );
+        let unrouted = GatewayError::Route(RouteError::NotRegistered {
+            model: "kimi/k2".into(),
+            provider: "kimi".into(),
+            configured: true,
+        });
+        assert_eq!(
+            (unrouted.code(), unrouted.openai_code()),
+            ("provider_not_registered", "model_not_found")
+        );
+        let stream = GatewayError::UpstreamStream {
+            provider: "p".into(),
+            message: Scrubbed::fixed("m"),
+            code: Some("content_filter".into()),
+        };
+        assert_eq!(
+            (stream.status(), stream.code()),
+            (StatusCode::BAD_GATEWAY, "content_filter")
+        );
+    }
+
+    #[test]
+    fn anthropic_types_and_retry_advice_follow_the_status() {
+        let upstream = |status| GatewayError::UpstreamStatus {
+            provider: "p".into(),
+            status,
+            message: Scrubbed::fixed("m"),
+            code: None,
+            retry_after: None,
+        };
+        let busy = GatewayError::Adapter {
+            provider: "p".into(),
+            adapter: "a".into(),
+            failure: AdapterFailure::Capacity,
+        };
+        assert_eq!(
+            GatewayError::bad_request("x").anthropic_type(),
+            "invalid_request_error"
+        );
+        assert_eq!(
+            GatewayError::NotFound("x".into()).anthropic_type(),
+            "not_found_error"
+        );
+        assert_eq!(busy.anthropic_type(), "overloaded_error");
+        assert_eq!(upstream(500).anthropic_type(), "api_error");
+        assert!(!GatewayError::bad_request("x").worth_retrying());
+        assert!(!upstream(401).worth_retrying());
+        assert!(upstream(429).worth_retrying() && upstream(503).worth_retrying());
+        assert!(busy.worth_retrying());
     }
 }

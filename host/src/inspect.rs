@@ -55,6 +55,7 @@ pub async fn load(config_path: &Path) -> Result<Loaded, String> {
         Arc::new(adapters),
         &credentials,
         &StatsRegistry::default(),
+        &crate::gateway::Lasting::default(),
     )
     .await;
     Ok(Loaded {

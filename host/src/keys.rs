@@ -108,6 +108,9 @@ pub type Lookup = Result<(Secret, KeySource), KeyMissing>;
 pub struct Credentials {
     /// Provider → its key lookup, for every provider with a `key_env`.
     pub providers: BTreeMap<String, Lookup>,
+    /// (provider, index in its `endpoints`) → the key lookup of an endpoint with a `key_env`
+    /// of its own.
+    pub endpoints: BTreeMap<(String, usize), Lookup>,
     /// The admin token's lookup, when the admin API is enabled.
     pub admin_token: Option<Lookup>,
 }
@@ -129,12 +132,27 @@ impl Credentials {
                 Some((name.clone(), resolve_with(var, p.key_file.as_deref(), &env)))
             })
             .collect();
+        let endpoints = config
+            .chatd
+            .providers
+            .iter()
+            .flat_map(|(name, p)| {
+                p.endpoints.iter().enumerate().filter_map(|(i, e)| {
+                    let var = e.key_env.as_deref()?;
+                    Some((
+                        (name.clone(), i),
+                        resolve_with(var, e.key_file.as_deref(), &env),
+                    ))
+                })
+            })
+            .collect();
         let admin = &config.chatd.admin;
         let admin_token = admin
             .enabled
             .then(|| resolve_with(&admin.token_env, admin.token_file.as_deref(), &env));
         Credentials {
             providers,
+            endpoints,
             admin_token,
         }
     }
@@ -143,6 +161,7 @@ impl Credentials {
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
         self.providers
             .values()
+            .chain(self.endpoints.values())
             .chain(&self.admin_token)
             .filter_map(|lookup| lookup.as_ref().ok().map(|(secret, _)| secret))
     }

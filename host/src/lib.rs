@@ -14,6 +14,8 @@
 //! - [`clients`]: client keys, the models each may use, limits and usage.
 //! - [`api`]: the HTTP API (axum).
 //! - [`logging`]: log lines to stderr, batched.
+//! - [`request_id`]: `X-Request-Id` on every response, in every log line and error body.
+//! - [`otel`]: OpenTelemetry traces over OTLP/HTTP (off unless configured).
 
 pub mod api;
 pub mod clients;
@@ -24,7 +26,9 @@ pub mod gateway;
 pub mod inspect;
 pub mod keys;
 pub mod logging;
+pub mod otel;
 pub mod reload;
+pub mod request_id;
 pub mod routing;
 pub mod runtime;
 pub mod scrub;

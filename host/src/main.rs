@@ -99,9 +99,26 @@ enum AdaptersCommand {
 fn main() -> ExitCode {
     bound_malloc_arenas();
     let cli = Cli::parse();
+    // The server's config is read before logging starts: it says whether traces are exported.
+    let served = match &cli.command {
+        Command::Serve { config, .. } => match Config::load(config) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                eprintln!("chatd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     // Only the server logs enough for batching to matter; one-shot commands print to stdout
     // and their log lines should interleave with it as they happen.
-    let log_guard = init_logging(matches!(cli.command, Command::Serve { .. }));
+    let (log_guard, otel_guard) = match init_logging(served.as_ref().map(|c| &c.chatd.otel)) {
+        Ok(guards) => guards,
+        Err(e) => {
+            eprintln!("chatd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // This runtime accepts connections, watches files and signals, and runs the one-shot
     // commands; clients are served by `chatd.threads` threads of their own (api::server),
     // and adapters compile on blocking threads. One worker is plenty.
@@ -119,7 +136,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, bind } => serve(&config, bind).await,
+            Command::Serve { bind, .. } => match served {
+                Some(loaded) => serve(loaded, bind).await,
+                None => Err("no config".to_owned()),
+            },
             Command::Route { model, config } => route(&config, &model).await,
             Command::Check { config } => check(&config).await,
             Command::Adapters {
@@ -152,7 +172,9 @@ fn main() -> ExitCode {
             ),
         }
     });
-    // Buffered log lines come out before the final error, in order.
+    // Spans not yet exported go out first (their failure is logged), then buffered log
+    // lines, before the final error, in order.
+    drop(otel_guard);
     drop(log_guard);
     match result {
         Ok(code) => code,
@@ -181,13 +203,27 @@ fn bound_malloc_arenas() {
     }
 }
 
-/// Logs to stderr: for the server at `info`, in batches (see [`chatd::logging`]; the guard
-/// writes out the rest when dropped); for one-shot commands only errors, since what they
+/// Logs to stderr: for the server (`otel` given) at `info`, in batches (see
+/// [`chatd::logging`]; the guard writes out the rest when dropped), with traces exported
+/// when `[chatd.otel]` enables them; for one-shot commands only errors, since what they
 /// report (unregistered providers, rejected adapters) they print themselves. `RUST_LOG` wins.
-fn init_logging(server: bool) -> Option<chatd::logging::LogGuard> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if server { "info" } else { "error" })
-    });
+fn init_logging(
+    otel: Option<&chatd::config::OtelConfig>,
+) -> Result<
+    (
+        Option<chatd::logging::LogGuard>,
+        Option<chatd::otel::OtelGuard>,
+    ),
+    String,
+> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    let server = otel.is_some();
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(if server { "info" } else { "error" }))
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let batched = server
         .then(|| chatd::logging::BufferedOutput::new(std::io::stderr()))
@@ -197,25 +233,58 @@ fn init_logging(server: bool) -> Option<chatd::logging::LogGuard> {
             })
             .ok()
         });
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match batched {
+    let (writer, guard) = match batched {
         Some((output, guard)) => {
             output.flush_on_panic();
-            subscriber.with_writer(output).init();
-            Some(guard)
+            (
+                tracing_subscriber::fmt::writer::BoxMakeWriter::new(output),
+                Some(guard),
+            )
         }
+        None => (
+            tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+            None,
+        ),
+    };
+    match otel.filter(|o| o.enabled) {
+        // Without traces, one global filter: what is off costs one check at its call site.
         None => {
-            subscriber.with_writer(std::io::stderr).init();
-            None
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .init();
+            Ok((guard, None))
+        }
+        // With traces, each output filters for itself: the log keeps its level, and the
+        // exporter takes chatd's spans (the request's children are at debug) and warnings.
+        Some(config) => {
+            let (traces, otel_guard) = chatd::otel::layer(config)?;
+            let spans = tracing_subscriber::filter::filter_fn(|meta| {
+                if meta.is_span() {
+                    meta.target().starts_with("chatd")
+                } else {
+                    *meta.level() <= tracing::Level::WARN
+                }
+            });
+            let log = tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .with_filter(filter());
+            tracing_subscriber::registry()
+                .with(log)
+                .with(traces.with_filter(spans))
+                .init();
+            Ok((guard, Some(otel_guard)))
         }
     }
 }
 
-async fn serve(config_path: &Path, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
+async fn serve(config: Config, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
     let hup = chatd::reload::catch_sighup();
-    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    if config.chatd.otel.enabled {
+        tracing::info!(endpoint = %config.chatd.otel.endpoint, "exporting traces over OTLP/HTTP");
+    }
     // The flag wins over the file without changing the config: a reload compares the file
     // with the file, and would otherwise warn that `bind` changed on every reload.
     let addr = bind.unwrap_or(config.chatd.bind);

@@ -1,14 +1,18 @@
-//! Model name → provider. One pure function, [`resolve`], over a [`RouteTable`].
+//! Model name → the ordered candidates that may serve it. One pure function, [`resolve`],
+//! over a [`RouteTable`].
 //!
 //! Rules, first match wins:
-//! 1. a tier name from `[models]` is replaced by its model ID, which is then routed by 2–4;
+//! 1. a tier name from `[models]` is replaced by its model IDs (one, or a fallback chain),
+//!    each then routed by 2–4;
 //! 2. `<provider>/<rest>` where `<provider>` is configured → that provider, model `<rest>`;
 //! 3. `<m>:cloud` → `ollama_cloud`, model `<m>` (`:cloud` is the Ollama app's marker;
 //!    ollama.com's API names the model without it);
 //! 4. anything else, unknown prefixes included → the default provider, model unchanged.
 //!
 //! A rule that picks a configured provider that is not registered (no key, say) is an error,
-//! never a silent fall-through to another provider.
+//! never a silent fall-through to another provider. In a chain such an entry is skipped (the
+//! chain names its fallbacks explicitly); only a chain none of whose entries can serve is an
+//! error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -20,8 +24,8 @@ const CLOUD_SUFFIX: &str = ":cloud";
 /// What routing needs to know about the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    /// Tier name → model ID.
-    pub tiers: BTreeMap<String, String>,
+    /// Tier name → its model IDs, in the order they are tried.
+    pub tiers: BTreeMap<String, Vec<String>>,
     /// Every provider named in the config.
     pub configured: BTreeSet<String>,
     /// Providers that can take requests (adapter loaded, key present).
@@ -41,6 +45,45 @@ pub struct Route {
     pub rule: Rule,
     /// The tier the request named, if it named one.
     pub tier: Option<String>,
+}
+
+/// Where a model name may go, in the order to try: one route, or the entries of a tier's
+/// chain whose provider can take requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidates {
+    /// Never empty.
+    pub routes: Vec<Route>,
+    /// The chain's entries that cannot be served now, and why.
+    pub skipped: Vec<RouteError>,
+}
+
+impl Candidates {
+    /// The first candidate.
+    pub fn first(&self) -> &Route {
+        &self.routes[0]
+    }
+
+    /// A one-line explanation, as `chatd route` prints it.
+    pub fn explain(&self, requested: &str) -> String {
+        let mut line = match self.routes.as_slice() {
+            [only] => only.explain(requested),
+            routes => {
+                let tried: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| format!("{}. {}", i + 1, r.explain(requested)))
+                    .collect();
+                format!(
+                    "{requested:?} → a chain, tried in order: {}",
+                    tried.join(" ")
+                )
+            }
+        };
+        for skipped in &self.skipped {
+            line.push_str(&format!(" [skipped: {skipped}]"));
+        }
+        line
+    }
 }
 
 /// The routing rule that decided a [`Route`].
@@ -106,8 +149,9 @@ impl Route {
     }
 }
 
-/// Resolves a requested model name to a provider and the upstream model name.
-pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
+/// Resolves a requested model name to its candidates: a tier's model IDs in order (those
+/// whose provider cannot serve now are skipped), or the one route of any other name.
+pub fn resolve(table: &RouteTable, model: &str) -> Result<Candidates, RouteError> {
     let model = model.trim();
     if model.is_empty() {
         return Err(RouteError::EmptyModel);
@@ -116,10 +160,37 @@ pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
     if model.chars().any(char::is_control) {
         return Err(RouteError::ControlCharacter(model.to_owned()));
     }
-    let (tier, target) = match table.tiers.get(model) {
-        Some(target) => (Some(model.to_owned()), target.trim()),
-        None => (None, model),
+    let Some(chain) = table.tiers.get(model) else {
+        return Ok(Candidates {
+            routes: vec![route_one(table, model, model, None)?],
+            skipped: Vec::new(),
+        });
     };
+    let mut routes = Vec::with_capacity(chain.len());
+    let mut skipped = Vec::new();
+    for target in chain {
+        match route_one(table, model, target.trim(), Some(model)) {
+            Ok(route) => routes.push(route),
+            Err(e) => skipped.push(e),
+        }
+    }
+    if routes.is_empty() {
+        // The first entry's reason stands for the chain: it is what was wanted most.
+        return Err(skipped.swap_remove(0));
+    }
+    Ok(Candidates { routes, skipped })
+}
+
+/// Routes one model ID (a tier's entry, or the requested name itself) by rules 2–4.
+fn route_one(
+    table: &RouteTable,
+    requested: &str,
+    target: &str,
+    tier: Option<&str>,
+) -> Result<Route, RouteError> {
+    if target.chars().any(char::is_control) {
+        return Err(RouteError::ControlCharacter(target.to_owned()));
+    }
     let (provider, upstream, rule) = match target.split_once('/') {
         Some((prefix, rest)) if table.configured.contains(prefix) => {
             let rest = rest.trim();
@@ -138,7 +209,11 @@ pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
     };
     if !table.registered.contains(provider) {
         return Err(RouteError::NotRegistered {
-            model: model.to_owned(),
+            model: if tier.is_some() {
+                target.to_owned()
+            } else {
+                requested.to_owned()
+            },
             provider: provider.to_owned(),
             configured: table.configured.contains(provider),
         });
@@ -147,7 +222,7 @@ pub fn resolve(table: &RouteTable, model: &str) -> Result<Route, RouteError> {
         provider: provider.to_owned(),
         model: upstream.to_owned(),
         rule,
-        tier,
+        tier: tier.map(str::to_owned),
     })
 }
 
@@ -159,14 +234,21 @@ mod tests {
         let names = ["ollama", "ollama_cloud", "openrouter", "opencode", "kimi"];
         RouteTable {
             tiers: [
-                ("fast".to_string(), "ollama/qwen3:8b".to_string()),
-                ("judge".to_string(), "kimi-k2.6:cloud".to_string()),
+                ("fast", vec!["ollama/qwen3:8b"]),
+                ("judge", vec!["kimi-k2.6:cloud"]),
+                ("smart", vec!["openrouter/anthropic/claude-x"]),
                 (
-                    "smart".to_string(),
-                    "openrouter/anthropic/claude-x".to_string(),
+                    "coder",
+                    vec![
+                        "ollama/qwen3-coder:30b",
+                        "qwen3-coder:480b:cloud",
+                        "kimi/k2",
+                    ],
                 ),
             ]
-            .into(),
+            .into_iter()
+            .map(|(t, chain)| (t.to_string(), chain.iter().map(|m| m.to_string()).collect()))
+            .collect(),
             configured: names.iter().map(|s| s.to_string()).collect(),
             registered: registered.iter().map(|s| s.to_string()).collect(),
             default_provider: "ollama".into(),
@@ -178,7 +260,7 @@ mod tests {
     }
 
     fn route(t: &RouteTable, m: &str) -> (String, String, Rule) {
-        let r = resolve(t, m).unwrap();
+        let r = resolve(t, m).unwrap().routes.remove(0);
         (r.provider, r.model, r.rule)
     }
 
@@ -230,7 +312,7 @@ mod tests {
     #[test]
     fn tiers_resolve_then_route() {
         let t = all();
-        let fast = resolve(&t, "fast").unwrap();
+        let fast = resolve(&t, "fast").unwrap().routes.remove(0);
         assert_eq!(
             (fast.provider.as_str(), fast.model.as_str()),
             ("ollama", "qwen3:8b")
@@ -260,6 +342,51 @@ mod tests {
                 .unwrap()
                 .explain("m")
                 .contains("configured")
+        );
+    }
+
+    #[test]
+    fn a_chain_is_tried_in_order_skipping_what_cannot_serve() {
+        let all = resolve(&all(), "coder").unwrap();
+        let order: Vec<(&str, &str)> = all
+            .routes
+            .iter()
+            .map(|r| (r.provider.as_str(), r.model.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("ollama", "qwen3-coder:30b"),
+                ("ollama_cloud", "qwen3-coder:480b"),
+                ("kimi", "k2")
+            ]
+        );
+        assert!(
+            all.routes
+                .iter()
+                .all(|r| r.tier.as_deref() == Some("coder"))
+        );
+        assert!(all.skipped.is_empty());
+        assert!(all.explain("coder").contains("a chain, tried in order: 1."));
+
+        // No key for ollama_cloud: the chain goes on without it, and says so.
+        let some = resolve(&table(&["ollama", "kimi"]), "coder").unwrap();
+        assert_eq!(some.routes.len(), 2);
+        assert_eq!(some.routes[1].provider, "kimi");
+        assert!(matches!(
+            &some.skipped[..],
+            [RouteError::NotRegistered { provider, .. }] if provider == "ollama_cloud"
+        ));
+        assert!(
+            some.explain("coder")
+                .contains("[skipped: model \"qwen3-coder:480b:cloud\"")
+        );
+
+        // None can serve: the first entry's reason.
+        let none = resolve(&table(&["openrouter"]), "coder").unwrap_err();
+        assert!(
+            matches!(&none, RouteError::NotRegistered { provider, .. } if provider == "ollama"),
+            "{none:?}"
         );
     }
 

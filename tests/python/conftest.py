@@ -13,6 +13,9 @@ import subprocess
 import time
 from typing import Iterator
 
+import anthropic
+import httpx
+import ollama
 import openai
 import pytest
 
@@ -30,7 +33,7 @@ from harness import (
     wait_healthy,
     write_config,
 )
-from mock_upstream import MockUpstream, ollama_tags, openai_models
+from mock_upstream import MockUpstream, ollama_show, ollama_tags, ollama_version, openai_models
 
 _model_counter = itertools.count(1)
 
@@ -53,7 +56,12 @@ def unique():
 @pytest.fixture(scope="session")
 def mocks() -> Iterator[Mocks]:
     m = Mocks(
-        ollama=MockUpstream("ollama", {"/api/tags": ollama_tags(OLLAMA_MODELS)}),
+        ollama=MockUpstream(
+            "ollama",
+            {"/api/tags": ollama_tags(OLLAMA_MODELS), "/api/version": ollama_version()},
+            # For a chatd that asks its Ollama upstream when a client calls /api/show.
+            path_routes={"/api/show": ollama_show()},
+        ),
         cloud=MockUpstream("ollama_cloud", {"/api/tags": ollama_tags(CLOUD_MODELS)}),
         openrouter=MockUpstream("openrouter", {"/v1/models": openai_models(OPENROUTER_MODELS)}),
     )
@@ -114,6 +122,31 @@ def client(chatd: Chatd) -> openai.OpenAI:
         timeout=30.0,
         http_client=openai.DefaultHttpxClient(trust_env=False),
     )
+
+
+@pytest.fixture
+def anthropic_client(chatd: Chatd) -> anthropic.Anthropic:
+    """The official Anthropic SDK pointed at chatd (its base URL has no ``/v1``)."""
+    return anthropic.Anthropic(
+        base_url=chatd.url,
+        api_key="unused",
+        max_retries=0,
+        timeout=30.0,
+        http_client=anthropic.DefaultHttpxClient(trust_env=False),
+    )
+
+
+@pytest.fixture
+def ollama_client(chatd: Chatd) -> ollama.Client:
+    """The official Ollama Python client pointed at chatd's Ollama-compatible API."""
+    return ollama.Client(host=chatd.url, timeout=30.0, trust_env=False)
+
+
+@pytest.fixture
+def http(chatd: Chatd) -> Iterator[httpx.Client]:
+    """A plain HTTP client on chatd, for what the SDKs hide (headers, raw bodies, raw SSE)."""
+    with httpx.Client(base_url=chatd.url, timeout=30.0, trust_env=False) as c:
+        yield c
 
 
 # --- failure reports -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -175,3 +176,28 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+
+
+def sse_events(text: str) -> list[tuple[Optional[str], str]]:
+    """The events of a ``text/event-stream`` body as ``(event name or None, data)``, data lines
+    joined with "\\n", comments and empty events dropped — what an SSE client sees."""
+    events: list[tuple[Optional[str], str]] = []
+    name: Optional[str] = None
+    data: list[str] = []
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line == "":
+            if data:
+                events.append((name, "\n".join(data)))
+            name, data = None, []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
+    if data:
+        events.append((name, "\n".join(data)))
+    return events

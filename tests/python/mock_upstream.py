@@ -12,7 +12,13 @@ three upstream dialects chatd's adapters use:
 
 * Ollama ``POST /api/chat``: JSON, or NDJSON when ``"stream"`` is absent or true;
 * Ollama ``POST /api/generate``: the same with ``"response"`` instead of ``"message"``;
-* OpenAI ``POST /v1/chat/completions``: JSON, or SSE when ``"stream": true``.
+* OpenAI ``POST /v1/chat/completions``: JSON, or SSE when ``"stream": true``;
+* embeddings: Ollama ``POST /api/embed`` and OpenAI ``POST /v1/embeddings``.
+
+Requests whose model has no scenario fall back to a fixed answer per path (``on_path``), for
+endpoints chatd may or may not forward (``/api/show``, ``/api/version``). The helpers at the
+end (``upstream_messages``, ``upstream_images``, ``upstream_schema``) read what reached the
+upstream in either dialect, so a test can assert on it without caring which one it was.
 
 Streamed replies use chunked transfer encoding; each NDJSON line / SSE event is its own
 chunk, written and flushed separately (with a short pause in between) so chatd really sees
@@ -21,7 +27,9 @@ the body arrive piece by piece.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -74,12 +82,19 @@ def json_reply(value: Any, status: int = 200, headers: Iterable[tuple[str, str]]
 class MockUpstream:
     """A recording HTTP server answering per-model scenarios."""
 
-    def __init__(self, name: str, get_routes: Optional[dict[str, Scenario]] = None):
+    def __init__(
+        self,
+        name: str,
+        get_routes: Optional[dict[str, Scenario]] = None,
+        path_routes: Optional[dict[str, Scenario]] = None,
+    ):
         self.name = name
         self._lock = threading.Lock()
         self._requests: list[Recorded] = []
         self._scenarios: dict[str, list[Scenario]] = {}
         self._get_routes = dict(get_routes or {})
+        # Answers by path for requests no model scenario claims (any method).
+        self._path_routes = dict(path_routes or {})
         handler = type(f"Handler_{name}", (_Handler,), {"mock": self})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -114,6 +129,11 @@ class MockUpstream:
         with self._lock:
             self._get_routes[path] = scenario
 
+    def on_path(self, path: str, scenario: Scenario) -> None:
+        """Answers ``path`` (any method) when no model scenario matches the request."""
+        with self._lock:
+            self._path_routes[path] = scenario
+
     # recordings ----------------------------------------------------------------------------
 
     @property
@@ -145,6 +165,8 @@ class MockUpstream:
                 scenario = None
                 if queue:
                     scenario = queue.pop(0) if len(queue) > 1 else queue[0]
+            if scenario is None:
+                scenario = self._path_routes.get(rec.path.split("?")[0])
         if scenario is None:
             return json_reply(
                 {"error": f"mock {self.name}: no scenario for {rec.method} {rec.path} model={rec.model!r}"},
@@ -502,3 +524,190 @@ def http_error(status: int, body: Any, headers: Iterable[tuple[str, str]] = ()) 
         return json_reply(body, status=status, headers=headers)
 
     return scenario
+
+
+# --- embeddings ------------------------------------------------------------------------------
+
+
+def ollama_embed_first_n(vectors: list[list[float]], *, prompt_eval_count: int) -> Scenario:
+    """An Ollama ``POST /api/embed`` answer: the first ``len(input)`` of ``vectors``."""
+
+    def scenario(rec: Recorded) -> Reply:
+        assert rec.path == "/api/embed", f"ollama_embed got {rec.path}"
+        n = len(rec.body["input"])
+        return json_reply(
+            {"model": rec.model, "embeddings": vectors[:n], "prompt_eval_count": prompt_eval_count}
+        )
+
+    return scenario
+
+
+def ollama_embed(vectors: list[list[float]], *, prompt_eval_count: int) -> Scenario:
+    """Ollama ``POST /api/embed``: one vector per input, in order."""
+
+    def scenario(rec: Recorded) -> Reply:
+        return json_reply(
+            {
+                "model": rec.model,
+                "embeddings": vectors,
+                "total_duration": 14143917,
+                "load_duration": 1019500,
+                "prompt_eval_count": prompt_eval_count,
+            }
+        )
+
+    return scenario
+
+
+def openai_embeddings_reversed(vectors: list[list[float]], *, prompt_tokens: int) -> Scenario:
+    """An OpenAI ``POST /embeddings`` answer: the first ``len(input)`` of ``vectors``, listed
+    in reverse order (each with its ``index``), as a server is free to."""
+
+    def scenario(rec: Recorded) -> Reply:
+        assert rec.path.endswith("/embeddings"), f"openai_embeddings got {rec.path}"
+        n = len(rec.body["input"])
+        data = [{"object": "embedding", "index": i, "embedding": vectors[i]} for i in reversed(range(n))]
+        return json_reply(
+            {
+                "object": "list",
+                "data": data,
+                "model": rec.model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }
+        )
+
+    return scenario
+
+
+def openai_embeddings(vectors: list[list[float]], *, prompt_tokens: int) -> Scenario:
+    """OpenAI ``POST /embeddings``: floats, or base64 little-endian float32 when the request
+    asks for ``"encoding_format": "base64"`` (as OpenAI itself answers)."""
+
+    def scenario(rec: Recorded) -> Reply:
+        body = rec.body if isinstance(rec.body, dict) else {}
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode_f32_base64(v) if as_base64 else v}
+            for i, v in enumerate(vectors)
+        ]
+        return json_reply(
+            {
+                "object": "list",
+                "data": data,
+                "model": rec.model,
+                "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            }
+        )
+
+    return scenario
+
+
+def image_file(data: bytes, content_type: str = "image/png") -> Scenario:
+    """A ``GET`` answered with an image's bytes."""
+
+    def scenario(rec: Recorded) -> Reply:
+        return Reply(body=data, content_type=content_type)
+
+    return scenario
+
+
+def encode_f32_base64(vector: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def decode_f32_base64(text: str) -> list[float]:
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+
+
+# --- Ollama model details ----------------------------------------------------------------------
+
+
+def ollama_show() -> Scenario:
+    """``POST /api/show``, for a chatd that asks its Ollama upstream about a model."""
+
+    def scenario(rec: Recorded) -> Reply:
+        return json_reply(
+            {
+                "modelfile": "FROM qwen3:8b\n",
+                "parameters": "temperature 0.6",
+                "template": "{{ .Prompt }}",
+                "details": {"format": "gguf", "family": "qwen3", "parameter_size": "8.2B", "quantization_level": "Q4_K_M"},
+                "model_info": {"general.architecture": "qwen3", "qwen3.context_length": 40960},
+                "capabilities": ["completion", "tools"],
+                "modified_at": CREATED_AT,
+            }
+        )
+
+    return scenario
+
+
+def ollama_version(version: str = "0.12.6") -> Scenario:
+    return lambda rec: json_reply({"version": version})
+
+
+# --- what reached the upstream, in either dialect ------------------------------------------
+
+
+def upstream_messages(body: dict) -> list[dict]:
+    """The conversation of an upstream chat request (Ollama ``/api/chat`` or OpenAI
+    ``/chat/completions``), normalised: ``role``, ``content`` (the text, parts joined),
+    ``tool_calls`` as ``[(id or None, name, arguments as a dict)]``, ``tool_call_id``."""
+    out = []
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        calls = []
+        for c in m.get("tool_calls") or []:
+            fn = c.get("function") or {}
+            args = fn.get("arguments")
+            if isinstance(args, str):
+                args = json.loads(args) if args else {}
+            calls.append((c.get("id"), fn.get("name"), args))
+        out.append(
+            {
+                "role": m.get("role"),
+                "content": content or "",
+                "tool_calls": calls,
+                "tool_call_id": m.get("tool_call_id"),
+            }
+        )
+    return out
+
+
+def upstream_tool_names(body: dict) -> list[str]:
+    """Names of the tools an upstream chat request offers (both dialects use OpenAI's shape)."""
+    return [(t.get("function") or {}).get("name") for t in body.get("tools") or []]
+
+
+def upstream_images(body: dict) -> list[tuple[Optional[str], str]]:
+    """Every image of an upstream chat request as ``(media type or None, base64)``: Ollama's
+    ``messages[].images`` (bare base64, no type) or OpenAI ``image_url`` parts (data URLs)."""
+    found: list[tuple[Optional[str], str]] = []
+    for m in body.get("messages") or []:
+        for img in m.get("images") or []:
+            found.append((None, img))
+        content = m.get("content")
+        if isinstance(content, list):
+            for p in content:
+                if isinstance(p, dict) and p.get("type") == "image_url":
+                    url = (p.get("image_url") or {}).get("url", "")
+                    head, _, data = url.partition(",")
+                    if head.startswith("data:") and head.endswith(";base64"):
+                        found.append((head[len("data:") : -len(";base64")], data))
+                    else:
+                        found.append((None, url))
+    return found
+
+
+def upstream_schema(body: dict) -> Optional[dict]:
+    """The JSON schema an upstream chat request asks the answer to follow: Ollama's
+    ``format`` (a schema object) or OpenAI's ``response_format.json_schema.schema``."""
+    fmt = body.get("format")
+    if isinstance(fmt, dict):
+        return fmt
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        return (rf.get("json_schema") or {}).get("schema")
+    return None

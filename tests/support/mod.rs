@@ -130,6 +130,17 @@ impl TestGateway {
         (status, resp.json().await.unwrap())
     }
 
+    /// GETs text (e.g. `/metrics`).
+    pub async fn client_get_text(&self, path: &str) -> String {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
     /// POSTs and returns the raw streamed body split into lines, plus the status and
     /// content type.
     /// Sends `POST path` with a JSON body and returns the response unread (for tests that read

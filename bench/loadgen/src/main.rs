@@ -73,7 +73,9 @@ struct Args {
     /// when its terminating newline arrives, or at end of body). A line is a content event
     /// when its JSON (after an optional SSE "data:" prefix) has a non-empty string at
     /// choices[0].delta.content (OpenAI SSE), message.content (Ollama chat NDJSON),
-    /// response (Ollama generate NDJSON) or top-level content (chatd native stream).
+    /// response (Ollama generate NDJSON), top-level content (chatd native stream),
+    /// delta.text (Anthropic Messages) or the delta of a response.output_text.delta event
+    /// (OpenAI Responses).
     /// "[DONE]", role-only or empty deltas, usage chunks, event:/id: lines and comments are
     /// not content events.
     ///

@@ -3,7 +3,8 @@
 //! A body is split into lines (`\n`, optional `\r`) regardless of how frames cut it. A line is
 //! a *content event* when its JSON payload (after an optional SSE `data:` prefix) has a
 //! non-empty string in any of: `choices[0].delta.content` (OpenAI SSE), `message.content`
-//! (Ollama chat), `response` (Ollama generate) or top-level `content` (chatd native).
+//! (Ollama chat), `response` (Ollama generate), top-level `content` (chatd native),
+//! `delta.text` (Anthropic) or `delta` of a `response.output_text.delta` (OpenAI Responses).
 //! Other lines (`[DONE]`, `event:`/`id:` fields, comments, blank separators) are ignored.
 
 use std::fmt;
@@ -135,6 +136,12 @@ struct Event {
     response: NonEmpty,
     #[serde(default)]
     content: NonEmpty,
+    /// Anthropic's `content_block_delta` (`delta.text`) and the Responses API's
+    /// `response.output_text.delta` (`delta`, a string).
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
 }
 
 impl Event {
@@ -143,7 +150,26 @@ impl Event {
             || self.message.as_ref().is_some_and(|m| m.content.0)
             || self.response.0
             || self.content.0
+            || match &self.delta {
+                Some(Delta::Block { text }) => text.0,
+                // Reasoning summaries and call arguments come as string deltas too.
+                Some(Delta::Text(text)) => {
+                    !text.is_empty() && self.kind.as_deref() == Some("response.output_text.delta")
+                }
+                _ => false,
+            }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Delta {
+    Text(String),
+    Block {
+        #[serde(default)]
+        text: NonEmpty,
+    },
+    Other(IgnoredAny),
 }
 
 #[derive(Deserialize)]
@@ -254,6 +280,25 @@ mod tests {
     #[test]
     fn sse_counts_only_non_empty_deltas() {
         assert_eq!(count_all(SSE), (2, 0));
+    }
+
+    #[test]
+    fn anthropic_and_responses_text_deltas_count() {
+        let anthropic = concat!(
+            "event: message_start\n",
+            "data: {\"type\":\"message_start\",\"message\":{\"content\":[]}}\n\n",
+            "event: content_block_delta\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "data: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n",
+            "data: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"}}\n\n",
+        );
+        assert_eq!(count_all(anthropic), (1, 0));
+        let responses = concat!(
+            "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\",\"sequence_number\":4}\n\n",
+            "data: {\"type\":\"response.function_call_arguments.delta\",\"delta\":\"{\",\"sequence_number\":5}\n\n",
+            "data: {\"type\":\"response.completed\",\"response\":{\"output\":[]}}\n\n",
+        );
+        assert_eq!(count_all(responses), (1, 0));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::models::Entry;
 use crate::clients::limits::{Verdict, Window, reset_text};
 use crate::clients::{self, Caller, Refusal};
 use crate::error::GatewayError;
@@ -109,33 +110,19 @@ pub const RATE_HEADERS: [&str; 7] = [
 /// `/v1/chat`, Anthropic's for `/v1/messages`, Ollama's for `/api/*`, OpenAI's for everything
 /// else.
 pub fn error_for_path(path: &str, err: &GatewayError) -> Response {
-    use super::formats::WireFormat;
-    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
-        anthropic_error(err)
-    } else if path.starts_with("/api/") {
-        let body = json!({"error": err.to_string()});
-        super::with_retry_after(err, (err.status(), axum::Json(body)).into_response())
-    } else if path == "/v1/chat" {
-        super::formats::native::Native::error(err)
-    } else {
-        super::formats::openai::OpenAi::error(err)
-    }
-}
-
-/// Anthropic's error shape: `{"type": "error", "error": {"type", "message"}}`.
-pub fn anthropic_error(err: &GatewayError) -> Response {
-    let kind = match err.status() {
-        StatusCode::UNAUTHORIZED => "authentication_error",
-        StatusCode::FORBIDDEN => "permission_error",
-        StatusCode::NOT_FOUND => "not_found_error",
-        StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
-        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-        StatusCode::SERVICE_UNAVAILABLE => "overloaded_error",
-        s if s.is_client_error() => "invalid_request_error",
-        _ => "api_error",
+    use super::formats::{
+        anthropic::Anthropic, native::Native, ollama::OllamaChat, openai::OpenAi,
     };
-    let body = json!({"type": "error", "error": {"type": kind, "message": err.to_string()}});
-    super::with_retry_after(err, (err.status(), axum::Json(body)).into_response())
+    use super::pipeline::failed;
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        failed::<Anthropic>(err)
+    } else if path.starts_with("/api/") {
+        failed::<OllamaChat>(err)
+    } else if path == "/v1/chat" {
+        failed::<Native>(err)
+    } else {
+        failed::<OpenAi>(err)
+    }
 }
 
 /// A response body polled with its client in scope.
@@ -166,9 +153,9 @@ impl http_body::Body for InScope {
     }
 }
 
-/// The entries of a model list (objects with an `id`) the client in scope may use: a client
-/// sees only its own models. All of them without client keys.
-pub fn visible(state: &AppState, models: Vec<Value>) -> Vec<Value> {
+/// The entries of a model list the client in scope may use: a client sees only its own
+/// models. All of them without client keys.
+pub fn visible(state: &AppState, models: Vec<Entry>) -> Vec<Entry> {
     let Some(caller) = clients::current() else {
         return models;
     };
@@ -176,9 +163,8 @@ pub fn visible(state: &AppState, models: Vec<Value>) -> Vec<Value> {
     models
         .into_iter()
         .filter(|m| {
-            let id = m["id"].as_str().unwrap_or_default();
-            snap.route(id)
-                .is_ok_and(|(route, _)| caller.client.may_use(id, &route))
+            snap.route(&m.id)
+                .is_ok_and(|(route, _)| caller.client.may_use(&m.id, &route))
         })
         .collect()
 }
@@ -273,10 +259,10 @@ mod tests {
         let unknown = GatewayError::ApiKey { missing: false };
         let (status, v) = body(error_for_path("/v1/messages", &unknown)).await;
         assert_eq!(status, 401);
-        assert_eq!(
-            v,
-            json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid API key"}})
-        );
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert_eq!(v["error"]["message"], "invalid API key");
+        assert_eq!(v["error"]["details"]["error_code"], "invalid_api_key");
         let (_, v) = body(error_for_path("/v1/chat/completions", &unknown)).await;
         assert_eq!(
             v,

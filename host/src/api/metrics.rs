@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::AppState;
 use crate::gateway::Gateway;
-use crate::telemetry::{DURATION_BUCKETS, StatsSnapshot};
+use crate::telemetry::{DURATION_BUCKETS, ProviderStats, StatsSnapshot};
 
 /// The OpenMetrics text format's content type.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -131,6 +131,8 @@ impl Collector for GatewayCollector {
                 .encode(family.encode_family(&[("provider", provider.as_str())])?)?;
         }
 
+        encode_resilience(&mut encoder, gateway, &providers)?;
+
         let runtime = gateway.runtime();
         let gauges = [
             (
@@ -150,4 +152,164 @@ impl Collector for GatewayCollector {
         }
         Ok(())
     }
+}
+
+/// Retries, fallbacks, attempts by outcome, endpoint health, concurrency, tokens, and time
+/// in adapters against time waiting for upstreams.
+fn encode_resilience(
+    encoder: &mut DescriptorEncoder,
+    gateway: &Gateway,
+    providers: &[(String, Arc<ProviderStats>)],
+) -> Result<(), std::fmt::Error> {
+    let attempts: Vec<_> = providers
+        .iter()
+        .map(|(name, stats)| (name.as_str(), stats.attempts()))
+        .collect();
+
+    let mut family = encoder.encode_descriptor(
+        "retries",
+        "Attempts after the first on a provider within one request.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (provider, a) in &attempts {
+        ConstCounter::new(a.retries).encode(family.encode_family(&[("provider", *provider)])?)?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "fallbacks",
+        "Requests passed from a provider (from) to the next candidate of their chain (to).",
+        None,
+        MetricType::Counter,
+    )?;
+    for ((from, to), n) in gateway.stats().fallbacks() {
+        let labels = [("from", from.as_str()), ("to", to.as_str())];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "upstream_attempts",
+        "Upstream attempts by outcome: the answer's status class (2xx, 3xx, 4xx, 5xx), or \
+         timeout, unreachable, other (the adapter failed, a malformed answer).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (provider, a) in &attempts {
+        for (outcome, n) in &a.by_outcome {
+            let labels = [("provider", *provider), ("outcome", *outcome)];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "provider_busy",
+        "Requests refused for a provider's max_concurrency (provider_busy, or passed on).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (provider, a) in &attempts {
+        ConstCounter::new(a.busy).encode(family.encode_family(&[("provider", *provider)])?)?;
+    }
+
+    for (name, help, read) in [
+        (
+            "adapter_seconds",
+            "Time spent in adapter calls (building requests, parsing answers and events).",
+            (|a| a.adapter_seconds) as fn(&crate::telemetry::AttemptStats) -> f64,
+        ),
+        (
+            "upstream_seconds",
+            "Time spent waiting for upstreams (an answer, or a stream's next bytes).",
+            |a| a.upstream_seconds,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (provider, a) in &attempts {
+            ConstCounter::new(read(a)).encode(family.encode_family(&[("provider", *provider)])?)?;
+        }
+    }
+
+    let mut family = encoder.encode_descriptor(
+        "tokens",
+        "Tokens the upstreams reported, per provider and model, in (input) and out (output).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (provider, stats) in providers {
+        for (model, input, output) in stats.token_counts() {
+            for (direction, n) in [("input", input), ("output", output)] {
+                let labels = [
+                    ("provider", provider.as_str()),
+                    ("model", model.as_str()),
+                    ("direction", direction),
+                ];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+
+    let snapshot = gateway.snapshot();
+    let endpoints: Vec<_> = snapshot
+        .providers
+        .values()
+        .flat_map(|p| {
+            p.endpoints
+                .iter()
+                .map(move |e| (p.name.as_str(), e.target.base_url(), e.state.snapshot()))
+        })
+        .collect();
+    for (name, help, read) in [
+        (
+            "endpoint_ejections",
+            "Times an endpoint was ejected (consecutive failures, or a failed probe).",
+            (|h| h.ejections) as fn(&crate::gateway::HealthSnapshot) -> u64,
+        ),
+        (
+            "endpoint_recoveries",
+            "Times an ejected endpoint came back (its probe request was answered).",
+            |h| h.recoveries,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (provider, url, health) in &endpoints {
+            let labels = [("provider", *provider), ("endpoint", *url)];
+            ConstCounter::new(read(health)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "endpoint_in_service",
+        "1 for an endpoint that takes requests, 0 while it is ejected or half-open.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (provider, url, health) in &endpoints {
+        let labels = [("provider", *provider), ("endpoint", *url)];
+        ConstGauge::new(i64::from(health.state == "in_service"))
+            .encode(family.encode_family(&labels)?)?;
+    }
+
+    let limited: Vec<_> = snapshot
+        .providers
+        .values()
+        .filter_map(|p| Some((p.name.as_str(), p.admission.usage()?)))
+        .collect();
+    for (name, help, pick) in [
+        (
+            "provider_concurrency_in_use",
+            "Requests holding one of a provider's max_concurrency slots.",
+            (|u| u.0) as fn((u32, u32)) -> u32,
+        ),
+        (
+            "provider_concurrency_max",
+            "A provider's max_concurrency.",
+            |u| u.1,
+        ),
+    ] {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (provider, usage) in &limited {
+            ConstGauge::new(i64::from(pick(*usage)))
+                .encode(family.encode_family(&[("provider", *provider)])?)?;
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod clients;
+pub mod embeddings;
 pub mod formats;
 pub mod metrics;
 pub mod models;
@@ -23,8 +24,11 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
+use formats::ollama::{self, OllamaChat, OllamaGenerate};
 use formats::openai::OpenAi;
+use formats::responses::Responses;
 
 pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
@@ -63,6 +67,18 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
         .route("/v1/chat", post(pipeline::chat::<Native>))
         .route("/v1/chat/providers", get(providers::providers))
         .route("/v1/chat/completions", post(pipeline::chat::<OpenAi>))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/messages", post(pipeline::chat::<Anthropic>))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(pipeline::chat::<Responses>))
+        .route("/api/chat", post(pipeline::chat::<OllamaChat>))
+        .route("/api/generate", post(pipeline::chat::<OllamaGenerate>))
+        .route("/api/tags", get(ollama::tags).head(json_head))
+        .route("/api/show", post(ollama::show))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/embeddings", post(ollama::embeddings))
+        .route("/api/version", get(ollama::version))
+        .route("/api/ps", get(ollama::ps))
         // A HEAD (health checkers, `curl -I`) need not make every provider list its models.
         .route("/v1/models", get(models::models).head(json_head))
         .route("/v1/models/{*id}", get(models::model))
@@ -77,11 +93,32 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
             panic_response,
         ));
     // No layer at all unless configured: most deployments serve programs, not browsers.
-    Ok(match cors {
-        Some(cors) => router.layer(cors).with_state(state),
-        None => router.with_state(state),
-    })
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    // Outermost, so that every answer (CORS preflights, panics, 404s) carries the id.
+    Ok(router
+        .layer(axum::middleware::from_fn(crate::request_id::middleware))
+        .with_state(state))
 }
+
+/// Who served an answer, on every format: `x-chatd-provider` and `x-chatd-model` (the
+/// upstream's name for the model).
+pub(crate) fn served_by(mut response: Response, provider: &str, model: &str) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [(SERVED_PROVIDER, provider), (SERVED_MODEL, model)] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    }
+    response
+}
+
+/// The response header naming the provider that served the answer.
+pub const SERVED_PROVIDER: &str = "x-chatd-provider";
+/// The response header naming the upstream model that served the answer.
+pub const SERVED_MODEL: &str = "x-chatd-model";
 
 /// CORS for the configured browser origins (validated with the config), answering
 /// preflights itself. Request headers are mirrored: SDKs send their own (`x-stainless-*`).
@@ -105,9 +142,15 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
             .allow_headers(AllowHeaders::mirror_request())
             .expose_headers(
-                std::iter::once(header::RETRY_AFTER)
-                    .chain(clients::RATE_HEADERS.map(header::HeaderName::from_static))
-                    .collect::<Vec<_>>(),
+                [
+                    header::RETRY_AFTER,
+                    header::HeaderName::from_static(crate::request_id::HEADER),
+                    header::HeaderName::from_static(SERVED_PROVIDER),
+                    header::HeaderName::from_static(SERVED_MODEL),
+                ]
+                .into_iter()
+                .chain(clients::RATE_HEADERS.map(header::HeaderName::from_static))
+                .collect::<Vec<_>>(),
             )
             .max_age(std::time::Duration::from_secs(600)),
     )

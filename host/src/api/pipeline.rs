@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::Stream;
 use serde::Serialize;
 
-use super::formats::{Framing, StreamRender, WireFormat};
-use super::{AppState, JsonBody, checked, log_failure, log_request, streaming_response};
+use super::formats::{Framing, RequestBody, Shape, StreamRender, WireFormat};
+use super::{
+    AppState, JsonBody, checked, log_failure, log_request, served_by, streaming_response,
+    with_retry_after,
+};
 use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::gateway::{ChatStream, Gateway};
@@ -28,11 +32,11 @@ pub async fn chat<F: WireFormat>(
     body: Result<JsonBody<F::Request>, GatewayError>,
 ) -> Response {
     let started = Instant::now();
-    let (request, shape) = match checked(body, F::model, F::parse) {
+    let (request, mut shape) = match checked(body, F::Request::model, F::Request::into_contract) {
         Ok(parsed) => parsed,
         Err((e, named)) => {
             log_failure(F::ENDPOINT, &named, &e, ms(started.elapsed()));
-            return F::error(&e);
+            return failed::<F>(&e);
         }
     };
     let model = request.model.clone();
@@ -47,13 +51,38 @@ pub async fn chat<F: WireFormat>(
                 &model,
                 ms(outcome.latency),
             );
-            F::answer(shape, outcome)
+            let (provider, served) = (outcome.route.provider.clone(), outcome.route.model.clone());
+            F::served(&mut shape, &outcome.route);
+            served_by(F::answer(shape, outcome), &provider, &served)
         }
         Err(e) => {
             log_failure(F::ENDPOINT, &model, &e, ms(started.elapsed()));
-            F::error(&e)
+            failed::<F>(&e)
         }
     }
+}
+
+const PROVIDER_HEADER: HeaderName = HeaderName::from_static(super::SERVED_PROVIDER);
+
+/// A failure in the format's shape, with the headers every format's failures carry:
+/// `Retry-After` when there is one, `x-should-retry: false` when a retry cannot help, and the
+/// provider it concerns.
+pub(crate) fn failed<F: WireFormat>(err: &GatewayError) -> Response {
+    let mut response = with_retry_after(err, F::error(err));
+    let headers = response.headers_mut();
+    if !err.worth_retrying() {
+        headers.insert(
+            HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        );
+    }
+    if let Some(value) = err
+        .provider()
+        .and_then(|p| HeaderValue::from_bytes(p.as_bytes()).ok())
+    {
+        headers.insert(PROVIDER_HEADER, value);
+    }
+    response
 }
 
 /// A stream being opened (until its first chunk has arrived, see `Gateway::chat_stream`).
@@ -76,39 +105,42 @@ const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
 async fn stream<F: WireFormat>(
     gateway: &std::sync::Arc<Gateway>,
     request: ChatRequest,
-    shape: F::Shape,
+    shape: Shape<F>,
     model: String,
     started: Instant,
 ) -> Response {
-    let opened = match F::KEEP_ALIVE {
-        None => gateway.chat_stream(request).await,
-        Some(keep_alive) => {
-            let gateway = gateway.clone();
-            let mut opening: Opening = Box::pin(async move { gateway.chat_stream(request).await });
-            match tokio::time::timeout(HEAD_PATIENCE, &mut opening).await {
-                Ok(opened) => opened,
-                Err(_) => {
-                    let body =
-                        once_open::<F>(opening, F::stream(shape), model, started, keep_alive);
-                    return streaming_response(F::FRAMING.content_type(), Body::from_stream(body));
-                }
+    let opened = if !F::KEEPS_ALIVE {
+        gateway.chat_stream(request).await
+    } else {
+        let gateway = gateway.clone();
+        let mut opening: Opening = Box::pin(async move { gateway.chat_stream(request).await });
+        match tokio::time::timeout(HEAD_PATIENCE, &mut opening).await {
+            Ok(opened) => opened,
+            Err(_) => {
+                let body = once_open::<F>(opening, F::stream(shape), model, started);
+                return streaming_response(F::FRAMING.content_type(), Body::from_stream(body));
             }
         }
     };
     match opened {
         Ok(stream) => {
+            let mut shape = shape;
+            F::served(&mut shape, &stream.route);
             log_request(
                 F::ENDPOINT,
                 stream.provider(),
                 &model,
                 ms(started.elapsed()),
             );
+            let provider = stream.provider().to_owned();
+            let served = stream.route.model.clone();
             let body = render(stream, F::stream(shape), F::FRAMING);
-            streaming_response(F::FRAMING.content_type(), Body::from_stream(body))
+            let response = streaming_response(F::FRAMING.content_type(), Body::from_stream(body));
+            served_by(response, &provider, &served)
         }
         Err(e) => {
             log_failure(F::ENDPOINT, &model, &e, ms(started.elapsed()));
-            F::error(&e)
+            failed::<F>(&e)
         }
     }
 }
@@ -177,7 +209,6 @@ fn once_open<F: WireFormat>(
     renderer: F::Stream,
     model: String,
     started: Instant,
-    keep_alive: &'static [u8],
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> {
     /// A stream not open yet, and what its log line and rendering need.
     struct Waiting<R> {
@@ -200,12 +231,18 @@ fn once_open<F: WireFormat>(
     futures_util::stream::unfold(Phase::Head(waiting), move |phase| async move {
         use futures_util::StreamExt;
         match phase {
-            Phase::Head(waiting) => {
-                Some((Ok(Bytes::from_static(keep_alive)), Phase::Opening(waiting)))
+            Phase::Head(mut waiting) => {
+                let mut out = Events::new(F::FRAMING);
+                waiting.renderer.keep_alive(&mut out);
+                Some((Ok(out.into_bytes()), Phase::Opening(waiting)))
             }
             Phase::Opening(mut waiting) => {
                 match tokio::time::timeout(KEEP_ALIVE_EVERY, &mut waiting.opening).await {
-                    Err(_) => Some((Ok(Bytes::from_static(keep_alive)), Phase::Opening(waiting))),
+                    Err(_) => {
+                        let mut out = Events::new(F::FRAMING);
+                        waiting.renderer.keep_alive(&mut out);
+                        Some((Ok(out.into_bytes()), Phase::Opening(waiting)))
+                    }
                     Ok(Ok(stream)) => {
                         let latency = ms(started.elapsed());
                         log_request(F::ENDPOINT, stream.provider(), &waiting.model, latency);
@@ -238,7 +275,7 @@ pub struct Events {
 }
 
 impl Events {
-    fn new(framing: Framing) -> Events {
+    pub(crate) fn new(framing: Framing) -> Events {
         Events {
             framing,
             buf: Vec::new(),
@@ -253,6 +290,14 @@ impl Events {
     /// One event named `name` (SSE `event: NAME`; NDJSON has no names: a line).
     pub fn named(&mut self, name: &str, data: &impl Serialize) {
         self.write(Some(name), data);
+    }
+
+    /// An SSE comment (clients skip it), SSE only.
+    pub fn comment(&mut self, text: &str) {
+        debug_assert_eq!(self.framing, Framing::Sse);
+        self.buf.extend_from_slice(b": ");
+        self.buf.extend_from_slice(text.as_bytes());
+        self.buf.extend_from_slice(b"\n\n");
     }
 
     /// A data field that is not JSON (OpenAI's `data: [DONE]`), SSE only.
@@ -287,7 +332,7 @@ impl Events {
         self.buf.len()
     }
 
-    fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(self) -> Bytes {
         Bytes::from(self.buf)
     }
 }

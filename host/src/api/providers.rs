@@ -22,14 +22,32 @@ pub async fn providers(State(state): State<AppState>) -> Response {
                 .entries
                 .get(&p.adapter.name)
                 .and_then(|e| e.last_error.as_ref());
-            json!({
+            let endpoints: Vec<Value> = p
+                .endpoints
+                .iter()
+                .map(|e| {
+                    json!({
+                        "url": e.target.base_url(),
+                        "weight": e.weight,
+                        "health": e.state.snapshot(),
+                    })
+                })
+                .collect();
+            let mut entry = json!({
                 "name": p.name,
                 "adapter": adapter_json(&p.adapter, last_error),
                 "base_url": p.target.base_url(),
+                "endpoints": endpoints,
                 "default": &p.name == default,
                 "key_source": p.key_source.as_ref().map(|s| s.to_string()),
+                "retries": p.retry.retries,
                 "telemetry": p.stats.snapshot(),
-            })
+                "attempts": p.stats.attempts(),
+            });
+            if let Some((in_use, max)) = p.admission.usage() {
+                entry["concurrency"] = json!({"in_use": in_use, "max": max});
+            }
+            entry
         })
         .collect();
     let unregistered: Vec<Value> = snap

@@ -31,6 +31,11 @@ use crate::gateway::Gateway;
 /// descriptors), so the loop does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The largest request head (request line and headers) served; a larger one is answered
+/// 431. hyper's own bound is its read buffer (~400 KiB), which a head passes or not depending
+/// on how its bytes arrive; this makes the documented number exact.
+const MAX_REQUEST_HEAD: usize = 400 * 1024;
+
 /// A server thread as the acceptor sees it.
 struct Worker {
     connections: mpsc::UnboundedSender<std::net::TcpStream>,
@@ -236,6 +241,7 @@ async fn serve_connections(
             // Also bounds how long an idle keep-alive connection stays open: hyper waits
             // for the next request's head under the same timer.
             .header_read_timeout(patience)
+            .max_header_size(MAX_REQUEST_HEAD)
             .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()));
         let connection = connections.watch(connection);
         tokio::spawn(async move {

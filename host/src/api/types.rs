@@ -7,12 +7,14 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, Error, MapAccess, SeqAccess, Unexpected, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use crate::contract::{ContentPart, Message};
+use crate::contract::{
+    ChatRequest, ContentPart, Image, ImageSource, InlineImage, JsonSchema, Message, ResponseFormat,
+};
 use crate::error::GatewayError;
 
-/// Message content: a string, `null`, or OpenAI's array of parts (text parts only).
+/// Message content: a string, `null`, or OpenAI's array of content parts.
 #[derive(Debug, Clone, Deserialize)]
 // serde uses an untagged enum's `expecting` as the whole error message, not after "expected".
 #[serde(untagged, expecting = "expected a string or an array of content parts")]
@@ -56,6 +58,10 @@ pub struct ApiMessage {
     pub tool_call_id: Option<String>,
     #[serde(default)]
     pub name: Option<String>,
+    /// The reasoning an assistant turn came with, sent back as chatd returned it
+    /// (`reasoning_content` in the OpenAI API, `reasoning` in the native one).
+    #[serde(default, alias = "reasoning")]
+    pub reasoning_content: Option<String>,
 }
 
 impl ApiMessage {
@@ -80,7 +86,7 @@ impl ApiMessage {
             None => Vec::new(),
             Some(Content::Text(text)) if text.is_empty() => Vec::new(),
             Some(Content::Text(text)) => vec![ContentPart::Text(text)],
-            Some(Content::Parts(parts)) => text_parts(parts, &field("content"))?,
+            Some(Content::Parts(parts)) => content_parts(parts, &field("content"))?,
         };
         let tool_calls = match self.tool_calls {
             None | Some(Value::Null) => None,
@@ -119,44 +125,203 @@ impl ApiMessage {
             ));
         }
         Ok(Message {
-            role,
             content,
             tool_calls,
             tool_call_id: self.tool_call_id,
             name: self.name,
-            reasoning: None,
+            reasoning: self
+                .reasoning_content
+                .filter(|r| role == "assistant" && !r.is_empty()),
+            role,
         })
     }
 }
 
-/// The text parts of a message, each kept apart (the contract keeps them so).
-fn text_parts(parts: Vec<Value>, field: &str) -> Result<Vec<ContentPart>, GatewayError> {
-    let mut text = Vec::with_capacity(parts.len());
-    for (i, part) in parts.iter().enumerate() {
-        match (
-            part.get("type").and_then(Value::as_str),
-            part.get("text").and_then(Value::as_str),
-        ) {
-            (Some("text"), Some(t)) => text.push(ContentPart::Text(t.to_owned())),
-            (Some(kind), _) if kind != "text" => {
-                return Err(GatewayError::bad_param(
-                    &format!("{field}[{i}]"),
-                    format!("{field}[{i}] has type {kind:?}; chatd supports only text parts"),
-                ));
-            }
+/// Content part kinds passed on to adapters as they are (`content-part.other`): OpenAI's,
+/// which the contract has no case of its own for.
+const OTHER_PART_KINDS: &[&str] = &["input_audio", "file"];
+
+/// A message's content parts, in the client's order (consecutive text parts kept apart, as
+/// the contract keeps them): `text`, `image_url` (a `data:` URL becomes inline base64 with
+/// its media type, an http(s) URL stays a URL), and `input_audio` / `file` passed on whole.
+fn content_parts(parts: Vec<Value>, field: &str) -> Result<Vec<ContentPart>, GatewayError> {
+    let mut converted = Vec::with_capacity(parts.len());
+    for (i, part) in parts.into_iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Value::Object(mut part) = part else {
+            return Err(GatewayError::bad_param(
+                &at,
+                format!(
+                    "{at} must be a content part object such as {{\"type\": \"text\", \"text\": \"...\"}}"
+                ),
+            ));
+        };
+        let kind = match part.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
             _ => {
                 return Err(GatewayError::bad_param(
-                    &format!("{field}[{i}]"),
-                    format!("{field}[{i}] must be {{\"type\": \"text\", \"text\": \"...\"}}"),
+                    &at,
+                    format!("{at} needs a \"type\" (text, image_url, input_audio or file)"),
                 ));
             }
+        };
+        converted.push(match kind.as_str() {
+            "text" => match part.remove("text") {
+                Some(Value::String(text)) => ContentPart::Text(text),
+                _ => {
+                    return Err(GatewayError::bad_param(
+                        &at,
+                        format!("{at} must be {{\"type\": \"text\", \"text\": \"...\"}}"),
+                    ));
+                }
+            },
+            "image_url" => ContentPart::Image(image_part(part.remove("image_url"), &at)?),
+            kind if OTHER_PART_KINDS.contains(&kind) => {
+                ContentPart::Other((kind.to_owned(), Value::Object(part).to_string()))
+            }
+            other => {
+                return Err(GatewayError::bad_param(
+                    &at,
+                    format!(
+                        "{at} has type {other:?}; chatd takes text, image_url, input_audio and \
+                         file parts"
+                    ),
+                ));
+            }
+        });
+    }
+    Ok(converted)
+}
+
+/// An `image_url` part's `image_url`: `{"url": ..., "detail": ...}` (or the URL alone, as
+/// some clients send it).
+fn image_part(image_url: Option<Value>, at: &str) -> Result<Image, GatewayError> {
+    let field = format!("{at}.image_url");
+    let (url, detail) = match image_url {
+        Some(Value::String(url)) => (url, None),
+        Some(Value::Object(mut object)) => {
+            let url = match object.remove("url") {
+                Some(Value::String(url)) => url,
+                _ => {
+                    return Err(GatewayError::bad_param(
+                        &format!("{field}.url"),
+                        format!("{field}.url is required (an http(s) URL or a data: URL)"),
+                    ));
+                }
+            };
+            let detail = match object.remove("detail") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(d)) if matches!(d.as_str(), "auto" | "low" | "high") => Some(d),
+                Some(other) => {
+                    return Err(GatewayError::bad_param(
+                        &format!("{field}.detail"),
+                        format!(
+                            "{field}.detail must be \"auto\", \"low\" or \"high\", not {other}"
+                        ),
+                    ));
+                }
+            };
+            (url, detail)
         }
+        _ => {
+            return Err(GatewayError::bad_param(
+                &field,
+                format!("{field} must be {{\"url\": \"...\"}}"),
+            ));
+        }
+    };
+    let source = image_source(url).map_err(|why| {
+        GatewayError::bad_param(&format!("{field}.url"), format!("{field}.url: {why}"))
+    })?;
+    Ok(Image { source, detail })
+}
+
+/// Where an image comes from: a `data:` URL is the image itself, given inline (its base64
+/// text is passed on, not decoded: every upstream wants base64); an http(s) URL is fetched by
+/// the upstream or by chatd.
+pub fn image_source(mut url: String) -> Result<ImageSource, String> {
+    if url
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("data:"))
+    {
+        let comma = url
+            .find(',')
+            .ok_or("a data: URL needs a comma before its data")?;
+        let meta = &url[5..comma];
+        let Some(media_type) = meta
+            .split(';')
+            .next()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .filter(|m| m.starts_with("image/") && m.len() > "image/".len())
+        else {
+            return Err(format!(
+                "a data: URL must hold an image (data:image/png;base64,...), not {:?}",
+                meta.split(';').next().unwrap_or("")
+            ));
+        };
+        if !meta
+            .split(';')
+            .skip(1)
+            .any(|p| p.trim().eq_ignore_ascii_case("base64"))
+        {
+            return Err("a data: URL must be base64-encoded (data:image/png;base64,...)".into());
+        }
+        // Drop the prefix in place: the data is most of a request that may be megabytes.
+        url.replace_range(..=comma, "");
+        let base64 = standard_base64(url)?;
+        return Ok(ImageSource::Inline(InlineImage { media_type, base64 }));
+    }
+    let parsed = url::Url::parse(&url)
+        .map_err(|e| format!("must be an http(s) URL or a data: URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!(
+            "must be an http(s) URL or a data: URL, not a {}: URL",
+            parsed.scheme()
+        ));
+    }
+    Ok(ImageSource::Url(url))
+}
+
+/// `text` as the contract's base64 (RFC 4648 §4, no line breaks): line breaks and spaces,
+/// which some encoders insert, are removed; any other character outside the alphabet is an
+/// error. Only checked, not decoded.
+fn standard_base64(mut text: String) -> Result<String, String> {
+    let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+    if !text.bytes().all(alphabet) {
+        text.retain(|c| !c.is_ascii_whitespace());
+        if let Some(bad) = text.bytes().find(|b| !alphabet(*b)) {
+            return Err(format!(
+                "the data of a data: URL must be standard base64; it holds {:?}",
+                bad as char
+            ));
+        }
+    }
+    if text.is_empty() {
+        return Err("the data: URL holds no data".into());
     }
     Ok(text)
 }
 
 /// Validates the message list: at least one message, each valid.
 pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message>, GatewayError> {
+    required_messages(messages)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| m.into_contract(i))
+        .collect()
+}
+
+/// `model`, which must be there and not blank.
+pub fn required_model(model: Option<String>) -> Result<String, GatewayError> {
+    let model = model.unwrap_or_default();
+    if model.trim().is_empty() {
+        return Err(GatewayError::bad_param("model", "model is required"));
+    }
+    Ok(model)
+}
+
+/// `messages`, which must be there and hold at least one message.
+pub fn required_messages<T>(messages: Option<Vec<T>>) -> Result<Vec<T>, GatewayError> {
     let messages =
         messages.ok_or_else(|| GatewayError::bad_param("messages", "messages is required"))?;
     if messages.is_empty() {
@@ -165,11 +330,7 @@ pub fn convert_messages(messages: Option<Vec<ApiMessage>>) -> Result<Vec<Message
             "messages must not be empty",
         ));
     }
-    messages
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| m.into_contract(i))
-        .collect()
+    Ok(messages)
 }
 
 /// Checks the sampling parameters every endpoint shares.
@@ -205,6 +366,201 @@ pub fn check_sampling(
             GatewayError::bad_param(max_tokens_name, format!("{max_tokens_name} is too large"))
         }),
     }
+}
+
+/// A chat request for `model` with `messages` and every option unset, for the endpoints to
+/// fill in.
+pub fn chat_request(model: String, messages: Vec<Message>) -> ChatRequest {
+    ChatRequest {
+        model,
+        messages,
+        max_tokens: None,
+        temperature: None,
+        top_p: None,
+        top_k: None,
+        seed: None,
+        presence_penalty: None,
+        frequency_penalty: None,
+        repeat_penalty: None,
+        stop: Vec::new(),
+        response_format: ResponseFormat::Text,
+        think: None,
+        reasoning_effort: None,
+        stream: false,
+        tools: None,
+        tool_choice: None,
+        extra: None,
+    }
+}
+
+/// The sampling options beyond temperature and top_p, as a client sent them.
+#[derive(Debug, Default)]
+pub struct Sampling {
+    pub seed: Option<i64>,
+    pub top_k: Option<u64>,
+    pub presence_penalty: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub repeat_penalty: Option<f64>,
+}
+
+impl Sampling {
+    /// Sets the options on `request`; `top_k_field` is how the client named `top_k`. A zero
+    /// presence or frequency penalty is every upstream's default and is left unset, so that
+    /// it needs no capability (clients send it as a neutral default).
+    pub fn apply(self, request: &mut ChatRequest, top_k_field: &str) -> Result<(), GatewayError> {
+        request.seed = self.seed;
+        request.top_k = self
+            .top_k
+            .map(|k| {
+                u32::try_from(k).map_err(|_| {
+                    GatewayError::bad_param(top_k_field, format!("{top_k_field} is too large"))
+                })
+            })
+            .transpose()?;
+        request.presence_penalty = self.presence_penalty.filter(|p| *p != 0.0);
+        request.frequency_penalty = self.frequency_penalty.filter(|p| *p != 0.0);
+        request.repeat_penalty = self.repeat_penalty;
+        Ok(())
+    }
+}
+
+/// OpenAI's `response_format`: `text`, `json_object`, or `json_schema` with its `name`,
+/// `schema` (an object) and `strict`.
+pub fn openai_response_format(value: Option<Value>) -> Result<ResponseFormat, GatewayError> {
+    const FIELD: &str = "response_format";
+    let mut rf = match value {
+        None | Some(Value::Null) => return Ok(ResponseFormat::Text),
+        Some(Value::Object(rf)) => rf,
+        Some(_) => {
+            return Err(GatewayError::bad_param(
+                FIELD,
+                "response_format must be an object",
+            ));
+        }
+    };
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(ResponseFormat::Text),
+        Some("json_object") => Ok(ResponseFormat::JsonObject),
+        Some("json_schema") => {
+            let field = "response_format.json_schema";
+            let Some(Value::Object(mut spec)) = rf.remove("json_schema") else {
+                return Err(GatewayError::bad_param(
+                    field,
+                    format!("{field} is required: {{\"name\": ..., \"schema\": {{...}}}}"),
+                ));
+            };
+            let name = match spec.remove("name") {
+                None | Some(Value::Null) => "response".to_owned(),
+                Some(Value::String(name)) if !name.is_empty() => name,
+                Some(_) => {
+                    return Err(GatewayError::bad_param(
+                        &format!("{field}.name"),
+                        format!("{field}.name must be a non-empty string"),
+                    ));
+                }
+            };
+            let strict = match spec.remove("strict") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(strict)) => strict,
+                Some(_) => {
+                    return Err(GatewayError::bad_param(
+                        &format!("{field}.strict"),
+                        format!("{field}.strict must be true or false"),
+                    ));
+                }
+            };
+            match spec.remove("schema") {
+                Some(schema @ Value::Object(_)) => Ok(ResponseFormat::JsonSchema(JsonSchema {
+                    name,
+                    schema: schema.to_string(),
+                    strict,
+                })),
+                _ => Err(GatewayError::bad_param(
+                    &format!("{field}.schema"),
+                    format!("{field}.schema is required and must be a JSON schema object"),
+                )),
+            }
+        }
+        Some(other) => Err(GatewayError::bad_param(
+            FIELD,
+            format!(
+                "response_format type {other:?} is not supported (use \"text\", \"json_object\" or \"json_schema\")"
+            ),
+        )),
+        None => Err(GatewayError::bad_param(
+            FIELD,
+            "response_format needs a type",
+        )),
+    }
+}
+
+/// The native API's `format`: `"json"` for any JSON object, or a JSON schema object (as
+/// Ollama's API takes it).
+pub fn native_format(format: Option<Value>) -> Result<ResponseFormat, GatewayError> {
+    match format {
+        None | Some(Value::Null) => Ok(ResponseFormat::Text),
+        Some(Value::String(s)) if s.is_empty() => Ok(ResponseFormat::Text),
+        Some(Value::String(s)) if s == "json" => Ok(ResponseFormat::JsonObject),
+        Some(schema @ Value::Object(_)) => Ok(ResponseFormat::JsonSchema(JsonSchema {
+            name: "response".into(),
+            schema: schema.to_string(),
+            strict: false,
+        })),
+        Some(other) => Err(GatewayError::bad_param(
+            "format",
+            format!("format must be \"json\" or a JSON schema object, got {other}"),
+        )),
+    }
+}
+
+/// The native API's `options`, named as Ollama names them. Any other option (`num_ctx`,
+/// `mirostat`, ...) is passed through, as an `options` object, to adapters that forward
+/// extra fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "a JSON object")]
+pub struct NativeOptions {
+    #[serde(default, deserialize_with = "number")]
+    pub temperature: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    pub top_p: Option<f64>,
+    #[serde(default, deserialize_with = "token_count")]
+    pub top_k: Option<u64>,
+    #[serde(default, deserialize_with = "integer")]
+    pub seed: Option<i64>,
+    #[serde(default, deserialize_with = "token_count")]
+    pub num_predict: Option<u64>,
+    #[serde(default, deserialize_with = "number")]
+    pub repeat_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    pub presence_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "number")]
+    pub frequency_penalty: Option<f64>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(flatten)]
+    pub rest: Map<String, Value>,
+}
+
+/// What a client sent beyond the API's fields, as the passthrough JSON object's text:
+/// `null` values and the `ignored` fields left out; `None` when nothing is left. Whether the
+/// provider forwards it is the gateway's check (an adapter without "passthrough" gets a 400
+/// naming the field).
+pub fn passthrough(mut extra: Map<String, Value>, ignored: &[&[&str]]) -> Option<String> {
+    extra.retain(|field, value| {
+        !value.is_null() && !ignored.iter().any(|list| list.contains(&field.as_str()))
+    });
+    (!extra.is_empty()).then(|| Value::Object(extra).to_string())
+}
+
+/// A count the contract carries as a `u32` (`top_k`, Ollama's `num_predict`), named `field`
+/// when it is too large.
+pub fn u32_option(value: Option<u64>, field: &str) -> Result<Option<u32>, GatewayError> {
+    value
+        .map(|n| {
+            u32::try_from(n)
+                .map_err(|_| GatewayError::bad_param(field, format!("{field} is too large")))
+        })
+        .transpose()
 }
 
 /// Validates OpenAI-shaped `tools` / `tool_choice` and returns them as JSON text.
@@ -306,6 +662,27 @@ pub(super) fn number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
         }
     }
     deserializer.deserialize_option(Nullable(Number))
+}
+
+/// Deserializes an optional whole number (`seed`).
+pub(super) fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    struct Integer;
+    impl Visitor<'_> for Integer {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+    }
+    deserializer.deserialize_option(Nullable(Integer))
 }
 
 /// Deserializes an optional token count (`max_tokens`); 0 passes here and is refused by
@@ -460,12 +837,106 @@ mod tests {
         assert_eq!(text(msg(parts).unwrap()), "a\nb");
         let image = json!({"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]});
         let err = msg(image).unwrap_err();
+        assert_eq!(err.param(), Some("messages[0].content[0].image_url.url"));
+        assert!(err.to_string().contains("http(s) URL or a data: URL"));
+        let audio = json!({"role":"user","content":[{"type":"video","video":{}}]});
+        let err = msg(audio).unwrap_err();
         assert_eq!(err.param(), Some("messages[0].content[0]"));
-        assert!(err.to_string().contains("only text parts"));
+        assert!(err.to_string().contains("\"video\""));
         assert_eq!(
             msg(json!({"role":"developer","content":"x"})).unwrap().role,
             "system"
         );
+    }
+
+    #[test]
+    fn image_parts_data_urls_inline_and_http_urls_as_urls() {
+        let m = msg(json!({"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:Image/PNG;base64,iVBO\nRw0K", "detail": "low"}},
+            {"type": "image_url", "image_url": "https://example.com/cat.png"},
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        ]}))
+        .unwrap();
+        assert!(matches!(&m.content[0], ContentPart::Text(t) if t == "what is this?"));
+        let ContentPart::Image(Image {
+            source: ImageSource::Inline(inline),
+            detail,
+        }) = &m.content[1]
+        else {
+            panic!("not inline: {:?}", m.content[1]);
+        };
+        assert_eq!(
+            (
+                inline.media_type.as_str(),
+                inline.base64.as_str(),
+                detail.as_deref()
+            ),
+            ("image/png", "iVBORw0K", Some("low"))
+        );
+        assert!(matches!(&m.content[2],
+            ContentPart::Image(Image { source: ImageSource::Url(u), detail: None }) if u == "https://example.com/cat.png"));
+        let ContentPart::Other((kind, json)) = &m.content[3] else {
+            panic!("not other");
+        };
+        assert_eq!(kind, "input_audio");
+        assert_eq!(
+            serde_json::from_str::<Value>(json).unwrap(),
+            json!({"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}})
+        );
+        for (url, why) in [
+            ("data:text/plain;base64,aGk=", "must hold an image"),
+            ("data:image/png,raw", "base64-encoded"),
+            ("data:image/png;base64,a!b", "standard base64"),
+            ("data:image/png;base64,", "no data"),
+            ("ftp://example.com/a.png", "ftp"),
+            ("file:///etc/passwd", "file"),
+        ] {
+            let e = image_source(url.to_owned()).unwrap_err();
+            assert!(e.contains(why), "{url}: {e}");
+        }
+        let bad_detail = json!({"role":"user","content":[{"type":"image_url","image_url":{"url":"https://x.example/a.png","detail":"max"}}]});
+        assert_eq!(
+            msg(bad_detail).unwrap_err().param(),
+            Some("messages[0].content[0].image_url.detail")
+        );
+    }
+
+    #[test]
+    fn reasoning_sent_back_is_kept_on_assistant_turns_only() {
+        let a = msg(json!({"role":"assistant","content":"4","reasoning_content":"2+2"})).unwrap();
+        assert_eq!(a.reasoning.as_deref(), Some("2+2"));
+        let native = msg(json!({"role":"assistant","content":"4","reasoning":"2+2"})).unwrap();
+        assert_eq!(native.reasoning.as_deref(), Some("2+2"));
+        let user = msg(json!({"role":"user","content":"4","reasoning_content":"x"})).unwrap();
+        assert_eq!(user.reasoning, None);
+    }
+
+    #[test]
+    fn native_formats_and_passthrough() {
+        assert!(matches!(native_format(None), Ok(ResponseFormat::Text)));
+        assert!(matches!(
+            native_format(Some(json!("json"))),
+            Ok(ResponseFormat::JsonObject)
+        ));
+        let schema = json!({"type": "object"});
+        let Ok(ResponseFormat::JsonSchema(js)) = native_format(Some(schema.clone())) else {
+            panic!("no schema");
+        };
+        assert_eq!(serde_json::from_str::<Value>(&js.schema).unwrap(), schema);
+        assert_eq!(
+            native_format(Some(json!("yaml"))).unwrap_err().param(),
+            Some("format")
+        );
+        let mut extra = Map::new();
+        extra.insert("keep_alive".into(), json!("5m"));
+        extra.insert("user".into(), json!("u"));
+        extra.insert("gone".into(), Value::Null);
+        assert_eq!(
+            passthrough(extra, &[&["user"]]).as_deref(),
+            Some(r#"{"keep_alive":"5m"}"#)
+        );
+        assert_eq!(passthrough(Map::new(), &[]), None);
     }
 
     #[test]

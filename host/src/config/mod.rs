@@ -41,8 +41,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Where the config was read from (relative paths in it are relative to its directory).
     pub path: PathBuf,
-    /// Tier name → model ID (`[models]`).
-    pub tiers: BTreeMap<String, String>,
+    /// Tier name → its model IDs, in the order they are tried (`[models]`: a string is a
+    /// one-model tier, a list a fallback chain).
+    pub tiers: BTreeMap<String, Vec<String>>,
     /// The `[chatd]` section.
     pub chatd: ChatdConfig,
 }
@@ -57,6 +58,12 @@ pub struct ChatdConfig {
     /// Default upstream timeout, per request (streams: per gap between chunks).
     #[serde(default = "defaults::timeout_secs")]
     pub timeout_secs: u64,
+    /// Bound on everything before a request's answer starts (non-streamed: the whole
+    /// answer; streamed: its first chunk), every retry and fallback included. Unset: the
+    /// longest upstream timeout configured, so a request that needs no second attempt is
+    /// never cut sooner than its provider's own timeout would cut it.
+    #[serde(default)]
+    pub request_timeout_secs: Option<u64>,
     /// Provider for model names no other rule claims.
     #[serde(default = "defaults::default_provider")]
     pub default_provider: String,
@@ -99,6 +106,12 @@ pub struct ChatdConfig {
     /// Where limit counters live.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Images given by URL to adapters that take them inline only.
+    #[serde(default)]
+    pub images: ImagesConfig,
+    /// OpenTelemetry traces (off by default).
+    #[serde(default)]
+    pub otel: OtelConfig,
     /// Provider name → provider.
     #[serde(default)]
     pub providers: BTreeMap<String, ProviderConfig>,
@@ -153,6 +166,111 @@ impl Default for AdminConfig {
     }
 }
 
+/// `[chatd.images]`: whether chatd fetches an image given by URL for an adapter that takes
+/// images inline only (Ollama's), and the limits of that fetch. Off by default: fetching
+/// makes chatd an HTTP client of whatever URL a client names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesConfig {
+    /// Fetch image URLs (else such a request is a 400 saying so).
+    #[serde(default)]
+    pub fetch_urls: bool,
+    /// Largest image fetched, in bytes.
+    #[serde(default = "defaults::image_max_bytes")]
+    pub max_bytes: usize,
+    /// Time one image's fetch may take, redirects included.
+    #[serde(default = "defaults::image_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Networks the address guard lets through, as CIDR ranges or single addresses (an
+    /// internal image server on 10.0.0.0/8, say). Without them, loopback, private,
+    /// link-local, unique-local, CGNAT, multicast, unspecified and reserved addresses are
+    /// refused.
+    #[serde(default)]
+    pub allow_networks: Vec<String>,
+    /// `allow_networks`, parsed once when the config is loaded.
+    #[serde(skip)]
+    pub allowed: Vec<ipnet::IpNet>,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        Self {
+            fetch_urls: false,
+            max_bytes: defaults::image_max_bytes(),
+            timeout_secs: defaults::image_timeout_secs(),
+            allow_networks: Vec::new(),
+            allowed: Vec::new(),
+        }
+    }
+}
+
+/// `[chatd.otel]`: traces exported over OTLP/HTTP (protobuf). Read at start only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The collector's OTLP/HTTP traces URL.
+    #[serde(default = "defaults::otel_endpoint")]
+    pub endpoint: Url,
+    /// `service.name` of the exported spans.
+    #[serde(default = "defaults::otel_service_name")]
+    pub service_name: String,
+    /// Share of traces started here that are kept (0.0 to 1.0); a request carrying a
+    /// `traceparent` follows its caller's sampling decision.
+    #[serde(default = "defaults::otel_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Static headers on every export request (a collector's API key, say).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: defaults::otel_endpoint(),
+            service_name: defaults::otel_service_name(),
+            sample_ratio: defaults::otel_sample_ratio(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl ImagesConfig {
+    /// How long one image's fetch may take.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// One deployment of a provider: `[[chatd.providers.<name>.endpoints]]`, or an entry of
+/// `base_urls`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub url: Url,
+    /// Share of the load relative to the provider's other endpoints.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    /// This endpoint's own key (otherwise the provider's `key_env` / `key_file`).
+    #[serde(default)]
+    pub key_env: Option<String>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl ProviderConfig {
+    /// Further attempts after a retryable failure: as configured, or one per endpoint beyond
+    /// the first, so that each deployment of a provider gets a try and a lone one (a chain's
+    /// next candidate aside) no second request chatd was not asked for.
+    pub fn retries(&self) -> u32 {
+        self.retries_set.unwrap_or_else(|| {
+            u32::try_from(self.endpoints.len().saturating_sub(1)).unwrap_or(u32::MAX)
+        })
+    }
+}
+
 /// `[chatd.providers.<name>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +280,37 @@ pub struct ProviderConfig {
     /// Upstream base URL; the adapter's default when absent.
     #[serde(default)]
     pub base_url: Option<Url>,
+    /// Several deployments, equally weighted (instead of `base_url`).
+    #[serde(default)]
+    pub base_urls: Vec<Url>,
+    /// Several deployments with weights and keys of their own (instead of `base_url`). After
+    /// loading, `base_urls` are here too.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    /// Further attempts on this provider after a retryable failure, before the next
+    /// candidate of a chain. Default: one per endpoint beyond the first (see
+    /// [`ProviderConfig::retries`]).
+    #[serde(default, rename = "retries")]
+    pub retries_set: Option<u32>,
+    /// Base of the exponential backoff between attempts (full jitter: a random wait up to
+    /// `retry_backoff_ms * 2^n`).
+    #[serde(default = "defaults::retry_backoff_ms")]
+    pub retry_backoff_ms: u64,
+    /// Longest wait before a retry; an upstream `Retry-After` beyond it skips the retries.
+    #[serde(default = "defaults::retry_max_wait_ms")]
+    pub retry_max_wait_ms: u64,
+    /// Requests sent to this provider at once; unlimited when unset.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// How long a request waits for a `max_concurrency` slot before `provider_busy`.
+    #[serde(default = "defaults::queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+    /// Consecutive failures that eject an endpoint (0: never).
+    #[serde(default = "defaults::eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// How long an ejected endpoint gets no requests before one probe request.
+    #[serde(default = "defaults::eject_cooldown_ms")]
+    pub eject_cooldown_ms: u64,
     /// Environment variable holding the API key.
     #[serde(default)]
     pub key_env: Option<String>,
@@ -227,8 +376,41 @@ mod defaults {
     pub fn max_instances() -> u32 {
         1000
     }
+    pub fn image_max_bytes() -> usize {
+        8 << 20
+    }
+    pub fn image_timeout_secs() -> u64 {
+        10
+    }
     pub fn admin_token_env() -> String {
         "CHATD_ADMIN_TOKEN".into()
+    }
+    pub fn otel_endpoint() -> url::Url {
+        url::Url::parse("http://127.0.0.1:4318/v1/traces").expect("a valid URL")
+    }
+    pub fn otel_service_name() -> String {
+        "chatd".into()
+    }
+    pub fn otel_sample_ratio() -> f64 {
+        1.0
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn retry_backoff_ms() -> u64 {
+        100
+    }
+    pub fn retry_max_wait_ms() -> u64 {
+        5_000
+    }
+    pub fn queue_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn eject_after_failures() -> u32 {
+        3
+    }
+    pub fn eject_cooldown_ms() -> u64 {
+        10_000
     }
 }
 
@@ -261,15 +443,8 @@ impl Config {
         };
         let mut tiers = BTreeMap::new();
         for (name, value) in raw.models {
-            // `[models]` is shared with other lakehouse services, which may keep non-string
-            // entries there; only string entries are routable tiers.
-            if let toml::Value::String(target) = value {
-                if target.trim().is_empty() {
-                    return Err(invalid(format!(
-                        "[models] {name} maps to an empty model id"
-                    )));
-                }
-                tiers.insert(name, target);
+            if let Some(chain) = tier_chain(&name, value).map_err(&invalid)? {
+                tiers.insert(name, chain);
             }
         }
         let chatd = raw
@@ -326,6 +501,11 @@ impl Config {
             if let Some(file) = provider.key_file.as_mut() {
                 anchor(file);
             }
+            for endpoint in &mut provider.endpoints {
+                if let Some(file) = endpoint.key_file.as_mut() {
+                    anchor(file);
+                }
+            }
         }
     }
 
@@ -334,6 +514,12 @@ impl Config {
         if c.timeout_secs == 0 {
             return Err("chatd.timeout_secs must be at least 1".into());
         }
+        if let Some(secs) = c.request_timeout_secs
+            && !(1..=86_400).contains(&secs)
+        {
+            return Err("chatd.request_timeout_secs must be between 1 and 86400".into());
+        }
+        check_otel(&c.otel)?;
         // Bounded above too: hyper adds it to `Instant::now()`, which must not overflow.
         if !(1..=86_400).contains(&c.client_timeout_secs) {
             return Err("chatd.client_timeout_secs must be between 1 and 86400".into());
@@ -361,6 +547,12 @@ impl Config {
         if c.sandbox.max_instances == 0 {
             return Err("chatd.sandbox.max_instances must be at least 1".into());
         }
+        if c.images.max_bytes < 1024 {
+            return Err("chatd.images.max_bytes must be at least 1024".into());
+        }
+        if !(1..=600).contains(&c.images.timeout_secs) {
+            return Err("chatd.images.timeout_secs must be between 1 and 600".into());
+        }
         if c.providers.is_empty() {
             return Err("no providers configured: add a [chatd.providers.<name>] table".into());
         }
@@ -380,15 +572,31 @@ impl Config {
 
     /// Parses what validation proved parseable, once, so no later stage parses it again.
     fn prepare(&mut self) -> Result<(), String> {
+        let images = &mut self.chatd.images;
+        images.allowed = images
+            .allow_networks
+            .iter()
+            .map(|net| network(net))
+            .collect::<Result<_, _>>()?;
         for (name, p) in &mut self.chatd.providers {
             p.header_map = http_rules::static_headers(&p.headers)
                 .map_err(|e| format!("provider {name}: {e}"))?;
+            let listed = std::mem::take(&mut p.base_urls);
+            p.endpoints
+                .extend(listed.into_iter().map(|url| EndpointConfig {
+                    url,
+                    weight: defaults::weight(),
+                    key_env: None,
+                    key_file: None,
+                }));
             p.settings_json = p
                 .settings
                 .as_ref()
                 .filter(|table| !table.is_empty())
                 .map(|table| table_json(table).to_string().into());
         }
+        http_rules::static_headers(&self.chatd.otel.headers)
+            .map_err(|e| format!("chatd.otel: {e}"))?;
         Ok(())
     }
 
@@ -428,6 +636,79 @@ impl Config {
     pub fn timeout_for(&self, provider: &ProviderConfig) -> Duration {
         Duration::from_secs(provider.timeout_secs.unwrap_or(self.chatd.timeout_secs))
     }
+
+    /// The bound on a request's attempts until its answer starts (see
+    /// `request_timeout_secs`).
+    pub fn request_timeout(&self) -> Duration {
+        let secs = self.chatd.request_timeout_secs.unwrap_or_else(|| {
+            let providers = self.chatd.providers.values().filter_map(|p| p.timeout_secs);
+            providers.fold(self.chatd.timeout_secs, u64::max)
+        });
+        Duration::from_secs(secs)
+    }
+}
+
+/// A `[models]` entry as a tier: a string is a one-model tier, a list of strings a fallback
+/// chain. `[models]` is shared with other lakehouse services, which may keep other values
+/// there: those are not tiers.
+fn tier_chain(name: &str, value: toml::Value) -> Result<Option<Vec<String>>, String> {
+    let chain = match value {
+        toml::Value::String(target) => vec![target],
+        toml::Value::Array(items) if items.iter().all(toml::Value::is_str) => items
+            .into_iter()
+            .filter_map(|item| item.as_str().map(str::to_owned))
+            .collect(),
+        _ => return Ok(None),
+    };
+    if chain.is_empty() {
+        return Err(format!("[models] {name} is an empty list of model ids"));
+    }
+    for (i, target) in chain.iter().enumerate() {
+        if target.trim().is_empty() {
+            return Err(if chain.len() == 1 {
+                format!("[models] {name} maps to an empty model id")
+            } else {
+                format!("[models] {name}[{i}] is an empty model id")
+            });
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = chain.iter().find(|t| !seen.insert(t.trim())) {
+        return Err(format!(
+            "[models] {name} lists {dup:?} twice (a chain tries each model once; raise the \
+             provider's retries to try it again)"
+        ));
+    }
+    Ok(Some(chain))
+}
+
+fn check_otel(otel: &OtelConfig) -> Result<(), String> {
+    if !matches!(otel.endpoint.scheme(), "http" | "https") {
+        return Err(format!(
+            "chatd.otel.endpoint {}: scheme must be http or https",
+            otel.endpoint
+        ));
+    }
+    if !(0.0..=1.0).contains(&otel.sample_ratio) {
+        return Err("chatd.otel.sample_ratio must be between 0.0 and 1.0".into());
+    }
+    if otel.service_name.trim().is_empty() {
+        return Err("chatd.otel.service_name must not be empty".into());
+    }
+    Ok(())
+}
+
+/// One `allow_networks` entry: a CIDR range, or a single address.
+fn network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!(
+                "chatd.images.allow_networks: {text:?} is not a network (want a CIDR range such \
+                 as \"10.0.0.0/8\", or an address)"
+            )
+        })
 }
 
 /// A TOML table as the JSON object an adapter's `configure` reads. TOML's dates and times,
@@ -510,6 +791,81 @@ fn validate_provider(name: &str, p: &ProviderConfig) -> Result<(), String> {
     if p.timeout_secs == Some(0) {
         return Err(format!("provider {name}: timeout_secs must be at least 1"));
     }
+    validate_endpoints(name, p)?;
+    let bounded: [(&str, u64, u64, u64); 5] = [
+        ("retries", p.retries_set.unwrap_or(0).into(), 0, 10),
+        ("retry_backoff_ms", p.retry_backoff_ms, 0, 60_000),
+        ("retry_max_wait_ms", p.retry_max_wait_ms, 0, 600_000),
+        ("queue_timeout_ms", p.queue_timeout_ms, 0, 600_000),
+        ("eject_cooldown_ms", p.eject_cooldown_ms, 1, 3_600_000),
+    ];
+    for (key, value, min, max) in bounded {
+        if !(min..=max).contains(&value) {
+            return Err(format!(
+                "provider {name}: {key} must be between {min} and {max}, not {value}"
+            ));
+        }
+    }
+    if p.max_concurrency == Some(0) {
+        return Err(format!(
+            "provider {name}: max_concurrency must be at least 1 (leave it out for no limit)"
+        ));
+    }
+    if p.eject_after_failures > 1000 {
+        return Err(format!(
+            "provider {name}: eject_after_failures must be at most 1000 (0: never eject)"
+        ));
+    }
+    Ok(())
+}
+
+/// `base_url`, `base_urls` and `endpoints` are three ways to say where a provider is: one of
+/// them at most, each URL a valid base URL named once.
+fn validate_endpoints(name: &str, p: &ProviderConfig) -> Result<(), String> {
+    let given: Vec<&str> = [
+        ("base_url", p.base_url.is_some()),
+        ("base_urls", !p.base_urls.is_empty()),
+        ("endpoints", !p.endpoints.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    if given.len() > 1 {
+        return Err(format!(
+            "provider {name}: {} are exclusive: give one of them",
+            given.join(" and ")
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, url) in p.base_urls.iter().enumerate() {
+        check_base_url(url).map_err(|e| format!("provider {name}: base_urls[{i}] {url}: {e}"))?;
+        if !seen.insert(url.as_str().trim_end_matches('/')) {
+            return Err(format!("provider {name}: base_urls lists {url} twice"));
+        }
+    }
+    for (i, e) in p.endpoints.iter().enumerate() {
+        let at = format!("provider {name}: endpoints[{i}]");
+        check_base_url(&e.url).map_err(|m| format!("{at}.url {}: {m}", e.url))?;
+        if !seen.insert(e.url.as_str().trim_end_matches('/')) {
+            return Err(format!("provider {name}: endpoints name {} twice", e.url));
+        }
+        if !(1..=1000).contains(&e.weight) {
+            return Err(format!(
+                "{at}.weight must be between 1 and 1000, not {}",
+                e.weight
+            ));
+        }
+        if let Some(var) = &e.key_env
+            && (var.is_empty() || var.contains('='))
+        {
+            return Err(format!("{at}.key_env {var:?} is not a variable name"));
+        }
+        if e.key_file.is_some() && e.key_env.is_none() {
+            return Err(format!(
+                "{at}.key_file needs key_env (the variable to read from the file)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -548,7 +904,7 @@ mod tests {
     fn the_repository_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lakehouse.toml");
         let c = Config::load(&path).unwrap();
-        assert_eq!(c.tiers["judge"], "kimi-k2.6:cloud");
+        assert_eq!(c.tiers["judge"], ["kimi-k2.6:cloud"]);
         assert_eq!(
             c.chatd.providers["kimi"]
                 .base_url
@@ -557,6 +913,37 @@ mod tests {
                 .as_str(),
             "https://api.kimi.com/coding/v1"
         );
+    }
+
+    #[test]
+    fn image_fetching_is_off_by_default_and_its_networks_are_parsed() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.chatd.images.fetch_urls);
+        assert_eq!(c.chatd.images.max_bytes, 8 << 20);
+        assert_eq!(c.chatd.images.timeout(), Duration::from_secs(10));
+        let c = parse(&format!(
+            "{MINIMAL}\n[chatd.images]\nfetch_urls = true\nallow_networks = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n"
+        ))
+        .unwrap();
+        let allowed: Vec<String> = c
+            .chatd
+            .images
+            .allowed
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(allowed, ["127.0.0.1/32", "10.0.0.0/8", "::1/128"]);
+        assert!(
+            err(&format!(
+                "{MINIMAL}\n[chatd.images]\nallow_networks = [\"intranet\"]\n"
+            ))
+            .contains("chatd.images.allow_networks: \"intranet\" is not a network")
+        );
+        assert!(
+            err(&format!("{MINIMAL}\n[chatd.images]\nmax_bytes = 10\n"))
+                .contains("chatd.images.max_bytes")
+        );
+        assert!(err(&format!("{MINIMAL}\n[chatd.images]\nfetch = true\n")).contains("fetch"));
     }
 
     #[test]
@@ -725,5 +1112,124 @@ mod tests {
         let auto = parse(&format!("[chatd]\n{PROVIDER}")).unwrap();
         let cpus = std::thread::available_parallelism().unwrap().get();
         assert_eq!(auto.server_threads(), cpus.min(MAX_THREADS));
+    }
+    #[test]
+    fn tiers_are_strings_or_chains() {
+        let c = parse(&format!(
+            "[models]\nfast = \"ollama/q\"\ncoder = [\"ollama/a\", \"b:cloud\"]\nother = [1, 2]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.tiers["fast"], ["ollama/q"]);
+        assert_eq!(c.tiers["coder"], ["ollama/a", "b:cloud"]);
+        assert!(
+            !c.tiers.contains_key("other"),
+            "a list of numbers is not a tier"
+        );
+        for (tier, wanted) in [
+            ("[]", "empty list"),
+            ("[\"a\", \" \"]", "coder[1] is an empty model id"),
+            ("[\"a\", \"a\"]", "lists \"a\" twice"),
+        ] {
+            let e = err(&format!("[models]\ncoder = {tier}\n{MINIMAL}"));
+            assert!(
+                e.contains(wanted) && e.contains("lakehouse.toml"),
+                "{tier}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn endpoints_retries_and_limits_have_defaults_and_bounds() {
+        let c = parse(MINIMAL).unwrap();
+        let p = &c.chatd.providers["ollama"];
+        assert_eq!(
+            (p.retries(), p.retry_backoff_ms, p.retry_max_wait_ms),
+            (0, 100, 5000)
+        );
+        assert_eq!((p.max_concurrency, p.queue_timeout_ms), (None, 1000));
+        assert_eq!((p.eject_after_failures, p.eject_cooldown_ms), (3, 10_000));
+        assert!(p.endpoints.is_empty());
+        assert_eq!(c.request_timeout(), Duration::from_secs(120));
+        assert!(!c.chatd.otel.enabled);
+
+        let c = parse(
+            "[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\ntimeout_secs = 300\n\
+             base_urls = [\"http://a:1\", \"http://b:1\"]\n",
+        )
+        .unwrap();
+        let urls: Vec<_> = c.chatd.providers["ollama"]
+            .endpoints
+            .iter()
+            .map(|e| (e.url.as_str(), e.weight))
+            .collect();
+        assert_eq!(urls, [("http://a:1/", 1), ("http://b:1/", 1)]);
+        assert_eq!(
+            c.chatd.providers["ollama"].retries(),
+            1,
+            "one per further endpoint"
+        );
+        assert_eq!(c.request_timeout(), Duration::from_secs(300));
+
+        let c = parse(
+            "[chatd]\nrequest_timeout_secs = 30\n[chatd.providers.ollama]\nadapter = \"ollama\"\n\
+             [[chatd.providers.ollama.endpoints]]\nurl = \"http://a:1\"\nweight = 3\nkey_env = \"K\"\n\
+             key_file = \"k.env\"\n[[chatd.providers.ollama.endpoints]]\nurl = \"http://b:1\"\n",
+        )
+        .unwrap();
+        let e = &c.chatd.providers["ollama"].endpoints;
+        assert_eq!((e[0].weight, e[1].weight), (3, 1));
+        assert_eq!(
+            e[0].key_file.as_deref(),
+            Some(Path::new("/etc/lakehouse/k.env"))
+        );
+        assert_eq!(c.request_timeout(), Duration::from_secs(30));
+
+        const P: &str = "[chatd]\n[chatd.providers.ollama]\nadapter = \"ollama\"\n";
+        const EP: &str = "[[chatd.providers.ollama.endpoints]]\nurl = \"http://a:1\"\n";
+        for (extra, wanted) in [
+            (
+                "base_url = \"http://a:1\"\nbase_urls = [\"http://b:1\"]\n",
+                "base_url and base_urls are exclusive",
+            ),
+            ("base_urls = [\"http://a:1\", \"http://a:1/\"]\n", "twice"),
+            ("base_urls = [\"ftp://a\"]\n", "base_urls[0] ftp://a"),
+            ("retries = 11\n", "retries must be between 0 and 10, not 11"),
+            (
+                "max_concurrency = 0\n",
+                "max_concurrency must be at least 1",
+            ),
+            (
+                "eject_cooldown_ms = 0\n",
+                "eject_cooldown_ms must be between 1",
+            ),
+            ("retry_max_wait_ms = 700000\n", "retry_max_wait_ms"),
+            (
+                &format!("{EP}weight = 0\n"),
+                "endpoints[0].weight must be between 1 and 1000",
+            ),
+            (
+                &format!("{EP}key_file = \"x\"\n"),
+                "endpoints[0].key_file needs key_env",
+            ),
+            (&format!("{EP}colour = 1\n"), "unknown field `colour`"),
+        ] {
+            let e = err(&format!("{P}{extra}"));
+            assert!(
+                e.contains(wanted) && e.contains("lakehouse.toml"),
+                "{extra}: {e}"
+            );
+        }
+        for (otel, wanted) in [
+            ("sample_ratio = 2.0", "sample_ratio must be between"),
+            ("endpoint = \"ftp://c\"", "scheme must be http or https"),
+            ("headers = { \"bad h\" = \"v\" }", "chatd.otel"),
+        ] {
+            let e = err(&format!("[chatd.otel]\n{otel}\n{P}"));
+            assert!(e.contains(wanted), "{otel}: {e}");
+        }
+        assert!(
+            err("[chatd]\nrequest_timeout_secs = 0\n[chatd.providers.ollama]\nadapter = \"ollama\"\n")
+                .contains("request_timeout_secs must be between 1 and 86400")
+        );
     }
 }

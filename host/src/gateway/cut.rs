@@ -28,7 +28,7 @@ thread_local! {
 }
 
 /// What an exchange waits on for the cut.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) enum CutSignal {
     Thread(Arc<ThreadCut>),
     Gateway(watch::Receiver<bool>),

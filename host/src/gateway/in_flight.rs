@@ -5,36 +5,48 @@ use std::time::{Duration, Instant};
 
 use super::cut::CutSignal;
 use super::{Gateway, Provider};
-use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::telemetry::RequestGuard;
 
 impl Gateway {
-    /// Routes `request` (its model becomes the upstream's name for it), admits it for its
-    /// client (models and limits, when client keys are on) and starts the exchange's
-    /// bookkeeping.
-    pub(super) async fn begin(
+    /// Routes `model` to its first candidate, admits it for its client (models and limits,
+    /// when client keys are on) and starts the bookkeeping of an exchange with its provider,
+    /// for exchanges that do not fail over (embeddings).
+    pub(super) async fn begin_exchange(
         &self,
-        request: &mut ChatRequest,
+        model: &str,
         kind: Kind,
     ) -> Result<(Route, InFlight), GatewayError> {
         let started = Instant::now();
         let snapshot = self.snapshot();
-        let (route, provider) = snapshot.route(&request.model)?;
-        let meter = crate::clients::admit(&snapshot.config, &request.model, &route).await?;
-        request.model = route.model.clone();
-        request.stream = matches!(kind, Kind::Stream);
-        let exchange = InFlight {
+        let (route, provider) = snapshot.route(model)?;
+        let meter = crate::clients::admit(&snapshot.config, model, &route).await?;
+        let mut exchange = self.in_flight(provider, &route, started, kind, &self.cut_signal());
+        exchange.meter = meter;
+        Ok((route, exchange))
+    }
+
+    /// Starts the bookkeeping of `provider`'s part in an exchange that began at `started`
+    /// (each candidate of a chain gets its own; the client's meter goes to the one that
+    /// serves).
+    pub(super) fn in_flight(
+        &self,
+        provider: Arc<Provider>,
+        route: &Route,
+        started: Instant,
+        kind: Kind,
+        cut: &CutSignal,
+    ) -> InFlight {
+        InFlight {
             stats: Some(provider.stats.start()),
-            model: request.model.clone(),
+            model: route.model.clone(),
             provider,
             started,
             kind,
-            cut: self.cut_signal(),
-            meter,
-        };
-        Ok((route, exchange))
+            cut: cut.clone(),
+            meter: None,
+        }
     }
 }
 
@@ -58,12 +70,12 @@ pub(super) struct InFlight {
     pub(super) provider: Arc<Provider>,
     model: String,
     pub(super) started: Instant,
-    kind: Kind,
+    pub(super) kind: Kind,
     /// Present until the exchange finishes.
     stats: Option<RequestGuard>,
     cut: CutSignal,
     /// Counts the client's usage (client keys on); records it when dropped.
-    meter: Option<crate::clients::Meter>,
+    pub(super) meter: Option<crate::clients::Meter>,
 }
 
 impl InFlight {

@@ -1,6 +1,11 @@
 //! One chat exchange end to end: route → adapter builds the request → host adds auth and
 //! sends → adapter parses.
 //!
+//! A request may have several candidates (a tier's fallback chain) and each provider several
+//! endpoints: `failover.rs` tries them in order, retrying what may succeed a second time,
+//! `endpoints.rs` picks an endpoint and keeps its health (the circuit breaker), and
+//! `admission.rs` holds each provider to its concurrency limit.
+//!
 //! Everything a request needs is in one immutable [`Snapshot`] (config, adapters, providers;
 //! `snapshot.rs`, `provider.rs`), swapped atomically on reload (`reloading.rs`): a request
 //! keeps the snapshot it started with. Streams are in `stream.rs`; `in_flight.rs` tracks each
@@ -22,12 +27,17 @@ use crate::runtime::library::AdapterSet;
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::telemetry::StatsRegistry;
 use crate::upstream::Upstream;
+use failover::Answer;
 use in_flight::Kind;
 use provider::retry_after;
 use stream::hold_while;
 
+mod admission;
 mod capable;
 mod cut;
+mod embeddings;
+mod endpoints;
+mod failover;
 mod in_flight;
 mod models;
 mod provider;
@@ -35,6 +45,8 @@ mod reloading;
 mod snapshot;
 mod stream;
 
+pub use embeddings::EmbeddingsOutcome;
+pub use endpoints::{HealthSnapshot, Lasting};
 pub use models::ModelListing;
 pub use provider::Provider;
 pub use reloading::{RejectedAdapter, ReloadReport, ReloadScope};
@@ -44,7 +56,7 @@ pub use stream::{ChatStream, EVENTS_PER_INSTANCE, KEEP_INSTANCE_IDLE};
 /// A finished non-streamed exchange.
 #[derive(Debug)]
 pub struct ChatOutcome {
-    /// How the model name was routed.
+    /// The candidate that answered: its provider and upstream model.
     pub route: Route,
     /// The adapter's parsed answer.
     pub response: ChatResponse,
@@ -68,6 +80,8 @@ pub struct Gateway {
     upstream: Upstream,
     state: ArcSwap<Snapshot>,
     stats: StatsRegistry,
+    /// Endpoint health and concurrency slots, kept across reloads.
+    lasting: Lasting,
     models: models::ModelCatalog,
     reloads: reloading::Reloads,
     /// Turns true when the shutdown grace period is over (see [`Gateway::cut_in_flight`]).
@@ -102,10 +116,17 @@ impl Gateway {
         let upstream =
             Upstream::new(config.chatd.max_upstream_body_bytes).map_err(StartError::Http)?;
         let stats = StatsRegistry::default();
+        let lasting = Lasting::default();
         let config = Arc::new(config);
         let credentials = Credentials::resolve(&config);
-        let snapshot =
-            Snapshot::build(config.clone(), Arc::new(adapters), &credentials, &stats).await;
+        let snapshot = Snapshot::build(
+            config.clone(),
+            Arc::new(adapters),
+            &credentials,
+            &stats,
+            &lasting,
+        )
+        .await;
         snapshot.log_unregistered();
         Ok(Arc::new(Gateway {
             reloads: reloading::Reloads::new(config),
@@ -113,6 +134,7 @@ impl Gateway {
             upstream,
             state: ArcSwap::from_pointee(snapshot),
             stats,
+            lasting,
             models: models::ModelCatalog::default(),
             cut: watch::Sender::new(false),
         }))
@@ -140,44 +162,71 @@ impl Gateway {
 
     /// One non-streamed chat exchange. `request.model` is the model as the client named it.
     pub async fn chat(&self, mut request: ChatRequest) -> Result<ChatOutcome, GatewayError> {
-        let (route, mut exchange) = self.begin(&mut request, Kind::Request).await?;
-        let provider = exchange.provider.clone();
-        let result = exchange
-            .unless_cut(self.exchange(&provider, &request))
-            .await;
-        if let Ok(r) = &result {
-            exchange.tokens(r.usage.input_tokens, r.usage.output_tokens);
-        }
-        let latency = exchange.finish(result.is_ok());
+        let served = self.failover(&mut request, Kind::Request).await?;
+        let mut exchange = served.exchange;
+        let Answer::Whole(response) = served.answer else {
+            exchange.finish(false);
+            return Err(GatewayError::Internal("a stream answered a request".into()));
+        };
+        exchange.tokens(response.usage.input_tokens, response.usage.output_tokens);
+        let latency = exchange.finish(true);
+        let provider = &exchange.provider;
+        provider.stats.tokens(
+            &served.route.model,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+        );
+        crate::otel::answered(
+            &crate::otel::current_span(),
+            &provider.name,
+            &served.route.model,
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+        );
         Ok(ChatOutcome {
-            route,
-            response: result?,
+            route: served.route,
+            response,
             latency,
         })
     }
 
+    /// One whole exchange with one endpoint of `provider`.
     async fn exchange(
         &self,
         provider: &provider::Provider,
+        target: &crate::upstream::Target,
         request: &ChatRequest,
     ) -> Result<ChatResponse, GatewayError> {
-        capable::check(provider, request)?;
+        use tracing::Instrument;
+        let stats = &provider.stats;
         let mut builder = provider.instance().await?;
+        let began = Instant::now();
         let built = builder
             .build_request(request)
-            .await
+            .instrument(tracing::debug_span!("adapter.build"))
+            .await;
+        stats.adapter_time(began.elapsed());
+        let built = built
             .map_err(|e| provider.call_failed(e))?
             .map_err(|e| provider.adapter_error(e, None))?;
         let send = self
             .upstream
-            .send(&provider.target, provider.request(built)?);
+            .send(target, provider.request_to(target, built)?)
+            .instrument(tracing::debug_span!("upstream", otel.kind = "client"));
+        let began = Instant::now();
         let (response, kept) = hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, send).await;
+        stats.upstream_time(began.elapsed());
         let response = response.map_err(|e| provider.upstream_failed(e))?;
         let mut parser = match kept {
             Some(instance) => instance,
             None => provider.instance().await?,
         };
-        let parsed = parser.parse_response(&response).await;
+        let began = Instant::now();
+        let parsed = parser
+            .parse_response(&response)
+            .instrument(tracing::debug_span!("adapter.parse"))
+            .await;
+        stats.adapter_time(began.elapsed());
         parser.release();
         parsed
             .map_err(|e| provider.call_failed(e))?

@@ -15,6 +15,9 @@ use crate::error::GatewayError;
 /// `GET /v1/models` for the minutes a generation may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Pages of one provider's listing chatd follows at most (the contract's bound).
+const MAX_PAGES: usize = 20;
+
 /// How long a failed listing is remembered: clients that poll `/v1/models` during an outage
 /// get the error at once instead of each waiting out [`LISTING_TIMEOUT`].
 const FAILED_LISTING_TTL: Duration = Duration::from_secs(10);
@@ -22,8 +25,8 @@ const FAILED_LISTING_TTL: Duration = Duration::from_secs(10);
 /// The answer of [`Gateway::list_models`].
 #[derive(Debug, Default)]
 pub struct ModelListing {
-    /// Tier name → model ID.
-    pub tiers: BTreeMap<String, String>,
+    /// Tier name → its model IDs, in the order they are tried.
+    pub tiers: BTreeMap<String, Vec<String>>,
     /// Provider → its upstream models.
     pub providers: Vec<(String, Arc<Vec<ModelInfo>>)>,
     /// Providers whose listing failed.
@@ -134,36 +137,48 @@ impl Gateway {
         result
     }
 
+    /// Every page of a provider's listing, following the adapter's cursor for at most
+    /// [`MAX_PAGES`] pages (a listing that pages on past that, or hands back the cursor it
+    /// was given, ends there: what was listed so far is the list).
     async fn fetch_models(&self, provider: &Provider) -> Result<Vec<ModelInfo>, GatewayError> {
-        let Some(built) = provider
-            .instance()
-            .await?
-            .build_models_request(None)
-            .await
-            .map_err(|e| provider.call_failed(e))?
-        else {
-            return Ok(Vec::new());
-        };
-        let request = provider.request(built)?;
-        let response = self
-            .upstream
-            .send(&provider.target, request)
-            .await
-            .map_err(|e| provider.upstream_failed(e))?;
-        provider
-            .instance()
-            .await?
-            .parse_models_response(&response)
-            .await
-            .map_err(|e| provider.call_failed(e))?
-            .map(|page| page.models)
-            .map_err(|e| provider.adapter_error(e, retry_after(&response)))
+        let mut models = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let Some(built) = provider
+                .instance()
+                .await?
+                .build_models_request(cursor.as_deref())
+                .await
+                .map_err(|e| provider.call_failed(e))?
+            else {
+                break;
+            };
+            let request = provider.request(built)?;
+            let response = self
+                .upstream
+                .send(&provider.target, request)
+                .await
+                .map_err(|e| provider.upstream_failed(e))?;
+            let page = provider
+                .instance()
+                .await?
+                .parse_models_response(&response)
+                .await
+                .map_err(|e| provider.call_failed(e))?
+                .map_err(|e| provider.adapter_error(e, retry_after(&response)))?;
+            models.extend(page.models);
+            match page.next_cursor {
+                Some(next) if cursor.as_ref() != Some(&next) => cursor = Some(next),
+                _ => break,
+            }
+        }
+        Ok(models)
     }
 }
 
 /// The tiers whose provider can take requests now: a tier that cannot is not a model one can
 /// use.
-fn servable_tiers(snap: &Snapshot) -> BTreeMap<String, String> {
+fn servable_tiers(snap: &Snapshot) -> BTreeMap<String, Vec<String>> {
     snap.config
         .tiers
         .iter()

@@ -8,10 +8,13 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 
-use crate::config::{Config, ProviderConfig, http_rules};
+use super::admission::{Admission, Slot};
+use super::endpoints::{self, Endpoint, HealthPolicy, Lasting, Picked};
+use super::failover::RetryPolicy;
+use crate::config::{Config, ImagesConfig, ProviderConfig, http_rules};
 use crate::contract::{AdapterError, AuthScheme, Capability, HttpRequest, HttpResponse};
 use crate::error::{AdapterFailure, GatewayError};
-use crate::keys::{KeySource, Lookup};
+use crate::keys::{Credentials, KeySource, Lookup};
 use crate::runtime::library::AdapterSet;
 use crate::runtime::{Adapter, AdapterInstance, CallError};
 use crate::scrub::{Scrubbed, Scrubber};
@@ -29,10 +32,21 @@ pub struct Provider {
     pub key_source: Option<KeySource>,
     /// Request counters.
     pub stats: Arc<ProviderStats>,
-    /// Prepared upstream target (URL, timeout, headers incl. auth).
+    /// Prepared upstream target (URL, timeout, headers incl. auth) of its first endpoint:
+    /// where its model list comes from, and the timeout of every endpoint.
     pub target: Target,
+    /// Its deployments (at least one), balanced and health-checked per attempt.
+    pub endpoints: Vec<Endpoint>,
+    /// Retries after a retryable failure.
+    pub retry: RetryPolicy,
+    /// When an endpoint is ejected.
+    pub health: HealthPolicy,
+    /// Its concurrency limit.
+    pub admission: Admission,
     /// Its `settings` as JSON, handed to every instance of its adapter first thing.
     settings: Option<Arc<str>>,
+    /// Whether and how images by URL are fetched for its adapter (`[chatd.images]`).
+    pub(super) images: ImagesConfig,
     /// Scrubs every key chatd holds (not only this provider's) from what reaches clients.
     scrubber: Scrubber,
 }
@@ -66,9 +80,42 @@ impl Provider {
         self.adapter.capabilities.contains(capability)
     }
 
-    /// The HTTP request the adapter built, checked: a valid method, a path under the base
-    /// URL, valid headers (those the host owns dropped, the operator's and the key's added).
+    /// The endpoint for an attempt (see [`endpoints::pick`]); an error when every endpoint
+    /// is ejected, unless `last_resort` (nothing else can take the request).
+    pub(super) fn pick(&self, tried: &[usize], last_resort: bool) -> Result<Picked, GatewayError> {
+        endpoints::pick(&self.endpoints, tried, last_resort).map_err(|all| {
+            GatewayError::ProviderUnavailable {
+                provider: self.name.clone(),
+                retry_after: all.retry_in.as_secs().max(1).to_string(),
+            }
+        })
+    }
+
+    /// A concurrency slot, waiting up to the queue timeout.
+    pub(super) async fn admit(&self) -> Result<Slot, GatewayError> {
+        self.admission.enter().await.map_err(|busy| {
+            self.stats.refused_busy();
+            GatewayError::ProviderBusy {
+                provider: self.name.clone(),
+                limit: busy.limit,
+                waited: busy.waited,
+            }
+        })
+    }
+
+    /// The HTTP request the adapter built, for the first endpoint (see [`Provider::request_to`]).
     pub(super) fn request(&self, built: HttpRequest) -> Result<Request<Full<Bytes>>, GatewayError> {
+        self.request_to(&self.target, built)
+    }
+
+    /// The HTTP request the adapter built, checked: a valid method, a path under the base
+    /// URL of `target`, valid headers (those the host owns dropped, the operator's and the
+    /// key's added).
+    pub(super) fn request_to(
+        &self,
+        target: &Target,
+        built: HttpRequest,
+    ) -> Result<Request<Full<Bytes>>, GatewayError> {
         let bad = |message: String| self.call_failed(CallError::BadOutput(message));
         let method = Method::from_bytes(built.method.as_bytes())
             .map_err(|_| bad(format!("invalid HTTP method {:?}", built.method)))?;
@@ -78,11 +125,10 @@ impl Provider {
                 built.path
             )));
         }
-        let uri = self
-            .target
+        let uri = target
             .uri_for(&built.path)
             .map_err(|e| bad(format!("request path {:?}: {e}", built.path)))?;
-        let headers = self.target.request_headers(built.headers).map_err(bad)?;
+        let headers = target.request_headers(built.headers).map_err(bad)?;
         let mut request = Request::new(Full::new(Bytes::from(built.body)));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -133,11 +179,21 @@ impl Provider {
             AdapterError::Upstream(u) if u.status == 0 => GatewayError::UpstreamStream {
                 provider,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
             },
+            AdapterError::Upstream(u) if matches!(u.status, 401 | 403) => {
+                GatewayError::UpstreamAuth {
+                    provider,
+                    status: u.status,
+                    message: self.scrub(&u.message),
+                    key_source: self.key_source.as_ref().map(ToString::to_string),
+                }
+            }
             AdapterError::Upstream(u) => GatewayError::UpstreamStatus {
                 provider,
                 status: u.status,
                 message: self.scrub(&u.message),
+                code: self.error_code(u.code),
                 retry_after: retry_after.filter(|_| u.status == 503),
             },
             AdapterError::MalformedResponse(message) => GatewayError::MalformedResponse {
@@ -145,6 +201,19 @@ impl Provider {
                 message: self.scrub(&message),
             },
         }
+    }
+
+    /// An adapter's `upstream-failure.code`, if it can be a client's error code: a short
+    /// snake_case word (`model_not_found`) holding nothing the scrubber would take out.
+    /// Anything else (a sentence, a key an upstream echoed into its code field) is dropped
+    /// rather than shown: the message carries the upstream's words anyway.
+    fn error_code(&self, code: Option<String>) -> Option<Box<str>> {
+        let code = code?;
+        let is_code = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        (is_code && self.scrub(&code).as_str() == code).then(|| code.into())
     }
 
     /// A failed exchange with the upstream.
@@ -171,6 +240,7 @@ impl Provider {
                      address the upstream redirects to",
                     location.as_deref().unwrap_or("nowhere named")
                 )),
+                code: None,
                 retry_after: None,
             },
             UpstreamError::Encoded(encoding) => GatewayError::MalformedResponse {
@@ -183,6 +253,13 @@ impl Provider {
             UpstreamError::TooLarge(limit) => GatewayError::MalformedResponse {
                 provider,
                 message: self.scrub(format!("response body exceeds {limit} bytes")),
+            },
+            UpstreamError::NotAStream(content_type) => GatewayError::MalformedResponse {
+                provider,
+                message: self.scrub(format!(
+                    "answered a stream request with a {content_type} page, not a stream (is \
+                     base_url the API's address?)"
+                )),
             },
         }
     }
@@ -210,6 +287,7 @@ impl Provider {
         GatewayError::UpstreamStream {
             provider: self.name.clone(),
             message: self.scrub(message),
+            code: None,
         }
     }
 
@@ -237,6 +315,8 @@ pub(super) struct Registration<'a> {
     pub adapters: &'a AdapterSet,
     pub stats: &'a StatsRegistry,
     pub scrubber: &'a Scrubber,
+    pub credentials: &'a Credentials,
+    pub lasting: &'a Lasting,
 }
 
 impl Registration<'_> {
@@ -284,17 +364,103 @@ impl Registration<'_> {
             format!("adapter {:?} failed to load: {why}", pc.adapter)
         })?;
         // The adapter's default URL and auth header were checked when it loaded.
-        let base = match &pc.base_url {
-            Some(url) => url.clone(),
-            None => url::Url::parse(&adapter.info.default_base_url)
-                .map_err(|e| format!("adapter default base URL is invalid: {e}"))?,
+        let default_base = || {
+            url::Url::parse(&adapter.info.default_base_url)
+                .map_err(|e| format!("adapter default base URL is invalid: {e}"))
         };
+        let timeout = self.config.timeout_for(pc);
+        let mut endpoints = Vec::new();
+        let mut key_source = None;
+        if pc.endpoints.is_empty() {
+            let base = match &pc.base_url {
+                Some(url) => url.clone(),
+                None => default_base()?,
+            };
+            let (target, source) = self.target(
+                name,
+                &adapter,
+                pc.key_env.as_deref(),
+                key,
+                base,
+                timeout,
+                pc,
+            )?;
+            key_source = source;
+            endpoints.push((target, 1));
+        }
+        for (i, e) in pc.endpoints.iter().enumerate() {
+            let (var, lookup) = match &e.key_env {
+                Some(var) => (
+                    Some(var.as_str()),
+                    self.credentials.endpoints.get(&(name.to_owned(), i)),
+                ),
+                None => (pc.key_env.as_deref(), key),
+            };
+            let (target, source) = self
+                .target(name, &adapter, var, lookup, e.url.clone(), timeout, pc)
+                .map_err(|why| format!("endpoint {}: {why}", e.url))?;
+            if key_source.is_none() {
+                key_source = source;
+            }
+            endpoints.push((target, e.weight));
+        }
+        let endpoints: Vec<Endpoint> = endpoints
+            .into_iter()
+            .map(|(target, weight)| Endpoint {
+                state: self.lasting.endpoint(name, target.base_url()),
+                target,
+                weight,
+            })
+            .collect();
+        let admission = match pc.max_concurrency {
+            Some(max) => Admission::new(
+                Some((max, self.lasting.limit(name, max))),
+                std::time::Duration::from_millis(pc.queue_timeout_ms),
+            ),
+            None => Admission::unlimited(),
+        };
+        Ok(Provider {
+            name: name.to_owned(),
+            target: endpoints[0].target.clone(),
+            endpoints,
+            retry: RetryPolicy {
+                retries: pc.retries(),
+                backoff: std::time::Duration::from_millis(pc.retry_backoff_ms),
+                max_wait: std::time::Duration::from_millis(pc.retry_max_wait_ms),
+            },
+            health: HealthPolicy {
+                eject_after: pc.eject_after_failures,
+                cooldown: std::time::Duration::from_millis(pc.eject_cooldown_ms),
+            },
+            admission,
+            adapter,
+            key_source,
+            stats: self.stats.provider(name),
+            settings: pc.settings_json.clone(),
+            images: self.config.chatd.images.clone(),
+            scrubber: self.scrubber.clone(),
+        })
+    }
+
+    /// One endpoint's target: its URL, the provider's headers, and the key (looked up as
+    /// `var`) in the header the adapter declared.
+    #[allow(clippy::too_many_arguments)]
+    fn target(
+        &self,
+        name: &str,
+        adapter: &Adapter,
+        var: Option<&str>,
+        key: Option<&Lookup>,
+        base: url::Url,
+        timeout: std::time::Duration,
+        pc: &ProviderConfig,
+    ) -> Result<(Target, Option<KeySource>), String> {
         let mut headers = pc.header_map.clone();
         let mut reserved = Vec::new();
         let key_source = match &adapter.info.auth {
             AuthScheme::None => None,
             scheme => {
-                let var = pc.key_env.as_deref().ok_or_else(|| {
+                let var = var.ok_or_else(|| {
                     format!(
                         "adapter {} needs an API key but no key_env is configured",
                         adapter.name
@@ -329,20 +495,15 @@ impl Registration<'_> {
                 Some(source.clone())
             }
         };
-        Ok(Provider {
-            name: name.to_owned(),
-            target: Target {
+        Ok((
+            Target {
                 base,
-                timeout: self.config.timeout_for(pc),
+                timeout,
                 headers,
                 reserved,
             },
-            adapter,
             key_source,
-            stats: self.stats.provider(name),
-            settings: pc.settings_json.clone(),
-            scrubber: self.scrubber.clone(),
-        })
+        ))
     }
 }
 

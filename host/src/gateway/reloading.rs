@@ -110,9 +110,14 @@ impl Gateway {
                 match Snapshot::check_new_adapters(&config, Some(&current.config), &adapters) {
                     Ok(()) => {
                         let credentials = Credentials::resolve(&config);
-                        let next =
-                            Snapshot::build(config, Arc::new(adapters), &credentials, &self.stats)
-                                .await;
+                        let next = Snapshot::build(
+                            config,
+                            Arc::new(adapters),
+                            &credentials,
+                            &self.stats,
+                            &self.lasting,
+                        )
+                        .await;
                         new_settings_refusal(&current, &next).map_or(Ok(next), Err)
                     }
                     Err(e) => Err(e),
@@ -275,6 +280,9 @@ fn warn_restart_only_changes(old: &Config, new: &Config) {
     let (a, b) = (&old.chatd.sandbox, &new.chatd.sandbox);
     if (a.memory_mib, a.cpu_ms, a.max_instances) != (b.memory_mib, b.cpu_ms, b.max_instances) {
         tracing::warn!("chatd.sandbox changed: takes effect after a restart");
+    }
+    if old.chatd.otel != new.chatd.otel {
+        tracing::warn!("chatd.otel changed: takes effect after a restart");
     }
 }
 

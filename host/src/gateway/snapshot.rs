@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::endpoints::Lasting;
 use super::provider::{Provider, Registration, Unregistered, unknown_adapter};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::keys::{Credentials, Secret};
-use crate::routing::{self, Route, RouteTable};
+use crate::routing::{self, Candidates, Route, RouteTable};
 use crate::runtime::library::AdapterSet;
 use crate::scrub::Scrubber;
 use crate::telemetry::StatsRegistry;
@@ -72,6 +73,7 @@ impl Snapshot {
         adapters: Arc<AdapterSet>,
         credentials: &Credentials,
         stats: &StatsRegistry,
+        lasting: &Lasting,
     ) -> Snapshot {
         let scrubber = Scrubber::new(credentials.secrets());
         let registration = Registration {
@@ -79,6 +81,8 @@ impl Snapshot {
             adapters: &adapters,
             stats,
             scrubber: &scrubber,
+            credentials,
+            lasting,
         };
         let mut providers = BTreeMap::new();
         let mut unregistered = BTreeMap::new();
@@ -137,9 +141,15 @@ impl Snapshot {
         }
     }
 
-    /// Routes a model name to a registered provider.
+    /// A model name's candidates, in the order to try them (see [`routing::resolve`]).
+    pub fn candidates(&self, model: &str) -> Result<Candidates, GatewayError> {
+        Ok(routing::resolve(&self.routes, model)?)
+    }
+
+    /// A model name's first candidate and its provider: where a request goes when nothing
+    /// fails (what `/api/show` describes, what counts a request's tokens against).
     pub fn route(&self, model: &str) -> Result<(Route, Arc<Provider>), GatewayError> {
-        let route = routing::resolve(&self.routes, model)?;
+        let route = self.candidates(model)?.first().clone();
         let provider = self
             .providers
             .get(&route.provider)

@@ -5,8 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use super::Gateway;
+use super::admission::Slot;
+use super::endpoints::Picked;
+use super::failover::Answer;
 use super::in_flight::{InFlight, Kind, elapsed_ms};
 use super::provider::{Provider, retry_after};
 use crate::contract::{ChatRequest, ChatResponse, StreamChunk, Usage};
@@ -14,27 +19,57 @@ use crate::error::GatewayError;
 use crate::routing::Route;
 use crate::runtime::AdapterInstance;
 use crate::scrub::Scrubbed;
-use crate::upstream::{Framer, Opened};
+use crate::upstream::{Framer, Opened, Target};
 impl Gateway {
     /// Starts a streamed chat exchange. Errors before the upstream starts streaming are
     /// returned here (and become normal HTTP errors); later ones come from the stream.
+    ///
+    /// The first chunk is awaited before this returns: the client then gets the response
+    /// head and the first token in one write (one wake-up less on its side), a failure before
+    /// any content (an error event first thing) is a normal HTTP error, and until then the
+    /// failover loop may still retry or fall back — never after.
     pub async fn chat_stream(&self, mut request: ChatRequest) -> Result<ChatStream, GatewayError> {
-        let (route, mut exchange) = self.begin(&mut request, Kind::Stream).await?;
-        let provider = exchange.provider.clone();
-        let opened = exchange
-            .unless_cut(self.start_stream(&provider, &request))
-            .await;
-        let (body, pending, kept) = match opened {
-            Ok(parts) => parts,
-            Err(e) => {
-                exchange.finish(false);
-                return Err(e);
-            }
-        };
-        let framing = provider.adapter.info.stream_framing;
-        let mut stream = ChatStream {
+        let served = self.failover(&mut request, Kind::Stream).await?;
+        let super::failover::Served {
             route,
-            framer: Framer::new(framing),
+            mut exchange,
+            answer,
+            endpoint,
+            slot,
+        } = served;
+        let Answer::Stream(events) = answer else {
+            exchange.finish(false);
+            return Err(GatewayError::Internal(
+                "a whole answer opened a stream".into(),
+            ));
+        };
+        let span = tracing::debug_span!("stream", chatd.chunks = Empty);
+        Ok(ChatStream {
+            route,
+            exchange,
+            events,
+            endpoint: Some(endpoint),
+            _slot: slot,
+            request_span: crate::otel::current_span(),
+            span,
+            tokens: (None, None),
+            chunks: 0,
+            tool_calls_seen: Vec::new(),
+        })
+    }
+
+    /// One attempt at a stream with one endpoint of `provider`: the request built and sent,
+    /// and the first chunk parsed (unless the stream is empty).
+    pub(super) async fn open_events(
+        &self,
+        provider: &Arc<Provider>,
+        target: &Target,
+        request: &ChatRequest,
+    ) -> Result<Events, GatewayError> {
+        let (body, pending, kept) = self.start_stream(provider, target, request).await?;
+        let mut events = Events {
+            provider: provider.clone(),
+            framer: Framer::new(provider.adapter.info.stream_framing),
             body_ended: !pending.is_empty(),
             saw_end: !pending.is_empty(),
             pending,
@@ -43,23 +78,18 @@ impl Gateway {
             instance: kept,
             idle_since: Instant::now(),
             instance_events: 0,
-            exchange,
         };
-        // Wait for the first chunk before answering. The client then gets the response head
-        // and the first token in one write (one wake-up less on its side), and a failure
-        // before any content (an error event first thing) is a normal HTTP error.
-        if stream.pending.is_empty() {
-            match stream.advance_unless_cut().await {
-                Some(Ok(first)) => stream.pending.push_back(first),
+        if events.pending.is_empty() {
+            match events.advance().await {
+                Some(Ok(first)) => events.pending.push_back(first),
                 Some(Err(e)) => {
-                    // Not answered yet: the handler logs this as the request's error.
-                    stream.close(false);
+                    events.release();
                     return Err(e);
                 }
                 None => {}
             }
         }
-        Ok(stream)
+        Ok(events)
     }
 
     /// Builds the upstream request and opens the stream: the body still to read, chunks
@@ -67,6 +97,7 @@ impl Gateway {
     async fn start_stream(
         &self,
         provider: &Arc<Provider>,
+        target: &Target,
         request: &ChatRequest,
     ) -> Result<(ByteStream, VecDeque<StreamChunk>, Option<AdapterInstance>), GatewayError> {
         if !provider.adapter.info.supports_streaming {
@@ -75,19 +106,26 @@ impl Gateway {
                 provider.adapter.name
             )));
         }
-        super::capable::check(provider, request)?;
+        let stats = &provider.stats;
         let mut builder = provider.instance().await?;
+        let began = Instant::now();
         let built = builder
             .build_request(request)
-            .await
+            .instrument(tracing::debug_span!("adapter.build"))
+            .await;
+        stats.adapter_time(began.elapsed());
+        let built = built
             .map_err(|e| provider.call_failed(e))?
             .map_err(|e| provider.adapter_error(e, None))?;
         let framing = provider.adapter.info.stream_framing;
         let open = self
             .upstream
-            .open_stream(&provider.target, provider.request(built)?, framing);
+            .open_stream(target, provider.request_to(target, built)?, framing)
+            .instrument(tracing::debug_span!("upstream", otel.kind = "client"));
+        let began = Instant::now();
         let (opened, mut kept) =
             hold_while(builder, Instant::now() + KEEP_INSTANCE_IDLE, open).await;
+        stats.upstream_time(began.elapsed());
         let mut parser = async || match kept.take() {
             Some(instance) => Ok(instance),
             None => provider.instance().await,
@@ -96,10 +134,11 @@ impl Gateway {
         let (body, pending): (ByteStream, _) = match opened {
             Opened::Stream(open) => (Box::pin(open.into_body()), VecDeque::new()),
             Opened::Whole(response) => {
-                let whole = parser()
-                    .await?
-                    .parse_response(&response)
-                    .await
+                let mut parser = parser().await?;
+                let began = Instant::now();
+                let whole = parser.parse_response(&response).await;
+                stats.adapter_time(began.elapsed());
+                let whole = whole
                     .map_err(|e| provider.call_failed(e))?
                     .map_err(|e| provider.adapter_error(e, retry_after(&response)))?;
                 (Box::pin(futures_util::stream::empty()), chunks_of(whole))
@@ -117,6 +156,7 @@ impl Gateway {
                         provider: provider.name.clone(),
                         status: error_response.status,
                         message: Scrubbed::fixed("upstream refused the stream"),
+                        code: None,
                         retry_after: None,
                     },
                 });
@@ -164,9 +204,29 @@ type ByteStream =
 /// A streamed answer in progress. Dropping it (the client went away) drops the upstream
 /// connection, which cancels the upstream request.
 pub struct ChatStream {
-    /// How the model name was routed.
+    /// The candidate that answered: its provider and upstream model.
     pub route: Route,
     exchange: InFlight,
+    events: Events,
+    /// The endpoint serving it, told when the stream breaks.
+    endpoint: Option<Picked>,
+    /// The provider's concurrency slot, held until the stream ends.
+    _slot: Slot,
+    /// The request's span, for the answer's attributes.
+    request_span: tracing::Span,
+    /// Covers the stream from its first chunk to its end.
+    span: tracing::Span,
+    /// The token counts the upstream reported (in, out).
+    tokens: (Option<u32>, Option<u32>),
+    chunks: u64,
+    /// The upstream's tool-call indices in order of first appearance (see
+    /// [`renumber_tool_calls`]).
+    tool_calls_seen: Vec<Option<u64>>,
+}
+
+/// The upstream's events of one stream, parsed into chunks.
+pub(super) struct Events {
+    provider: Arc<Provider>,
     /// Parses the stream's events (at first the request's builder). Kept between events only
     /// while they come quickly: once it has been idle for [`KEEP_INSTANCE_IDLE`] it is
     /// dropped, so a stream holds no sandbox slot while the model thinks.
@@ -178,7 +238,8 @@ pub struct ChatStream {
     framer: Framer,
     body: ByteStream,
     body_ended: bool,
-    /// Chunks ready before any body is read (a whole answer replayed as a stream).
+    /// Chunks ready before any body is read (a whole answer replayed as a stream, or the
+    /// first chunk, parsed before the answer began).
     pending: VecDeque<StreamChunk>,
     /// Whether the upstream signalled the end (a `done` event or a finish reason).
     saw_end: bool,
@@ -200,14 +261,25 @@ impl ChatStream {
         if self.exchange.is_finished() {
             return None;
         }
-        let item = self.advance_unless_cut().await;
-        if let Some(Ok(chunk)) = &item {
-            self.exchange
-                .tokens(chunk.usage.input_tokens, chunk.usage.output_tokens);
+        let span = self.span.clone();
+        let mut item = self.advance_unless_cut().instrument(span).await;
+        if let Some(Ok(chunk)) = &mut item
+            && let Some(calls) = &chunk.tool_calls
+            && let Some(renumbered) = renumber_tool_calls(calls, &mut self.tool_calls_seen)
+        {
+            chunk.tool_calls = Some(renumbered);
         }
         match &item {
-            Some(Ok(chunk)) if chunk.done => self.end(None),
-            Some(Ok(_)) => {}
+            Some(Ok(chunk)) => {
+                self.chunks += 1;
+                self.exchange
+                    .tokens(chunk.usage.input_tokens, chunk.usage.output_tokens);
+                self.tokens.0 = chunk.usage.input_tokens.or(self.tokens.0);
+                self.tokens.1 = chunk.usage.output_tokens.or(self.tokens.1);
+                if chunk.done {
+                    self.end(None);
+                }
+            }
             Some(Err(e)) => self.end(Some(e)),
             None => self.end(None),
         }
@@ -218,17 +290,42 @@ impl ChatStream {
     /// of its own (how long it ran, and why it failed if it did).
     fn end(&mut self, error: Option<&GatewayError>) {
         self.close(error.is_none());
+        let provider = self.exchange.provider.clone();
+        if let Some(e) = error
+            && let Some(mut endpoint) = self.endpoint.take()
+        {
+            // Answered at first, it broke off: the endpoint failed all the same.
+            let url = provider.endpoints[endpoint.index].target.base_url();
+            endpoint.report(
+                super::failover::health_of(e),
+                &provider.health,
+                &provider.name,
+                url,
+            );
+        }
+        let (input, output) = self.tokens;
+        provider.stats.tokens(&self.route.model, input, output);
+        if !self.span.is_disabled() {
+            self.span.record("chatd.chunks", self.chunks);
+        }
+        crate::otel::answered(
+            &self.request_span,
+            &provider.name,
+            &self.route.model,
+            input,
+            output,
+        );
         let duration_ms = format_args!("{:.3}", elapsed_ms(self.exchange.started));
         match error {
             None => tracing::info!(
-                provider = %self.exchange.provider.name,
+                provider = %provider.name,
                 model = %self.route.model,
                 client = self.exchange.client(),
                 duration_ms,
                 "stream finished"
             ),
             Some(e) => tracing::warn!(
-                provider = %self.exchange.provider.name,
+                provider = %provider.name,
                 model = %self.route.model,
                 client = self.exchange.client(),
                 duration_ms,
@@ -240,9 +337,7 @@ impl ChatStream {
     }
 
     fn close(&mut self, ok: bool) {
-        if let Some(instance) = self.instance.take() {
-            instance.release();
-        }
+        self.events.release();
         self.exchange.finish(ok);
     }
 
@@ -251,8 +346,17 @@ impl ChatStream {
         let cut = self.exchange.cut();
         tokio::select! {
             biased;
-            item = self.advance() => item,
+            item = self.events.advance() => item,
             () = cut => Some(Err(self.exchange.cut_error())),
+        }
+    }
+}
+
+impl Events {
+    /// Drops the parser kept for the next event.
+    fn release(&mut self) {
+        if let Some(instance) = self.instance.take() {
+            instance.release();
         }
     }
 
@@ -260,7 +364,8 @@ impl ChatStream {
         if let Some(chunk) = self.pending.pop_front() {
             return Some(Ok(chunk));
         }
-        let provider = self.exchange.provider.clone();
+        let provider = self.provider.clone();
+        let stats = &provider.stats;
         loop {
             if let Some(event) = self.framer.next_event() {
                 let mut parser = match self.take_instance() {
@@ -274,7 +379,10 @@ impl ChatStream {
                     },
                 };
                 // A failed call drops the instance: a trapped instance is not used again.
-                let parsed = match parser.parse_stream_event(&event).await {
+                let began = Instant::now();
+                let parsed = parser.parse_stream_event(&event).await;
+                stats.adapter_time(began.elapsed());
+                let parsed = match parsed {
                     Ok(parsed) => parsed,
                     Err(e) => return Some(Err(provider.call_failed(e))),
                 };
@@ -305,6 +413,7 @@ impl ChatStream {
             }
             let timeout = provider.target.timeout;
             let read = tokio::time::timeout(timeout, self.body.next());
+            let began = Instant::now();
             // An instance still held here is kept only while the next bytes come quickly.
             let read = match self.instance.take() {
                 Some(held) => {
@@ -315,6 +424,7 @@ impl ChatStream {
                 }
                 None => read.await,
             };
+            stats.upstream_time(began.elapsed());
             match read {
                 Err(_) => {
                     return Some(Err(GatewayError::UpstreamTimeout {
@@ -341,6 +451,37 @@ impl ChatStream {
     }
 }
 
+/// Renumbers the `index` of each entry of a streamed `tool_calls` array (OpenAI's
+/// `delta.tool_calls`, as JSON text) from 0, in order of first appearance: upstreams count
+/// from 1, or count other content blocks too (Anthropic's block index), and clients
+/// (the OpenAI SDK's stream accumulator) expect 0, 1, ... An entry without an index is a call
+/// of its own. `seen` carries the upstream's indices from chunk to chunk. `None` when the text
+/// needs no change (or is not a JSON array, which is passed on as it is).
+fn renumber_tool_calls(text: &str, seen: &mut Vec<Option<u64>>) -> Option<String> {
+    let Ok(serde_json::Value::Array(mut calls)) = serde_json::from_str(text) else {
+        return None;
+    };
+    let mut changed = false;
+    for call in &mut calls {
+        let Some(call) = call.as_object_mut() else {
+            continue;
+        };
+        let theirs = call.get("index").and_then(serde_json::Value::as_u64);
+        let ours = match theirs.and_then(|t| seen.iter().position(|s| *s == Some(t))) {
+            Some(known) => known,
+            None => {
+                seen.push(theirs);
+                seen.len() - 1
+            }
+        };
+        if theirs != Some(ours as u64) {
+            call.insert("index".into(), ours.into());
+            changed = true;
+        }
+    }
+    changed.then(|| serde_json::Value::Array(calls).to_string())
+}
+
 /// How long a request keeps an idle adapter instance for its next call: the builder while the
 /// upstream works (so a quick answer is parsed by the same instance), a stream's parser
 /// between events.
@@ -358,7 +499,7 @@ pub const KEEP_INSTANCE_IDLE: Duration = Duration::from_millis(10);
 /// a little memory per event cannot reach its memory limit on a long stream.
 pub const EVENTS_PER_INSTANCE: u32 = 1000;
 
-impl ChatStream {
+impl Events {
     /// The kept parser, unless it has been idle too long (the client was slow to take the
     /// last chunk) or has parsed [`EVENTS_PER_INSTANCE`] events.
     fn take_instance(&mut self) -> Option<AdapterInstance> {
@@ -390,5 +531,49 @@ pub(super) async fn hold_while<T>(
             out = &mut work => return (out, held),
             () = &mut release, if held.is_some() => held = None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber_tool_calls;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn tool_call_indices_count_from_zero_in_order_of_first_appearance() {
+        let mut seen = Vec::new();
+        let mut next = |v: Value| {
+            renumber_tool_calls(&v.to_string(), &mut seen)
+                .map(|t| serde_json::from_str::<Value>(&t).unwrap())
+        };
+        // Already 0: left as it is.
+        assert_eq!(next(json!([{"index": 0, "id": "a"}])), None);
+        assert_eq!(
+            next(json!([{"index": 0, "function": {"arguments": "{"}}])),
+            None
+        );
+        // A second call numbered 3 by the upstream becomes 1, its fragments too.
+        assert_eq!(
+            next(json!([{"index": 3, "id": "b"}])),
+            Some(json!([{"index": 1, "id": "b"}]))
+        );
+        assert_eq!(
+            next(json!([{"index": 3, "function": {"arguments": "}"}}])),
+            Some(json!([{"index": 1, "function": {"arguments": "}"}}]))
+        );
+        // Entries without an index are calls of their own.
+        assert_eq!(
+            next(json!([{"id": "c"}, {"id": "d"}])),
+            Some(json!([{"id": "c", "index": 2}, {"id": "d", "index": 3}]))
+        );
+        assert_eq!(next(json!("not an array")), None);
+
+        // An upstream counting from 1.
+        let mut seen = Vec::new();
+        let one = renumber_tool_calls(r#"[{"index":1,"id":"x"},{"index":2,"id":"y"}]"#, &mut seen);
+        assert_eq!(
+            serde_json::from_str::<Value>(&one.unwrap()).unwrap(),
+            json!([{"index": 0, "id": "x"}, {"index": 1, "id": "y"}])
+        );
     }
 }

@@ -91,24 +91,37 @@ impl CallError {
             return CallError::MemoryLimit;
         }
         let mut message = adapter::error_chain(e);
-        let stderr = one_line(&sandbox.stderr());
+        let stderr = stderr_excerpt(&sandbox.stderr());
         if !stderr.is_empty() {
-            let stderr: String = stderr.chars().take(300).collect();
             message = format!("{message} (adapter stderr: {stderr})");
         }
         CallError::Trap(message)
     }
 }
 
-/// A guest's stderr as one line for an error message and its log line: std's hint to set
-/// `RUST_BACKTRACE` is dropped (a sandbox has no environment to set it in).
-fn one_line(stderr: &str) -> String {
-    stderr
+/// Characters of an adapter's stderr an error message quotes.
+const STDERR_EXCERPT: usize = 300;
+
+/// What of a trapped guest's stderr to report, on one line: from its last panic message on
+/// (what an adapter logged before it panicked is not why it failed), else its end. std's
+/// hint to set `RUST_BACKTRACE` is dropped (a sandbox has no environment to set it in).
+fn stderr_excerpt(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with("note: run with `RUST_BACKTRACE"))
-        .collect::<Vec<_>>()
-        .join(" | ")
+        .collect();
+    let panic = lines.iter().rposition(|line| line.contains("panicked at"));
+    let text = lines[panic.unwrap_or(0)..].join(" | ");
+    let chars = text.chars().count();
+    if panic.is_none() && chars > STDERR_EXCERPT {
+        let tail: String = text.chars().skip(chars - STDERR_EXCERPT).collect();
+        return format!("...{tail}");
+    }
+    match text.char_indices().nth(STDERR_EXCERPT) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
+    }
 }
 
 /// Settings the runtime is built with.
@@ -314,6 +327,35 @@ impl EpochClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trap_reports_the_panic_after_what_the_adapter_logged() {
+        let logged: String = (0..20)
+            .map(|i| format!("debug line {i}: {}\n", "x".repeat(40)))
+            .collect();
+        let panic = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nboom\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            stderr_excerpt(&format!("{logged}{panic}")),
+            "thread '<unnamed>' panicked at src/lib.rs:9:5: | boom"
+        );
+        // Without a panic message, the end is what is reported.
+        let excerpt = stderr_excerpt(&logged);
+        assert!(
+            excerpt.starts_with("...") && excerpt.contains("debug line 19"),
+            "{excerpt}"
+        );
+        assert_eq!(excerpt.chars().count(), 3 + STDERR_EXCERPT);
+        // A long panic message is cut at its end.
+        let long = stderr_excerpt(&format!(
+            "thread 'x' panicked at a.rs:1:1:\n{}",
+            "é".repeat(400)
+        ));
+        assert!(
+            long.starts_with("thread 'x' panicked at") && long.ends_with("é..."),
+            "{long}"
+        );
+        assert_eq!(stderr_excerpt(""), "");
+    }
 
     #[test]
     fn a_multi_line_load_error_is_reported_whole_on_one_line() {

@@ -6,22 +6,25 @@
 //! instantiate). The host links all of WASI so std components load, but with nothing
 //! granted: no preopened directories, no environment variables, no arguments, no sockets or
 //! name lookups, a clock frozen at zero and deterministic "randomness". stdout is discarded;
-//! stderr goes to a small in-memory buffer so a panic message can be logged.
+//! stderr goes to a small in-memory buffer that keeps its end, so a panic message can be
+//! reported.
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Store, StoreContextMut, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::Deterministic;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
-/// Bytes of adapter stderr kept per instance (enough for a panic message).
+/// Bytes of adapter stderr kept per instance: the last ones written, where a panic message
+/// is (an adapter may log before it panics).
 const STDERR_CAPACITY: usize = 4096;
 /// Table elements an instance may grow to; Rust guests use a few hundred.
 const MAX_TABLE_ELEMENTS: usize = 100_000;
@@ -61,12 +64,12 @@ pub(crate) struct OutOfTime;
 struct Wasi {
     ctx: WasiCtx,
     table: ResourceTable,
-    stderr: MemoryOutputPipe,
+    stderr: StderrTail,
 }
 
 impl Wasi {
     fn new() -> Wasi {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let stderr = StderrTail::default();
         let ctx = WasiCtx::builder()
             .stderr(stderr.clone())
             .wall_clock(FrozenClock)
@@ -101,124 +104,119 @@ impl Sandbox {
     /// What the adapter wrote to stderr (a panic message, usually), lossily decoded.
     pub fn stderr(&self) -> String {
         match &self.wasi {
-            Some(wasi) => String::from_utf8_lossy(&wasi.stderr.contents())
-                .trim()
-                .to_owned(),
+            Some(wasi) => wasi.stderr.contents(),
             None => String::new(),
         }
     }
 
-    /// Epoch callback: yield to the executor each tick so a busy adapter never blocks a
-    /// runtime thread, and interrupt the call once its budget is spent.
+    /// Epoch callback: interrupt the call once its budget is spent, else yield to the
+    /// executor so that a busy adapter never holds up the other requests on its thread.
+    ///
+    /// The yield is tokio's `yield_now`, not wasmtime's plain `Yield`: that one wakes the
+    /// task at once, so on a thread's single-threaded runtime the spinning call is always
+    /// ready to run again, and the runtime polls its sockets and timers only every 61 task
+    /// polls (~300 ms of 5 ms slices) and its hand-over queue every 31. `yield_now` defers the
+    /// wake-up until the runtime has polled its I/O driver, so every other request on the
+    /// thread gets its turn between two slices.
     pub(crate) fn on_epoch(
         mut ctx: StoreContextMut<'_, Sandbox>,
     ) -> wasmtime::Result<UpdateDeadline> {
         let data = ctx.data_mut();
-        if data.run.spent() >= data.run.budget {
+        if data.run.tick() {
             data.out_of_time = true;
             return Err(wasmtime::Error::new(OutOfTime));
         }
-        data.run.yields();
-        Ok(UpdateDeadline::Yield(1))
+        data.run.yielded.store(true, Ordering::Relaxed);
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     }
 }
 
-/// How long the adapter call in progress has run, for its time budget.
+/// How much CPU the adapter call in progress has used, for its time budget.
 ///
-/// A call yields its thread at every epoch tick, and on a busy thread it then waits behind
-/// other requests before it runs again. That wait is the host's load, not the adapter's
-/// work: counting it made calls that need a few milliseconds fail with `adapter_timeout` at
-/// 64 concurrent requests. So only the time the call's future is being polled counts, plus
-/// time the guest spends parked on a host future it asked for (a WASI sleep), which is its
-/// own doing. Shared by the store's epoch callback and the call's future ([`within_budget`]).
+/// Only the CPU time of the thread running the call counts, from its first instruction: a
+/// call yields its thread at every epoch tick and then waits behind other requests, the OS
+/// may run other processes in the middle of a stretch, and the whole process may be stopped
+/// (a `SIGSTOP`, a VM pause). None of that is the adapter's work; counting it by the wall
+/// clock failed calls that need a few milliseconds with `adapter_timeout` on a busy host.
+/// Added to that is the time the guest spends parked on a host future it asked for (a WASI
+/// sleep), which is its own doing and uses no CPU.
 ///
-/// A poll is timed with the monotonic clock while the call is short (almost every call
-/// ends in its first poll, within microseconds); once it has yielded at a tick, its polls
-/// are timed in the thread's CPU time, so that the OS running other processes in the middle
-/// of a poll does not count either (reading that clock is a ~0.5 µs system call, which only
-/// calls that already ran for milliseconds pay).
+/// The thread's CPU clock is read when a poll of the call begins and at each epoch tick
+/// (the stretch in between is counted there); a call that ends before its first tick, as
+/// almost every call does, reads it once (a system call: `vDSO` does not serve this clock).
+/// Shared by the store's epoch callback and the call's future ([`within_budget`]).
 #[derive(Debug)]
 pub(crate) struct RunClock {
-    /// What one call may spend.
-    budget: Duration,
-    origin: Instant,
-    /// Nanoseconds counted before the poll in progress.
+    /// What one call may spend, in nanoseconds.
+    budget_ns: u64,
+    /// Nanoseconds counted before the stretch in progress.
     spent_ns: AtomicU64,
-    /// When the poll in progress began: nanoseconds since `origin`, or of the thread's CPU
-    /// time once `long` is set.
-    poll_began_ns: AtomicU64,
+    /// The thread's CPU time when the stretch in progress began (at a poll's start or at
+    /// the last tick).
+    stretch_began_ns: AtomicU64,
     /// Set by the epoch callback when it yields: the `Pending` that follows is that yield,
     /// not a wait on the host.
     yielded: AtomicBool,
-    /// The call has yielded at a tick at least once.
-    long: AtomicBool,
 }
 
 impl RunClock {
     fn new(budget: Duration) -> RunClock {
         RunClock {
-            budget,
-            origin: Instant::now(),
+            budget_ns: u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX),
             spent_ns: AtomicU64::new(0),
-            poll_began_ns: AtomicU64::new(0),
+            stretch_began_ns: AtomicU64::new(0),
             yielded: AtomicBool::new(false),
-            long: AtomicBool::new(false),
         }
-    }
-
-    /// Now, on the clock the poll in progress is timed with.
-    fn now_ns(&self) -> u64 {
-        if self.long.load(Ordering::Relaxed)
-            && let Some(cpu) = thread_cpu_ns()
-        {
-            return cpu;
-        }
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn reset(&self) {
         self.spent_ns.store(0, Ordering::Relaxed);
         self.yielded.store(false, Ordering::Relaxed);
-        self.long.store(false, Ordering::Relaxed);
     }
 
     fn poll_begins(&self) {
-        self.poll_began_ns.store(self.now_ns(), Ordering::Relaxed);
+        self.stretch_began_ns.store(cpu_now_ns(), Ordering::Relaxed);
     }
 
-    fn poll_ends(&self) {
-        self.add(self.polling_ns());
-    }
-
-    fn polling_ns(&self) -> u64 {
-        self.now_ns()
-            .saturating_sub(self.poll_began_ns.load(Ordering::Relaxed))
+    /// Counts the stretch in progress up to now; the next one begins now.
+    fn count_stretch(&self) {
+        let now = cpu_now_ns();
+        let began = self.stretch_began_ns.swap(now, Ordering::Relaxed);
+        self.add(now.saturating_sub(began));
     }
 
     fn add(&self, ns: u64) {
         self.spent_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
-    /// Called by the epoch callback as the call yields. The poll in progress is counted up
-    /// to here on its clock and goes on on the CPU clock.
-    fn yields(&self) {
-        if !self.long.load(Ordering::Relaxed) {
-            self.add(self.polling_ns());
-            self.long.store(true, Ordering::Relaxed);
-            self.poll_begins();
-        }
-        self.yielded.store(true, Ordering::Relaxed);
+    /// Called by the epoch callback: counts the stretch that just ran, and says whether the
+    /// budget is spent.
+    fn tick(&self) -> bool {
+        self.count_stretch();
+        self.spent_ns.load(Ordering::Relaxed) >= self.budget_ns
     }
 
-    /// Time run so far, the poll in progress included (the epoch callback runs inside one).
-    fn spent(&self) -> Duration {
-        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed) + self.polling_ns())
+    /// Budget left, by what was counted so far.
+    fn left(&self) -> Duration {
+        Duration::from_nanos(
+            self.budget_ns
+                .saturating_sub(self.spent_ns.load(Ordering::Relaxed)),
+        )
     }
+}
 
-    /// Time counted before the poll in progress (none is, outside polls).
-    fn counted(&self) -> Duration {
-        Duration::from_nanos(self.spent_ns.load(Ordering::Relaxed))
+/// The calling thread's CPU time in nanoseconds or, where there is no such clock, the
+/// monotonic clock (which then also counts time the thread does not run).
+fn cpu_now_ns() -> u64 {
+    if let Some(cpu) = thread_cpu_ns() {
+        return cpu;
     }
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// CPU time the calling thread has used, in nanoseconds.
@@ -267,14 +265,12 @@ pub(crate) async fn within_budget<F: Future>(run: Arc<RunClock>, call: F) -> Opt
             host_wait = None;
         }
         run.poll_begins();
-        let polled = call.as_mut().poll(cx);
-        run.poll_ends();
-        match polled {
+        match call.as_mut().poll(cx) {
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
                 if !run.yielded.swap(false, Ordering::Relaxed) {
-                    let left = run.budget.saturating_sub(run.counted());
-                    let mut timer = Box::pin(tokio::time::sleep(left));
+                    run.count_stretch();
+                    let mut timer = Box::pin(tokio::time::sleep(run.left()));
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(None);
                     }
@@ -323,6 +319,93 @@ impl ResourceLimiter for Sandbox {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// An instance's stderr: the last [`STDERR_CAPACITY`] bytes written to it. wasmtime-wasi's
+/// `MemoryOutputPipe` keeps the first bytes and refuses the rest, so an adapter that logged
+/// a few lines before it panicked reported its log lines and lost the panic.
+#[derive(Clone, Default)]
+struct StderrTail(Arc<Mutex<Vec<u8>>>);
+
+impl StderrTail {
+    fn push(&self, bytes: &[u8]) {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = &bytes[bytes.len().saturating_sub(STDERR_CAPACITY)..];
+        let overflow = (kept.len() + bytes.len()).saturating_sub(STDERR_CAPACITY);
+        kept.drain(..overflow);
+        kept.extend_from_slice(bytes);
+    }
+
+    /// What is kept, lossily decoded (the cut may fall inside a character).
+    fn contents(&self) -> String {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&kept).trim().to_owned()
+    }
+}
+
+/// How much a guest may write in one go: any amount (only the tail is kept).
+const STDERR_PERMIT: usize = 64 * 1024;
+
+#[wasmtime_wasi::async_trait]
+impl OutputStream for StderrTail {
+    fn write(&mut self, bytes: bytes::Bytes) -> StreamResult<()> {
+        self.push(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STDERR_PERMIT)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for StderrTail {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for StderrTail {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl IsTerminal for StderrTail {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for StderrTail {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
     }
 }
 

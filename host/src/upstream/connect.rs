@@ -125,7 +125,7 @@ impl Connector {
 
 /// Protocol versions and `roots`, with the ring provider chosen explicitly so the choice does
 /// not depend on which other crates enable which rustls features.
-fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+pub(super) fn tls_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")

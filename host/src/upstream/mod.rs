@@ -3,6 +3,7 @@
 //! framing of streamed bodies into events for the adapter.
 
 mod connect;
+mod fetch;
 mod framing;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use thread_local::ThreadLocal;
 
+pub use fetch::{FetchError, FetchedImage, ImageFetcher, MAX_REDIRECTS};
 pub use framing::{FrameTooLong, Framer};
 
 use connect::Proxies;
@@ -39,6 +41,24 @@ fn is_json(headers: &HeaderMap) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The content type of a response that is a document for people (an HTML or XML page: a
+/// login portal, a proxy's error page, a web UI at the wrong base URL), not a stream.
+fn page_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::CONTENT_TYPE)?;
+    let value = String::from_utf8_lossy(value.as_bytes());
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "text/html" | "application/xhtml+xml" | "text/xml" | "application/xml"
+    )
+    .then_some(essence)
 }
 
 /// Where and how to send one provider's requests.
@@ -142,6 +162,8 @@ pub struct Upstream {
     connector: connect::Connector,
     proxies: Arc<Proxies>,
     max_body_bytes: usize,
+    /// Fetches images given by URL (see `fetch.rs`), with the same trusted roots.
+    images: ImageFetcher,
 }
 
 /// Sent when the adapter names no `User-Agent`.
@@ -194,6 +216,9 @@ pub enum UpstreamError {
     Encoded(String),
     /// A whole body larger than the limit.
     TooLarge(usize),
+    /// A 2xx answer to a request for a stream that is a page for people, with this content
+    /// type: no stream event can come of it.
+    NotAStream(String),
 }
 
 impl Upstream {
@@ -203,12 +228,24 @@ impl Upstream {
     pub fn new(max_body_bytes: usize) -> Result<Upstream, String> {
         let roots = connect::roots_from_env()?;
         let proxies = Arc::new(Proxies::from_env());
+        let mut images_tls = connect::tls_config(roots.clone());
+        images_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Upstream {
             clients: Arc::new(ThreadLocal::new()),
             connector: connect::Connector::new(proxies.clone(), roots),
             proxies,
             max_body_bytes,
+            images: ImageFetcher::new(Arc::new(images_tls)),
         })
+    }
+
+    /// Fetches an image a client gave by URL, under `policy`'s address guard and limits.
+    pub async fn fetch_image(
+        &self,
+        url: &str,
+        policy: &crate::config::ImagesConfig,
+    ) -> Result<FetchedImage, FetchError> {
+        self.images.fetch(url, policy).await
     }
 
     /// This thread's client (created on first use).
@@ -258,6 +295,9 @@ impl Upstream {
             .map_err(|e| unreachable(target, &e))?;
         check_head(&response)?;
         let success = response.status().is_success();
+        if success && let Some(content_type) = page_type(response.headers()) {
+            return Err(UpstreamError::NotAStream(content_type));
+        }
         if success && !(framing == StreamFraming::Sse && is_json(response.headers())) {
             return Ok(Opened::Stream(OpenStream { response }));
         }
@@ -440,5 +480,34 @@ mod tests {
         assert!(!is("application/x-ndjson"));
         assert!(!is("application/jsonl"));
         assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn pages_are_told_from_streams() {
+        let page = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+            page_type(&h)
+        };
+        assert_eq!(
+            page("text/html; charset=UTF-8").as_deref(),
+            Some("text/html")
+        );
+        assert_eq!(
+            page("Application/XHTML+XML").as_deref(),
+            Some("application/xhtml+xml")
+        );
+        for stream in [
+            "text/event-stream",
+            "application/x-ndjson",
+            "application/json",
+            "text/plain",
+        ] {
+            assert_eq!(page(stream), None, "{stream}");
+        }
+        assert_eq!(page_type(&HeaderMap::new()), None);
     }
 }

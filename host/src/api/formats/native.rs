@@ -4,11 +4,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
+use super::{Events, Framing, RequestBody, StreamRender, WireFormat, parse_json};
 use crate::api::native_error;
 use crate::api::pipeline::ms;
-use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
-use crate::contract::{ChatRequest, ResponseFormat, StreamChunk};
+use crate::api::types::{
+    self, ApiMessage, NativeOptions, Sampling, Stop, check_sampling, convert_messages,
+    convert_tools,
+};
+use crate::contract::{ChatRequest, StreamChunk};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -28,9 +31,13 @@ pub struct NativeChatRequest {
     pub top_p: Option<f64>,
     #[serde(default)]
     pub stop: Option<Stop>,
-    /// `"json"` asks for a single JSON object.
+    /// `"json"` asks for a single JSON object; a JSON schema object, for an answer that
+    /// follows it (Ollama's `format`).
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: Option<Value>,
+    /// Ollama-style sampling options (see [`NativeOptions`]).
+    #[serde(default)]
+    pub options: Option<NativeOptions>,
     #[serde(default)]
     pub think: Option<bool>,
     #[serde(default)]
@@ -46,52 +53,86 @@ pub struct NativeChatRequest {
     extra: Map<String, Value>,
 }
 
-impl NativeChatRequest {
-    /// Validates the request and converts it to the contract's request.
-    pub fn into_contract(self) -> Result<ChatRequest, GatewayError> {
+impl RequestBody for NativeChatRequest {
+    type Shape = ();
+
+    fn into_contract(self) -> Result<(ChatRequest, ()), GatewayError> {
         if let Some(field) = self.extra.keys().next() {
             return Err(GatewayError::bad_param(
                 field,
                 format!("unrecognized request field {field:?}"),
             ));
         }
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
-        let response_format = match self.format.as_deref() {
-            None | Some("") => ResponseFormat::Text,
-            Some("json") => ResponseFormat::JsonObject,
-            Some(other) => {
+        let model = types::required_model(self.model)?;
+        let response_format = types::native_format(self.format)?;
+        let mut options = self.options.unwrap_or_default();
+        options.rest.retain(|_, value| !value.is_null());
+        let temperature = one_of("temperature", self.temperature, options.temperature)?;
+        let top_p = one_of("top_p", self.top_p, options.top_p)?;
+        let max_tokens = one_of("max_tokens", self.max_tokens, options.num_predict)?;
+        let max_tokens = check_sampling(temperature, top_p, max_tokens, "max_tokens")?;
+        let stop = match (self.stop, options.stop) {
+            (Some(_), Some(_)) => {
                 return Err(GatewayError::bad_param(
-                    "format",
-                    format!("format must be \"json\", got {other:?}"),
+                    "options.stop",
+                    "stop and options.stop are both set; send one",
                 ));
             }
+            (stop, other) => stop.or(other).map(Stop::into_list).unwrap_or_default(),
         };
-        let max_tokens =
-            check_sampling(self.temperature, self.top_p, self.max_tokens, "max_tokens")?;
         let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
-        Ok(ChatRequest {
-            model,
-            messages: convert_messages(self.messages)?,
-            max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: None,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
-            stop: self.stop.map(Stop::into_list).unwrap_or_default(),
-            response_format,
-            think: self.think,
-            reasoning_effort: None,
-            stream: self.stream.unwrap_or(false),
-            tools,
-            tool_choice,
-            extra: None,
-        })
+        let mut request = types::chat_request(model, convert_messages(self.messages)?);
+        request.max_tokens = max_tokens;
+        request.temperature = temperature;
+        request.top_p = top_p;
+        Sampling {
+            seed: options.seed,
+            top_k: options.top_k,
+            presence_penalty: options.presence_penalty,
+            frequency_penalty: options.frequency_penalty,
+            repeat_penalty: options.repeat_penalty,
+        }
+        .apply(&mut request, "options.top_k")?;
+        request.stop = stop;
+        request.response_format = response_format;
+        request.think = self.think;
+        request.stream = self.stream.unwrap_or(false);
+        request.tools = tools;
+        request.tool_choice = tool_choice;
+        // Options chatd has no field for (Ollama's num_ctx, mirostat, ...) go to adapters that
+        // forward extra fields, as an `options` object they merge into theirs.
+        request.extra = (!options.rest.is_empty()).then(|| {
+            let mut extra = Map::new();
+            extra.insert("options".into(), Value::Object(options.rest));
+            Value::Object(extra).to_string()
+        });
+        Ok((request, ()))
+    }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+}
+
+/// A setting given top-level and in `options`: one of them, or both if they agree.
+fn one_of<T: PartialEq>(
+    name: &str,
+    top: Option<T>,
+    in_options: Option<T>,
+) -> Result<Option<T>, GatewayError> {
+    match (top, in_options) {
+        (Some(a), Some(b)) if a != b => Err(GatewayError::bad_param(
+            &format!(
+                "options.{}",
+                if name == "max_tokens" {
+                    "num_predict"
+                } else {
+                    name
+                }
+            ),
+            format!("{name} is set top-level and in options with different values; send one"),
+        )),
+        (a, b) => Ok(a.or(b)),
     }
 }
 
@@ -101,18 +142,9 @@ pub struct Native;
 impl WireFormat for Native {
     const ENDPOINT: &'static str = "/v1/chat";
     const FRAMING: Framing = Framing::Ndjson;
-    const KEEP_ALIVE: Option<&'static [u8]> = None;
+    const KEEPS_ALIVE: bool = false;
     type Request = NativeChatRequest;
-    type Shape = ();
     type Stream = NativeStream;
-
-    fn model(request: &NativeChatRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: NativeChatRequest) -> Result<(ChatRequest, ()), GatewayError> {
-        request.into_contract().map(|r| (r, ()))
-    }
 
     fn answer((): (), out: ChatOutcome) -> Response {
         let r = out.response;

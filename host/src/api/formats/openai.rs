@@ -4,17 +4,18 @@
 //! and cannot be passed on (e.g. `n` > 1, `logprobs`, a JSON schema) is a 400 naming it,
 //! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
 
-use std::hash::{BuildHasher, Hasher};
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Events, Framing, StreamRender, WireFormat, parse_json};
-use crate::api::types::{self, ApiMessage, Stop, check_sampling, convert_messages, convert_tools};
+use super::{
+    Events, Framing, RequestBody, StreamRender, WireFormat, now_secs, parse_json, random_id,
+};
+use crate::api::types::{
+    self, ApiMessage, Sampling, Stop, check_sampling, convert_messages, convert_tools,
+};
 use crate::api::with_retry_after;
-use crate::contract::{ChatRequest, FinishReason, ResponseFormat, StreamChunk};
+use crate::contract::{ChatRequest, FinishReason, StreamChunk};
 use crate::error::GatewayError;
 use crate::gateway::{ChatOutcome, ChatStream};
 
@@ -48,7 +49,19 @@ pub struct CompletionsRequest {
     stream_options: Option<Value>,
     #[serde(default)]
     reasoning_effort: Option<String>,
-    /// Everything else, checked by [`check_extra_fields`].
+    #[serde(default, deserialize_with = "types::integer")]
+    seed: Option<i64>,
+    #[serde(default, deserialize_with = "types::number")]
+    presence_penalty: Option<f64>,
+    #[serde(default, deserialize_with = "types::number")]
+    frequency_penalty: Option<f64>,
+    /// Not OpenAI's, but OpenRouter's and vLLM's (sent through the SDKs' `extra_body`).
+    #[serde(default, deserialize_with = "types::token_count")]
+    top_k: Option<u64>,
+    #[serde(default, deserialize_with = "types::number")]
+    repetition_penalty: Option<f64>,
+    /// Everything else: refused when chatd cannot honour it (see [`check_extra_fields`]),
+    /// else passed through to providers that forward extra fields (`extra_body`).
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
@@ -60,13 +73,12 @@ pub struct Shape {
     include_usage: bool,
 }
 
-impl CompletionsRequest {
+impl RequestBody for CompletionsRequest {
+    type Shape = Shape;
+
     fn into_contract(self) -> Result<(ChatRequest, Shape), GatewayError> {
         check_extra_fields(&self.extra)?;
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(GatewayError::bad_param("model", "model is required"));
-        }
+        let model = types::required_model(self.model)?;
         let (max_tokens, name) = match (self.max_completion_tokens, self.max_tokens) {
             (Some(a), Some(b)) if a != b => {
                 return Err(GatewayError::bad_param(
@@ -78,27 +90,7 @@ impl CompletionsRequest {
             (None, b) => (b, "max_tokens"),
         };
         let max_tokens = check_sampling(self.temperature, self.top_p, max_tokens, name)?;
-        let response_format = match &self.response_format {
-            None | Some(Value::Null) => ResponseFormat::Text,
-            Some(rf) => match rf.get("type").and_then(Value::as_str) {
-                Some("text") => ResponseFormat::Text,
-                Some("json_object") => ResponseFormat::JsonObject,
-                Some(other) => {
-                    return Err(GatewayError::bad_param(
-                        "response_format",
-                        format!(
-                            "response_format type {other:?} is not supported (use \"json_object\" or \"text\")"
-                        ),
-                    ));
-                }
-                None => {
-                    return Err(GatewayError::bad_param(
-                        "response_format",
-                        "response_format needs a type",
-                    ));
-                }
-            },
-        };
+        let response_format = types::openai_response_format(self.response_format)?;
         let stream = self.stream.unwrap_or(false);
         let include_usage = match &self.stream_options {
             None | Some(Value::Null) => false,
@@ -126,26 +118,27 @@ impl CompletionsRequest {
             }
         };
         let (tools, tool_choice) = convert_tools(self.tools, self.tool_choice)?;
-        let request = ChatRequest {
-            model: model.clone(),
-            messages: convert_messages(self.messages)?,
-            max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: None,
-            seed: None,
-            presence_penalty: None,
-            frequency_penalty: None,
-            repeat_penalty: None,
-            stop: self.stop.map(Stop::into_list).unwrap_or_default(),
-            response_format,
-            think,
-            reasoning_effort,
-            stream,
-            tools,
-            tool_choice,
-            extra: None,
-        };
+        let mut request = types::chat_request(model.clone(), convert_messages(self.messages)?);
+        request.max_tokens = max_tokens;
+        request.temperature = self.temperature;
+        request.top_p = self.top_p;
+        Sampling {
+            seed: self.seed,
+            top_k: self.top_k,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repeat_penalty: self.repetition_penalty,
+        }
+        .apply(&mut request, "top_k")?;
+        request.stop = self.stop.map(Stop::into_list).unwrap_or_default();
+        request.response_format = response_format;
+        request.think = think;
+        request.reasoning_effort = reasoning_effort;
+        request.stream = stream;
+        request.tools = tools;
+        request.tool_choice = tool_choice;
+        // The fields checked above are neutral by now: nothing to pass on.
+        request.extra = types::passthrough(self.extra, &[IGNORED, NOT_HONOURED]);
         Ok((
             request,
             Shape {
@@ -154,7 +147,27 @@ impl CompletionsRequest {
             },
         ))
     }
+
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
 }
+
+/// OpenAI's fields that change the answer in ways no adapter can carry back (several
+/// choices, log probabilities, audio out, ...), refused whatever the provider: passing them
+/// through would answer without them. Neutral values pass (`n: 1`, `logprobs: false`).
+const NOT_HONOURED: &[&str] = &[
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "modalities",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "functions",
+    "function_call",
+];
 
 /// Fields chatd accepts but does not need: they do not change the answer.
 const IGNORED: &[&str] = &[
@@ -206,32 +219,27 @@ fn stream_options(opts: &Value) -> Result<bool, GatewayError> {
 
 fn check_extra_fields(extra: &Map<String, Value>) -> Result<(), GatewayError> {
     for (field, value) in extra {
-        if IGNORED.contains(&field.as_str()) || value.is_null() {
+        if value.is_null() || !NOT_HONOURED.contains(&field.as_str()) {
             continue;
         }
         let neutral = match field.as_str() {
             "n" => value.as_u64() == Some(1),
             "logprobs" => value == &Value::Bool(false),
-            "frequency_penalty" | "presence_penalty" => value.as_f64() == Some(0.0),
             "logit_bias" => value.as_object().is_some_and(Map::is_empty),
             "modalities" => value == &json!(["text"]),
             _ => false,
         };
-        if !neutral {
-            let why = match field.as_str() {
-                "n" => "only n = 1 is supported".to_owned(),
-                "functions" | "function_call" => {
-                    format!("{field} is deprecated; use tools and tool_choice")
-                }
-                "frequency_penalty" | "presence_penalty" | "logprobs" | "top_logprobs"
-                | "logit_bias" | "seed" | "modalities" | "audio" | "prediction"
-                | "web_search_options" => {
-                    format!("{field} is not supported by chatd")
-                }
-                _ => format!("unrecognized request field {field:?}"),
-            };
-            return Err(GatewayError::bad_param(field, why));
+        if neutral {
+            continue;
         }
+        let why = match field.as_str() {
+            "n" => "only n = 1 is supported".to_owned(),
+            "functions" | "function_call" => {
+                format!("{field} is deprecated; use tools and tool_choice")
+            }
+            _ => format!("{field} is not supported by chatd"),
+        };
+        return Err(GatewayError::bad_param(field, why));
     }
     Ok(())
 }
@@ -242,7 +250,7 @@ pub fn openai_error(err: &GatewayError) -> Response {
         "message": err.to_string(),
         "type": err.openai_type(),
         "param": err.param(),
-        "code": err.code(),
+        "code": err.openai_code(),
     }});
     with_retry_after(err, (err.status(), axum::Json(body)).into_response())
 }
@@ -253,19 +261,10 @@ pub struct OpenAi;
 impl WireFormat for OpenAi {
     const ENDPOINT: &'static str = "/v1/chat/completions";
     const FRAMING: Framing = Framing::Sse;
-    /// An SSE comment: clients ignore comments (the SSE rules; OpenRouter sends them too).
-    const KEEP_ALIVE: Option<&'static [u8]> = Some(b": keep-alive\n\n");
+    /// SSE comments: clients ignore them (the SSE rules; OpenRouter sends them too).
+    const KEEPS_ALIVE: bool = true;
     type Request = CompletionsRequest;
-    type Shape = Shape;
     type Stream = OpenAiStream;
-
-    fn model(request: &CompletionsRequest) -> Option<&str> {
-        request.model.as_deref()
-    }
-
-    fn parse(request: CompletionsRequest) -> Result<(ChatRequest, Shape), GatewayError> {
-        request.into_contract()
-    }
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
@@ -296,6 +295,12 @@ impl WireFormat for OpenAi {
             body["usage"] = usage;
         }
         axum::Json(body).into_response()
+    }
+
+    /// The answer's `model` is the candidate that served it, as a routable id
+    /// (`provider/model`): a fallback's answer says so.
+    fn served(shape: &mut Shape, route: &crate::routing::Route) {
+        shape.model = format!("{}/{}", route.provider, route.model);
     }
 
     fn stream(shape: Shape) -> OpenAiStream {
@@ -333,17 +338,7 @@ fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
 }
 
 fn completion_id() -> String {
-    // Unique per call without a dependency: each RandomState is freshly keyed.
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(now_secs());
-    format!("chatcmpl-{:016x}", h.finish())
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    random_id("chatcmpl-")
 }
 
 /// The SSE body: a role chunk, content/reasoning/tool-call deltas as they arrive, a chunk
@@ -426,18 +421,18 @@ impl StreamRender for OpenAiStream {
     }
 
     fn error(&mut self, e: &GatewayError, out: &mut Events) {
-        out.push(&json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.code(), "param": null}}));
+        out.push(&json!({"error": {"message": e.to_string(), "type": e.openai_type(), "code": e.openai_code(), "param": null}}));
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse;
     use super::*;
+    use crate::contract::ResponseFormat;
 
     fn req(v: Value) -> Result<(ChatRequest, Shape), GatewayError> {
-        serde_json::from_value::<CompletionsRequest>(v)
-            .unwrap()
-            .into_contract()
+        parse::<CompletionsRequest>(v)
     }
 
     fn base() -> Value {
@@ -457,26 +452,63 @@ mod tests {
             ("logprobs", json!(false)),
             ("user", json!("u")),
             ("presence_penalty", json!(0)),
+            ("modalities", json!(["text"])),
         ] {
-            assert!(req(with(f, v.clone())).is_ok(), "{f}={v}");
+            let (r, _) = req(with(f, v.clone())).unwrap_or_else(|e| panic!("{f}={v}: {e}"));
+            // Neutral: nothing to forward, and nothing that needs a capability.
+            assert_eq!(r.extra, None, "{f}={v}");
+            assert_eq!(r.presence_penalty, None, "{f}={v}");
         }
         for (f, v) in [
             ("n", json!(2)),
             ("logprobs", json!(true)),
-            ("seed", json!(7)),
-            ("frequency_penalty", json!(0.5)),
+            ("top_logprobs", json!(2)),
             ("functions", json!([])),
-            ("bogus", json!(1)),
+            ("audio", json!({"voice": "x"})),
         ] {
-            let err = req(with(f, v)).unwrap_err();
+            let err = parse::<CompletionsRequest>(with(f, v)).unwrap_err();
             assert_eq!(err.param(), Some(f), "{err}");
             assert_eq!(err.status(), axum::http::StatusCode::BAD_REQUEST);
         }
+        // Sampling options contract 0.3.0 carries, for the providers whose adapters declare
+        // them (the gateway refuses them for the others, naming them).
+        let mut body = base();
+        for (f, v) in [
+            ("seed", json!(7)),
+            ("frequency_penalty", json!(0.5)),
+            ("presence_penalty", json!(-1)),
+            ("top_k", json!(40)),
+            ("repetition_penalty", json!(1.1)),
+        ] {
+            body[f] = v;
+        }
+        let (r, _) = req(body).unwrap();
+        assert_eq!(
+            (
+                r.seed,
+                r.frequency_penalty,
+                r.presence_penalty,
+                r.top_k,
+                r.repeat_penalty
+            ),
+            (Some(7), Some(0.5), Some(-1.0), Some(40), Some(1.1))
+        );
+        assert!(serde_json::from_value::<CompletionsRequest>(with("seed", json!(1.5))).is_err());
+        // Unknown fields are the client's extra_body: passed through (or refused by the
+        // gateway, naming them, where the adapter forwards none).
+        let mut body = with("bogus", json!(1));
+        body["provider"] = json!({"order": ["a"]});
+        body["user"] = json!("u");
+        let (r, _) = req(body).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(r.extra.as_deref().unwrap()).unwrap(),
+            json!({"bogus": 1, "provider": {"order": ["a"]}})
+        );
     }
 
     #[test]
     fn openai_fields_map_to_the_contract() {
-        let (r, s) = req(json!({
+        let (r, s) = parse::<CompletionsRequest>(json!({
             "model": "ollama/q", "messages": [{"role":"user","content":[{"type":"text","text":"hi"}]}],
             "max_completion_tokens": 5, "stop": "END", "response_format": {"type": "json_object"},
             "stream": true, "stream_options": {"include_usage": true}, "reasoning_effort": "none",
@@ -494,13 +526,30 @@ mod tests {
         );
         assert!(s.include_usage);
         assert_eq!(
-            req(with("response_format", json!({"type":"json_schema"})))
+            parse::<CompletionsRequest>(with("response_format", json!({"type":"json_schema"})))
+                .unwrap_err()
+                .param(),
+            Some("response_format.json_schema")
+        );
+        assert_eq!(
+            req(with("response_format", json!({"type":"xml"})))
                 .unwrap_err()
                 .param(),
             Some("response_format")
         );
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let (r, _) = req(with(
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {"name": "Thing", "schema": schema, "strict": true}}),
+        ))
+        .unwrap();
+        let ResponseFormat::JsonSchema(js) = r.response_format else {
+            panic!("not a schema");
+        };
+        assert_eq!((js.name.as_str(), js.strict), ("Thing", true));
+        assert_eq!(serde_json::from_str::<Value>(&js.schema).unwrap(), schema);
         assert_eq!(
-            req(with("stream_options", json!({"include_usage":true})))
+            parse::<CompletionsRequest>(with("stream_options", json!({"include_usage":true})))
                 .unwrap_err()
                 .param(),
             Some("stream_options")
@@ -508,7 +557,7 @@ mod tests {
         let streamed = |opts: Value| {
             let mut v = with("stream", json!(true));
             v["stream_options"] = opts;
-            req(v)
+            parse::<CompletionsRequest>(v)
         };
         assert!(
             !streamed(json!({"include_usage": null}))
@@ -531,7 +580,7 @@ mod tests {
         let mut both = base();
         both["max_tokens"] = json!(3);
         both["max_completion_tokens"] = json!(4);
-        assert!(req(both).is_err());
+        assert!(parse::<CompletionsRequest>(both).is_err());
     }
 
     #[test]
