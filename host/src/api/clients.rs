@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -246,7 +246,7 @@ pub async fn admin_list(State(state): State<AppState>) -> Response {
 mod tests {
     use super::*;
 
-    async fn body(response: Response) -> (StatusCode, Value) {
+    async fn body(response: Response) -> (axum::http::StatusCode, Value) {
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
