@@ -500,6 +500,30 @@ async fn a_web_page_answered_to_a_stream_request_is_a_malformed_response() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_cut_short_is_a_malformed_response_not_a_connection_failure() {
+    // The head came and part of the body, then the connection closed: the upstream was
+    // reached, its answer is unusable.
+    let up = ScriptedUpstream::start(
+        "application/json",
+        vec![chunk("{\"model\": \"m\", \"message\": {\"role\": "), Step::Abort],
+    )
+    .await;
+    let gw = gateway(&up.url(), &up.url(), 5).await;
+    for (path, model) in [
+        ("/v1/chat/completions", "openrouter/vendor/m"),
+        ("/v1/chat", "ollama/m"),
+    ] {
+        let req = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+        let (status, _, body) = gw.post(path, req).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"], "upstream_malformed_response",
+            "{path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_rate_limit_event_before_any_content_is_a_429() {
     // OpenRouter reports a rate limit met after the stream was accepted as an error event.
     let body = format!(
