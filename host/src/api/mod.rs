@@ -228,13 +228,19 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         // Taken before any of the body is read, so refusing a request costs nothing; dropped
         // with the request whichever way it ends.
         let overloaded = |_| GatewayError::Overloaded { limit: in_flight };
-        let mut held = state
-            .bodies
-            .reserve(declared, in_flight)
-            .map_err(overloaded)?;
         // Bounded in time as well as size: a client that stops halfway through its body would
         // otherwise hold the request (and a graceful shutdown) open forever.
         let patience = snap.config.client_timeout();
+        let mut held = match state.bodies.reserve(declared, in_flight) {
+            Ok(held) => held,
+            Err(over) => {
+                // Read and dropped chunk by chunk (nothing held): a client still sending its
+                // body when the answer and the close came would see a broken pipe instead
+                // of the 503 (Python's http.client does).
+                let _ = tokio::time::timeout(patience, discard(req.into_body(), limit)).await;
+                return Err(overloaded(over));
+            }
+        };
         let reading = read_body(req.into_body(), declared, limit, |size| {
             let more = size.saturating_sub(held.bytes());
             held.grow(more, in_flight).map_err(overloaded)
@@ -250,6 +256,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         serde_json::from_slice(&bytes)
             .map(|body| JsonBody(body, held))
             .map_err(|e| types::invalid_body::<T>(&bytes, e))
+    }
+}
+
+/// Reads and drops up to `limit` bytes of a body, a chunk at a time.
+async fn discard(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    while read <= limit
+        && let Some(Ok(frame)) = body.frame().await
+    {
+        read += frame.data_ref().map_or(0, |d| d.len());
     }
 }
 
