@@ -894,3 +894,302 @@ async fn tiers_whose_provider_cannot_serve_are_not_listed() {
     let (status, _) = gw.get("/v1/models/judge").await;
     assert_eq!(status, 404);
 }
+
+/// A JSON chat body of exactly `bytes` bytes (as `serde_json` writes it) for `model`.
+fn body_of_size(model: &str, bytes: usize) -> serde_json::Value {
+    let mut body = json!({"model": model, "messages": [{"role": "user", "content": ""}]});
+    let pad = bytes - body.to_string().len();
+    body["messages"][0]["content"] = json!("x".repeat(pad));
+    body
+}
+
+/// What `chatd_request_body_bytes_in_flight` says now.
+async fn bodies_in_flight(gw: &TestGateway) -> u64 {
+    let text = gw.client_get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("chatd_request_body_bytes_in_flight "))
+        .unwrap_or_else(|| panic!("no body gauge in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Waits until no request body is held any more (each step of the tests below frees what it
+/// held, or the next step is refused).
+async fn until_no_body_is_held(gw: &TestGateway, after: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let held = bodies_in_flight(gw).await;
+        if held == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{held} body bytes still held after {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A gateway allowing 3000 body bytes in flight, with a healthy upstream (`ollama`) and one
+/// that takes requests and never answers (`hang`).
+async fn gateway_with_inflight_limit(
+    healthy: &MockServer,
+    hanging: &support::ScriptedUpstream,
+) -> TestGateway {
+    TestGateway::start(&format!(
+        r#"
+        [chatd]
+        default_provider = "ollama"
+        timeout_secs = 60
+        max_body_bytes = 2048
+        max_inflight_bytes = 3000
+        [chatd.providers.ollama]
+        adapter = "ollama"
+        base_url = "{}"
+        [chatd.providers.hang]
+        adapter = "ollama"
+        base_url = "{}"
+        "#,
+        healthy.uri(),
+        hanging.url()
+    ))
+    .await
+}
+
+/// Sends `body` to `path` from a task of its own, so the test can hang up on it.
+fn spawn_request(
+    gw: &TestGateway,
+    path: &str,
+    body: serde_json::Value,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let url = format!("{}{path}", gw.url);
+    tokio::spawn(async move { reqwest::Client::new().post(url).json(&body).send().await })
+}
+
+#[tokio::test]
+async fn bodies_beyond_max_inflight_bytes_are_503_in_each_format_until_some_are_done() {
+    use support::{ScriptedUpstream, Step};
+    let healthy = ollama_upstream().await;
+    let hanging = ScriptedUpstream::start("application/x-ndjson", vec![Step::Hang]).await;
+    let gw = gateway_with_inflight_limit(&healthy, &hanging).await;
+    assert_eq!(bodies_in_flight(&gw).await, 0);
+
+    // One request of 1800 bytes waits on the upstream that never answers: its body stays held.
+    let waiting = spawn_request(&gw, "/v1/chat", body_of_size("hang/m", 1800));
+    let observed = hanging.observed.clone();
+    support::eventually(
+        "the first request to reach its upstream",
+        Duration::from_secs(30),
+        || !observed.lock().unwrap().requests.is_empty(),
+    )
+    .await;
+    assert_eq!(bodies_in_flight(&gw).await, 1800);
+
+    // Another of that size would exceed 3000: refused at once, in the caller's own shape.
+    let (status, headers, body) = gw.post("/v1/chat", body_of_size("ollama/m", 1800)).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("overloaded"))
+    );
+    assert_eq!(headers["retry-after"], "1");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("max_inflight_bytes = 3000"), "{body}");
+
+    let (status, headers, body) = gw
+        .post("/v1/chat/completions", body_of_size("ollama/m", 1800))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+
+    let mut anthropic = body_of_size("ollama/m", 1800);
+    anthropic["max_tokens"] = json!(16);
+    let (status, headers, body) = gw.post("/v1/messages", anthropic).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+    assert_eq!(
+        body["error"]["details"]["error_code"], "overloaded",
+        "{body}"
+    );
+
+    let (status, headers, body) = gw.post("/api/chat", body_of_size("ollama/m", 1800)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_inflight_bytes"),
+        "{body}"
+    );
+
+    let mut embed = json!({"model": "ollama/m", "input": ""});
+    embed["input"] = json!("x".repeat(1800 - embed.to_string().len()));
+    let (status, headers, body) = gw.post("/v1/embeddings", embed).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &json!("overloaded"))
+    );
+    assert_eq!(headers["retry-after"], "1");
+
+    // A body without a declared length is counted as it arrives.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body_of_size("ollama/m", 1800)
+        .to_string()
+        .into_bytes()
+        .chunks(300)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat", gw.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    // None of the refused requests kept anything.
+    assert_eq!(bodies_in_flight(&gw).await, 1800);
+
+    // What fits next to the waiting request is served, and given back.
+    let (status, _, body) = gw.post("/v1/chat", body_of_size("ollama/m", 1000)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bodies_in_flight(&gw).await, 1800);
+
+    // Once the waiting request's client hangs up, its bytes are given back and the same
+    // request that was refused is served.
+    waiting.abort();
+    let _ = waiting.await;
+    until_no_body_is_held(&gw, "the waiting client hung up").await;
+    let (status, _, body) = gw.post("/v1/chat", body_of_size("ollama/m", 1800)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut anthropic = body_of_size("ollama/m", 1800);
+    anthropic["max_tokens"] = json!(16);
+    let (status, _, body) = gw.post("/v1/messages", anthropic).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(bodies_in_flight(&gw).await, 0);
+}
+
+#[tokio::test]
+async fn a_body_is_given_back_however_its_request_ends() {
+    use support::{ScriptedUpstream, Step};
+    let healthy = ollama_upstream().await;
+    Mock::given(method("POST"))
+        .and(path("/api/embed"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .mount(&healthy)
+        .await;
+    let hanging = ScriptedUpstream::start("application/x-ndjson", vec![Step::Hang]).await;
+    let gw = gateway_with_inflight_limit(&healthy, &hanging).await;
+    let big = |model: &str| body_of_size(model, 1800);
+
+    // Every failure before or after the gateway: each must leave nothing held.
+    let mut not_json = big("ollama/m").to_string().into_bytes();
+    not_json[0] = b'[';
+    let (status, _) = gw.post_raw("/v1/chat", not_json).await;
+    assert_eq!(status, 400);
+    assert_eq!(bodies_in_flight(&gw).await, 0, "after invalid JSON");
+
+    let mut bad_role = big("ollama/m");
+    bad_role["messages"][0]["role"] = json!("nobody");
+    let (status, _, body) = gw.post("/v1/chat/completions", bad_role).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        bodies_in_flight(&gw).await,
+        0,
+        "after a request chatd refused"
+    );
+
+    let (status, _, body) = gw.post("/v1/chat", big("ollama/")).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(bodies_in_flight(&gw).await, 0, "after an unroutable model");
+
+    let mut embed = json!({"model": "ollama/m", "input": ""});
+    embed["input"] = json!("x".repeat(1800 - embed.to_string().len()));
+    let (status, _, body) = gw.post("/v1/embeddings", embed.clone()).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(bodies_in_flight(&gw).await, 0, "after an upstream error");
+    let (status, _, body) = gw.post("/api/embed", embed).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(bodies_in_flight(&gw).await, 0, "after an upstream error");
+
+    // Too long without a declared length: 413 once past max_body_bytes.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(vec![b' '; 1500]), Ok(vec![b' '; 1500])];
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/chat", gw.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    until_no_body_is_held(&gw, "a body over max_body_bytes").await;
+
+    // A client that goes away halfway through sending its body.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let url = format!("{}/v1/chat", gw.url);
+    let sending = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream_from(rx), // never ends until dropped
+            ))
+            .send()
+            .await
+    });
+    tx.send(Ok(vec![b' '; 1200])).await.unwrap();
+    let start = std::time::Instant::now();
+    while bodies_in_flight(&gw).await != 1200 {
+        assert!(start.elapsed() < Duration::from_secs(60), "body never held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sending.abort();
+    let _ = sending.await;
+    drop(tx);
+    until_no_body_is_held(&gw, "a client hung up while sending its body").await;
+
+    // A client that goes away while its stream waits for the first event, in each framing
+    // (OpenAI's head goes out early with keep-alives; the native one waits).
+    for path in ["/v1/chat/completions", "/v1/chat", "/v1/messages"] {
+        let mut body = big("hang/m");
+        body["stream"] = json!(true);
+        body["max_tokens"] = json!(16);
+        let before = hanging.observed.lock().unwrap().requests.len();
+        let waiting = spawn_request(&gw, path, body);
+        let observed = hanging.observed.clone();
+        support::eventually(
+            "the stream request to reach its upstream",
+            Duration::from_secs(30),
+            || observed.lock().unwrap().requests.len() > before,
+        )
+        .await;
+        assert!(bodies_in_flight(&gw).await > 1700, "{path}");
+        // Hang up (a head that went out early with keep-alives is dropped with the task's
+        // result).
+        waiting.abort();
+        let _ = waiting.await;
+        until_no_body_is_held(&gw, &format!("a {path} stream client hung up")).await;
+    }
+
+    // And the bytes really are free: a request of the largest size that fits is served.
+    let (status, _, body) = gw.post("/v1/chat", body_of_size("ollama/m", 2048)).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// A stream of what `rx` receives, ending when its sender is dropped.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
+}

@@ -505,7 +505,10 @@ async fn a_whole_answer_cut_short_is_a_malformed_response_not_a_connection_failu
     // reached, its answer is unusable.
     let up = ScriptedUpstream::start(
         "application/json",
-        vec![chunk("{\"model\": \"m\", \"message\": {\"role\": "), Step::Abort],
+        vec![
+            chunk("{\"model\": \"m\", \"message\": {\"role\": "),
+            Step::Abort,
+        ],
     )
     .await;
     let gw = gateway(&up.url(), &up.url(), 5).await;

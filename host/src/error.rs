@@ -153,6 +153,11 @@ pub enum GatewayError {
         "chatd is shutting down: the shutdown grace period ended before this answer was complete"
     )]
     ShuttingDown { provider: String },
+    /// Taking this request's body would exceed `max_inflight_bytes`.
+    #[error(
+        "chatd holds as many request body bytes as it may (max_inflight_bytes = {limit}); retry shortly"
+    )]
+    Overloaded { limit: usize },
     /// The provider's `max_concurrency` requests are running and none ended within its
     /// queue timeout.
     #[error(
@@ -281,7 +286,8 @@ impl GatewayError {
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown { .. }
             | GatewayError::ProviderBusy { .. }
-            | GatewayError::ProviderUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | GatewayError::ProviderUnavailable { .. }
+            | GatewayError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -330,6 +336,7 @@ impl GatewayError {
             GatewayError::ModelNotListed(_) => "model_not_found",
             GatewayError::Internal(_) => "internal_error",
             GatewayError::ShuttingDown { .. } => "shutting_down",
+            GatewayError::Overloaded { .. } => "overloaded",
             GatewayError::ProviderBusy { .. } => "provider_busy",
             GatewayError::ProviderUnavailable { .. } => "provider_unavailable",
         }
@@ -409,8 +416,8 @@ impl GatewayError {
     }
 
     /// The `Retry-After` value to send: a rate limit's, an upstream 503's, or a second when
-    /// every adapter instance slot is busy (a burst that is usually over by then) or the
-    /// limits store is unreachable.
+    /// every adapter instance slot is busy or the request bodies in flight are at their limit
+    /// (a burst that is usually over by then), or the limits store is unreachable.
     pub fn retry_after(&self) -> Option<&str> {
         match self {
             GatewayError::LimitExceeded { retry_after, .. } => Some(retry_after),
@@ -423,7 +430,8 @@ impl GatewayError {
                 failure: AdapterFailure::Capacity,
                 ..
             }
-            | GatewayError::ProviderBusy { .. } => Some("1"),
+            | GatewayError::ProviderBusy { .. }
+            | GatewayError::Overloaded { .. } => Some("1"),
             GatewayError::ProviderUnavailable { retry_after, .. } => Some(retry_after),
             _ => None,
         }
@@ -522,6 +530,22 @@ mod tests {
             .openai_type(),
             "permission_error"
         );
+        let full = GatewayError::Overloaded { limit: 1 };
+        assert_eq!(
+            (
+                full.status(),
+                full.code(),
+                full.retry_after(),
+                full.anthropic_type()
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                Some("1"),
+                "overloaded_error"
+            )
+        );
+        assert!(full.worth_retrying());
         let nr = GatewayError::Route(RouteError::NotRegistered {
             model: "m".into(),
             provider: "kimi".into(),

@@ -98,6 +98,7 @@ enum AdaptersCommand {
 
 fn main() -> ExitCode {
     bound_malloc_arenas();
+    fix_mmap_threshold();
     let cli = Cli::parse();
     // The server's config is read before logging starts: it says whether traces are exported.
     let served = match &cli.command {
@@ -452,5 +453,29 @@ fn print(report: inspect::Report) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Allocations from this size on get mappings of their own, unmapped when freed.
+const MMAP_THRESHOLD: usize = 256 << 10;
+
+/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] (glibc's starts at 128 KiB).
+///
+/// glibc raises its threshold to the size of every mapped block that is freed, up to 32 MiB:
+/// after the first burst of big request bodies, every later body (and its parsed copy) came
+/// from the heap, whose freed space glibc keeps, so RSS grew from burst to burst and stayed
+/// there (bench/README.md). A fixed threshold keeps big buffers in mappings that are given
+/// back when freed; requests of ordinary size allocate nothing that large. An operator's own
+/// `MALLOC_MMAP_THRESHOLD_` (or `GLIBC_TUNABLES`) wins.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
+        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"))
+    {
+        let threshold = libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        }
     }
 }

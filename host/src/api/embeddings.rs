@@ -182,7 +182,7 @@ pub async fn embeddings(
     body: Result<JsonBody<EmbeddingsBody>, GatewayError>,
 ) -> Response {
     let started = std::time::Instant::now();
-    let (request, encoding, model) =
+    let ((request, encoding, model), held) =
         match checked(body, |b| b.model.as_deref(), EmbeddingsBody::into_contract) {
             Ok(r) => r,
             Err((e, named)) => {
@@ -190,7 +190,9 @@ pub async fn embeddings(
                 return failed::<OpenAi>(&e);
             }
         };
-    let out = match state.gateway.embeddings(request).await {
+    let answered = state.gateway.embeddings(request).await;
+    drop(held);
+    let out = match answered {
         Ok(out) => out,
         Err(e) => {
             log_failure(ENDPOINT, &model, &e, ms(started.elapsed()));

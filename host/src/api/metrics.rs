@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::AppState;
 use crate::gateway::Gateway;
+use crate::memory::BodyBudget;
 use crate::telemetry::{DURATION_BUCKETS, ProviderStats, StatsSnapshot};
 
 /// The OpenMetrics text format's content type.
@@ -26,7 +27,10 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// `GET /metrics`.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut registry = Registry::with_prefix("chatd");
-    registry.register_collector(Box::new(GatewayCollector(state.gateway.clone())));
+    registry.register_collector(Box::new(GatewayCollector(
+        state.gateway.clone(),
+        state.bodies.clone(),
+    )));
     registry.register_collector(Box::new(crate::clients::usage::Collector(
         state.clients.clone(),
     )));
@@ -41,7 +45,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 type Read = fn(&StatsSnapshot) -> u64;
 
 /// Reads the gateway's counters on each scrape.
-struct GatewayCollector(Arc<Gateway>);
+struct GatewayCollector(Arc<Gateway>, Arc<BodyBudget>);
 
 impl std::fmt::Debug for GatewayCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +150,14 @@ impl Collector for GatewayCollector {
                 i64::from(runtime.config().max_instances),
             ),
         ];
+        let family = encoder.encode_descriptor(
+            "request_body_bytes_in_flight",
+            "Request body bytes held now, from the first byte read until the answer starts \
+             (bounded by max_inflight_bytes).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::try_from(self.1.held()).unwrap_or(i64::MAX)).encode(family)?;
         for (name, help, value) in gauges {
             let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             ConstGauge::new(value).encode(family)?;

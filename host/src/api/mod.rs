@@ -24,6 +24,7 @@ use serde_json::json;
 
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
+use crate::memory::{BodyBudget, BodyBytes};
 use formats::anthropic::{self, Anthropic};
 use formats::native::Native;
 use formats::ollama::{self, OllamaChat, OllamaGenerate};
@@ -40,6 +41,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Client keys, limits and usage (process lifetime).
     pub clients: Arc<crate::clients::Service>,
+    /// Request body bytes held now, under `max_inflight_bytes`.
+    pub bodies: Arc<BodyBudget>,
 }
 
 /// The full router. Connects to the limits store when one is configured (in the background:
@@ -51,6 +54,7 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
     let state = AppState {
         gateway,
         clients: Arc::new(service),
+        bodies: BodyBudget::new(),
     };
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
@@ -208,16 +212,19 @@ pub(crate) fn with_retry_after(err: &GatewayError, mut response: Response) -> Re
 }
 
 /// A JSON body read under the configured size limit; every failure is a typed
-/// [`GatewayError`] (413 for size, 400 naming the problem for bad JSON).
-pub struct JsonBody<T>(pub T);
+/// [`GatewayError`] (413 for size, 503 when the bodies in flight are at their limit, 400
+/// naming the problem for bad JSON). The body's share of `max_inflight_bytes` comes with it:
+/// keep it until the answer starts.
+pub struct JsonBody<T>(pub T, pub BodyBytes);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = GatewayError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        // One snapshot for both limits: this runs on every request.
+        // One snapshot for every limit: this runs on every request.
         let snap = state.gateway.snapshot();
         let limit = snap.config.chatd.max_body_bytes;
+        let in_flight = snap.config.chatd.max_inflight_bytes;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -226,6 +233,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
+        let declared = declared.map_or(0, |n| n as usize);
         // Read as JSON, a gzip body would only be reported as "invalid JSON".
         if let Some(encoding) = req.headers().get(header::CONTENT_ENCODING) {
             let encoding = String::from_utf8_lossy(encoding.as_bytes())
@@ -235,33 +243,79 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 return Err(GatewayError::UnsupportedEncoding(encoding));
             }
         }
+        // Taken before any of the body is read, so refusing a request costs nothing; dropped
+        // with the request whichever way it ends.
+        let overloaded = |_| GatewayError::Overloaded { limit: in_flight };
         // Bounded in time as well as size: a client that stops halfway through its body would
         // otherwise hold the request (and a graceful shutdown) open forever.
         let patience = snap.config.client_timeout();
-        let bytes = tokio::time::timeout(patience, axum::body::to_bytes(req.into_body(), limit))
+        let mut held = match state.bodies.reserve(declared, in_flight) {
+            Ok(held) => held,
+            Err(over) => {
+                // Read and dropped chunk by chunk (nothing held): a client still sending its
+                // body when the answer and the close came would see a broken pipe instead
+                // of the 503 (Python's http.client does).
+                let _ = tokio::time::timeout(patience, discard(req.into_body(), limit)).await;
+                return Err(overloaded(over));
+            }
+        };
+        let reading = read_body(req.into_body(), declared, limit, |size| {
+            let more = size.saturating_sub(held.bytes());
+            held.grow(more, in_flight).map_err(overloaded)
+        });
+        let bytes = tokio::time::timeout(patience, reading)
             .await
-            .map_err(|_| GatewayError::ClientTimeout(patience))?
-            .map_err(|e| body_error(e, limit))?;
+            .map_err(|_| GatewayError::ClientTimeout(patience))??;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(GatewayError::bad_request(
                 "request body is empty; send a JSON object",
             ));
         }
         serde_json::from_slice(&bytes)
-            .map(JsonBody)
+            .map(|body| JsonBody(body, held))
             .map_err(|e| types::invalid_body::<T>(&bytes, e))
     }
 }
 
-fn body_error(e: axum::Error, limit: usize) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return GatewayError::PayloadTooLarge { limit };
-        }
-        source = err.source();
+/// Reads and drops up to `limit` bytes of a body, a chunk at a time.
+async fn discard(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0;
+    while read <= limit
+        && let Some(Ok(frame)) = body.frame().await
+    {
+        read += frame.data_ref().map_or(0, |d| d.len());
     }
-    GatewayError::bad_request(format!("cannot read request body: {e}"))
+}
+
+/// Reads a body of at most `limit` bytes into one buffer, sized from its declared length: no
+/// list of chunks to join afterwards (a second copy of the whole body) and no regrowth.
+/// `hold` is told the size read so far before each chunk is kept; a body with a declared
+/// length was held whole before reading, so it is only asked for more if the body is longer.
+async fn read_body(
+    mut body: Body,
+    declared: usize,
+    limit: usize,
+    mut hold: impl FnMut(usize) -> Result<(), GatewayError>,
+) -> Result<Vec<u8>, GatewayError> {
+    use http_body_util::BodyExt;
+    let mut bytes = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| GatewayError::bad_request(format!("cannot read request body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        let size = bytes.len() + chunk.len();
+        if size > limit {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        if size > declared {
+            hold(size)?;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// A response that streams `body` with the given content type, unbuffered.
@@ -277,16 +331,17 @@ pub(crate) fn streaming_response(content_type: &'static str, body: Body) -> Resp
         })
 }
 
-/// Turns a request body into what the gateway needs with `convert`; on failure also returns
-/// what to log as its model (see [`named_model`]), read from the body with `model`.
+/// Turns a request body into what the gateway needs with `convert`, with the body's share of
+/// `max_inflight_bytes` (hold it until the answer starts); on failure also returns what to
+/// log as its model (see [`named_model`]), read from the body with `model`.
 pub(crate) fn checked<B, T>(
     body: Result<JsonBody<B>, GatewayError>,
     model: impl FnOnce(&B) -> Option<&str>,
     convert: impl FnOnce(B) -> Result<T, GatewayError>,
-) -> Result<T, (GatewayError, String)> {
-    let JsonBody(body) = body.map_err(|e| (e, named_model(None)))?;
+) -> Result<(T, BodyBytes), (GatewayError, String)> {
+    let JsonBody(body, held) = body.map_err(|e| (e, named_model(None)))?;
     let named = named_model(model(&body));
-    convert(body).map_err(|e| (e, named))
+    convert(body).map(|t| (t, held)).map_err(|e| (e, named))
 }
 
 /// What a request that failed validation logs as its model: the model it named (so an

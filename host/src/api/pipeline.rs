@@ -25,6 +25,7 @@ use super::{
 use crate::contract::ChatRequest;
 use crate::error::GatewayError;
 use crate::gateway::{ChatStream, Gateway};
+use crate::memory::BodyBytes;
 
 /// A format's chat endpoint: `POST` of its request body.
 pub async fn chat<F: WireFormat>(
@@ -32,18 +33,22 @@ pub async fn chat<F: WireFormat>(
     body: Result<JsonBody<F::Request>, GatewayError>,
 ) -> Response {
     let started = Instant::now();
-    let (request, mut shape) = match checked(body, F::Request::model, F::Request::into_contract) {
-        Ok(parsed) => parsed,
-        Err((e, named)) => {
-            log_failure(F::ENDPOINT, &named, &e, ms(started.elapsed()));
-            return failed::<F>(&e);
-        }
-    };
+    let ((request, mut shape), held) =
+        match checked(body, F::Request::model, F::Request::into_contract) {
+            Ok(parsed) => parsed,
+            Err((e, named)) => {
+                log_failure(F::ENDPOINT, &named, &e, ms(started.elapsed()));
+                return failed::<F>(&e);
+            }
+        };
     let model = request.model.clone();
     if request.stream {
-        return stream::<F>(&state.gateway, request, shape, model, started).await;
+        return stream::<F>(&state.gateway, request, held, shape, model, started).await;
     }
-    match state.gateway.chat(request).await {
+    // The body's bytes count until the answer is here: a fallback may send the request again.
+    let answered = state.gateway.chat(request).await;
+    drop(held);
+    match answered {
         Ok(outcome) => {
             log_request(
                 F::ENDPOINT,
@@ -105,15 +110,24 @@ const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(10);
 async fn stream<F: WireFormat>(
     gateway: &std::sync::Arc<Gateway>,
     request: ChatRequest,
+    held: BodyBytes,
     shape: Shape<F>,
     model: String,
     started: Instant,
 ) -> Response {
+    // The body's bytes count until the stream opens (its first chunk), even once the head
+    // went out early; a client that goes away drops them with the opening.
     let opened = if !F::KEEPS_ALIVE {
-        gateway.chat_stream(request).await
+        let opened = gateway.chat_stream(request).await;
+        drop(held);
+        opened
     } else {
         let gateway = gateway.clone();
-        let mut opening: Opening = Box::pin(async move { gateway.chat_stream(request).await });
+        let mut opening: Opening = Box::pin(async move {
+            let opened = gateway.chat_stream(request).await;
+            drop(held);
+            opened
+        });
         match tokio::time::timeout(HEAD_PATIENCE, &mut opening).await {
             Ok(opened) => opened,
             Err(_) => {

@@ -74,6 +74,10 @@ pub struct ChatdConfig {
     /// Largest accepted request body.
     #[serde(default = "defaults::max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Request body bytes held at once, over all requests (from the first byte read until
+    /// the answer starts); a request that would exceed it is answered 503 `overloaded`.
+    #[serde(default = "defaults::max_inflight_bytes")]
+    pub max_inflight_bytes: usize,
     /// Largest upstream response body read for a non-streamed answer.
     #[serde(default = "defaults::max_upstream_body_bytes")]
     pub max_upstream_body_bytes: usize,
@@ -355,6 +359,10 @@ mod defaults {
     pub fn max_body_bytes() -> usize {
         4 << 20
     }
+    /// 64 bodies of the default maximum size.
+    pub fn max_inflight_bytes() -> usize {
+        256 << 20
+    }
     pub fn max_upstream_body_bytes() -> usize {
         32 << 20
     }
@@ -534,6 +542,13 @@ impl Config {
         }
         if c.max_body_bytes < 1024 {
             return Err("chatd.max_body_bytes must be at least 1024".into());
+        }
+        if c.max_inflight_bytes < c.max_body_bytes {
+            return Err(format!(
+                "chatd.max_inflight_bytes ({}) must be at least chatd.max_body_bytes ({}): a \
+                 body of the largest size would never be taken",
+                c.max_inflight_bytes, c.max_body_bytes
+            ));
         }
         if c.max_upstream_body_bytes < 1024 {
             return Err("chatd.max_upstream_body_bytes must be at least 1024".into());
@@ -1058,6 +1073,10 @@ mod tests {
         assert!(
             err("[chatd]\nmax_upstream_body_bytes = 0\n[chatd.providers.ollama]\nadapter = \"ollama\"\n")
                 .contains("max_upstream_body_bytes must be at least 1024")
+        );
+        assert!(
+            err("[chatd]\nmax_body_bytes = 2048\nmax_inflight_bytes = 2047\n[chatd.providers.ollama]\nadapter = \"ollama\"\n")
+                .contains("chatd.max_inflight_bytes (2047) must be at least chatd.max_body_bytes (2048)")
         );
         for framing in ["Content-Length", "transfer-encoding", "Host", "Connection"] {
             assert!(

@@ -406,6 +406,11 @@ async fn instantiate(
     }
 }
 
+/// Memory beyond which an instance is not kept idle (see [`AdapterInstance::may_idle`]). The
+/// built-in adapters start with about 1 MiB and stay there for requests of ordinary size; a
+/// 4 MiB body grows them to 21-25 MiB.
+const IDLE_MEMORY_MAX: usize = 4 << 20;
+
 /// One adapter instance: used for one request's calls, then dropped. Its memory is never
 /// shared with another request.
 pub struct AdapterInstance {
@@ -437,9 +442,12 @@ impl AdapterInstance {
 
     /// Whether this instance may be kept idle for a while (for a request's next call): only
     /// while at least half of all instance slots are free, so an idle instance never makes
-    /// another call wait for a slot.
+    /// another call wait for a slot, and while its memory is small: a big request's
+    /// instance (megabytes, several copies of its body) is worth giving back at once more
+    /// than the instantiation keeping it would save.
     pub fn may_idle(&self) -> bool {
         self.permit.semaphore().available_permits() * 2 >= self.slots
+            && self.store.data().memory_size() <= IDLE_MEMORY_MAX
     }
 
     /// Gives the instance back once its request is done with it: it is dropped (memory reset,

@@ -36,6 +36,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// soon as one is created). Bounded so the thread notices when its engine is gone.
 const IDLE_EPOCH_SLEEP: Duration = Duration::from_secs(1);
 
+/// Dirty linear memory a pool slot keeps resident (reset with memset) when its instance is
+/// dropped; see `Runtime::new`.
+const KEEP_RESIDENT: usize = 512 << 10;
+
 /// How long a request waits for a free adapter instance slot before a 503.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
@@ -183,8 +187,12 @@ impl Runtime {
             // On reuse, a slot's memory is reset with memset instead of madvise: with the
             // kernel's PAGEMAP_SCAN (Linux 6.7+) only pages the last request dirtied are
             // touched, which almost halves an adapter call on a fresh instance (see
-            // bench/README.md). Older kernels fall back to madvise beyond the first 4 MiB.
-            .linear_memory_keep_resident(4 << 20)
+            // bench/README.md). Beyond this much dirty memory the rest is madvised away:
+            // whatever is kept stays resident in the slot, so after a burst of big bodies
+            // every slot it used kept all of it (4 MiB each, 256 MiB for 64 requests, when
+            // this was 4 MiB). A request of ordinary size dirties far less (a 100 KB body:
+            // ~350 KiB).
+            .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
         let mut wasm = Config::new();

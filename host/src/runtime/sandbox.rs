@@ -46,6 +46,8 @@ pub struct Sandbox {
     /// share of every request if done for every instance.
     wasi: Option<Wasi>,
     memory_bytes: usize,
+    /// Linear memory the instance has now, in bytes (all its memories).
+    memory_size: usize,
     /// How long the call in progress has run, and may.
     pub(crate) run: Arc<RunClock>,
     /// Set when the instance asked for more memory than allowed.
@@ -95,10 +97,16 @@ impl Sandbox {
         Sandbox {
             wasi: None,
             memory_bytes: limits.memory_bytes,
+            memory_size: 0,
             run: Arc::new(RunClock::new(limits.call_budget)),
             memory_exceeded: false,
             out_of_time: false,
         }
+    }
+
+    /// Linear memory the instance has now, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.memory_size
     }
 
     /// What the adapter wrote to stderr (a panic message, usually), lossily decoded.
@@ -296,7 +304,7 @@ impl WasiView for Sandbox {
 impl ResourceLimiter for Sandbox {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -309,6 +317,7 @@ impl ResourceLimiter for Sandbox {
                 self.memory_bytes
             )));
         }
+        self.memory_size += desired.saturating_sub(current);
         Ok(true)
     }
 

@@ -765,7 +765,8 @@ pub async fn count_tokens(
     const ENDPOINT: &str = "/v1/messages/count_tokens";
     let started = std::time::Instant::now();
     let counted = async {
-        let JsonBody(body) = body.map_err(|e| (e, "-".to_owned()))?;
+        // The body's bytes count until the count is done: the request is held until then.
+        let JsonBody(body, _held) = body.map_err(|e| (e, "-".to_owned()))?;
         let named = crate::api::named_model(body.model.as_deref());
         let fail = |e| (e, named.clone());
         let (request, _) = body.into_contract().map_err(fail)?;

@@ -658,7 +658,7 @@ pub async fn show(
     body: Result<JsonBody<ShowBody>, GatewayError>,
 ) -> Response {
     let shown = async {
-        let JsonBody(body) = body?;
+        let JsonBody(body, _held) = body?;
         let id = body.model.or(body.name).unwrap_or_default();
         if id.trim().is_empty() {
             return Err(GatewayError::bad_param("model", "model is required"));
@@ -777,7 +777,7 @@ async fn embed_as(
             })
         },
     );
-    let request = match request {
+    let (request, held) = match request {
         Ok(r) => r,
         Err((e, named)) => {
             crate::api::log_failure(
@@ -790,7 +790,9 @@ async fn embed_as(
         }
     };
     let model = request.model.clone();
-    match state.gateway.embeddings(request).await {
+    let answered = state.gateway.embeddings(request).await;
+    drop(held);
+    match answered {
         Ok(out) => {
             crate::api::log_request(
                 endpoint,
