@@ -320,7 +320,9 @@ impl Gateway {
             };
             let endpoint = &provider.endpoints[picked.index];
             let span = attempt_span(provider, &request.model, retry, endpoint.target.base_url());
-            let work = self.attempt(on.kind, provider, &endpoint.target, request);
+            // Boxed: the attempt's state (adapter calls, the upstream exchange) is kilobytes, and
+            // each wrapper below would move it by value and hold it twice (see bench/README.md).
+            let work = Box::pin(self.attempt(on.kind, provider, &endpoint.target, request));
             let result = current
                 .unless_cut(within(on.deadline, provider, work))
                 .instrument(span.clone())
