@@ -128,11 +128,13 @@ impl Gateway {
         let report = match outcome {
             Ok(next) => {
                 let report = ReloadReport::new(trigger, &current, &next, None, started);
-                next.log_unregistered();
                 reloads
                     .adapters_dir
                     .send_replace(next.config.chatd.adapters_dir.clone());
-                self.state.store(Arc::new(next));
+                let next = Arc::new(next);
+                self.state.store(next.clone());
+                // Logged once in effect: a reader of the log (or a test) may act on it at once.
+                next.log_unregistered();
                 report
             }
             Err(error) => ReloadReport::new(trigger, &current, &current, Some(error), started),
