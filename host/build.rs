@@ -81,20 +81,10 @@ fn adapter_target_dir(workspace: &Path) -> PathBuf {
     if let Ok(dir) = std::env::var("CHATD_ADAPTER_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    let Ok(target) = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from) else {
-        return workspace.join("target").join("adapters");
-    };
-    if target.starts_with(workspace) {
-        return target.join("adapters");
-    }
-    // A target directory outside the checkout may be shared by several checkouts (an A/B of
-    // two commits). Cargo names workspace crates' outputs by their path relative to the
-    // workspace and judges freshness by mtimes, so a checkout whose sources are older than
-    // another's outputs would embed that other checkout's adapters: one directory each.
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    workspace.hash(&mut hasher);
-    target.join(format!("adapters-{:016x}", hasher.finish()))
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace.join("target"));
+    target.join("adapters")
 }
 
 fn wasm_dir(target_dir: &Path) -> PathBuf {
