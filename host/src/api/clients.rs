@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::models::Entry;
-use crate::clients::limits::{Verdict, Window, reset_text};
+use crate::clients::limits::{Verdict, reset_text};
 use crate::clients::{self, Caller, Refusal};
 use crate::error::GatewayError;
 
@@ -64,33 +64,35 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
 /// The `x-ratelimit-*` headers (OpenAI's names) of a checked request: the request and token
 /// limits with the least left.
 fn rate_headers(headers: &mut HeaderMap, verdict: &Verdict) {
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), value);
+    // Names as constants and numbers without a `String`: this runs on every request a
+    // limited key makes.
+    const REQUESTS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ];
+    const TOKENS: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ];
+    for (window, [limit, remaining, reset]) in
+        [(verdict.requests, REQUESTS), (verdict.tokens, TOKENS)]
+    {
+        let Some(w) = window else { continue };
+        headers.insert(limit, HeaderValue::from(w.limit));
+        headers.insert(remaining, HeaderValue::from(w.remaining));
+        if let Ok(value) = HeaderValue::from_str(&reset_text(w.reset)) {
+            headers.insert(reset, value);
         }
-    };
-    let mut window = |w: Option<Window>, limit, remaining, reset| {
-        if let Some(w) = w {
-            set(limit, w.limit.to_string());
-            set(remaining, w.remaining.to_string());
-            set(reset, reset_text(w.reset));
-        }
-    };
-    window(
-        verdict.requests,
-        "x-ratelimit-limit-requests",
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-requests",
-    );
-    window(
-        verdict.tokens,
-        "x-ratelimit-limit-tokens",
-        "x-ratelimit-remaining-tokens",
-        "x-ratelimit-reset-tokens",
-    );
+    }
     if let Some((_, wait)) = verdict.refused {
         // OpenAI's SDKs read the milliseconds first.
-        set("retry-after-ms", wait.as_millis().max(1).to_string());
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        headers.insert(
+            HeaderName::from_static("retry-after-ms"),
+            HeaderValue::from(ms),
+        );
     }
 }
 
@@ -245,6 +247,7 @@ pub async fn admin_list(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clients::limits::Window;
 
     async fn body(response: Response) -> (axum::http::StatusCode, Value) {
         let status = response.status();
