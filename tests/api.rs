@@ -904,6 +904,22 @@ fn body_of_size(model: &str, bytes: usize) -> serde_json::Value {
 }
 
 /// What `chatd_request_body_bytes_in_flight` says now.
+/// A chat request whose body is sent in `chunks`, without a declared length.
+async fn post_chunked(
+    gw: &TestGateway,
+    chunks: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/chat", gw.url))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn bodies_in_flight(gw: &TestGateway) -> u64 {
     let text = gw.client_get_text("/metrics").await;
     text.lines()
@@ -1043,15 +1059,7 @@ async fn bodies_beyond_max_inflight_bytes_are_503_in_each_format_until_some_are_
         .chunks(300)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat", gw.url))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&gw, chunks).await;
     assert_eq!(resp.status(), 503);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "overloaded", "{body}");
@@ -1123,15 +1131,7 @@ async fn a_body_is_given_back_however_its_request_ends() {
     // Too long without a declared length: 413 once past max_body_bytes.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         vec![Ok(vec![b' '; 1500]), Ok(vec![b' '; 1500])];
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/chat", gw.url))
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&gw, chunks).await;
     assert_eq!(resp.status(), 413);
     until_no_body_is_held(&gw, "a body over max_body_bytes").await;
 

@@ -164,6 +164,19 @@ async fn post(gw: &str, path: &str, key: &str, body: Value) -> Answer {
     .await
 }
 
+/// Sends `key`'s chat to `/v1/chat` until it is answered `status` (a limit's window moving
+/// on, a reload taking effect), for at most 30 s.
+async fn until_answered(gw: &str, key: &str, status: u16, what: &str) {
+    let start = std::time::Instant::now();
+    while post(gw, "/v1/chat", key, chat("fast")).await.status != status {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn missing_unknown_and_malformed_keys_are_401_in_the_callers_wire_format() {
     let (gw, _up) = start("").await;
@@ -369,24 +382,7 @@ async fn requests_per_minute_are_refused_with_headers_then_recover() {
         200
     );
     // One request's worth comes back every 3 s.
-    let url = gw.url.clone();
-    let recovered = Arc::new(AtomicBool::new(false));
-    let r = recovered.clone();
-    tokio::spawn(async move {
-        loop {
-            if post(&url, "/v1/chat", ALICE, chat("fast")).await.status == 200 {
-                r.store(true, Ordering::SeqCst);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    eventually(
-        "the request limit to recover",
-        Duration::from_secs(30),
-        || recovered.load(Ordering::SeqCst),
-    )
-    .await;
+    until_answered(&gw.url, ALICE, 200, "the request limit to recover").await;
 }
 
 #[tokio::test]
@@ -411,24 +407,7 @@ async fn tokens_per_minute_count_usage_when_answers_end_streams_included() {
     assert_eq!(refused.status, 429, "{:?}", refused.body);
     assert_eq!(refused.body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(refused.header("x-ratelimit-remaining-tokens"), Some("0"));
-    let url = gw.url.clone();
-    let recovered = Arc::new(AtomicBool::new(false));
-    let r = recovered.clone();
-    tokio::spawn(async move {
-        loop {
-            if post(&url, "/v1/chat", ALICE, chat("fast")).await.status == 200 {
-                r.store(true, Ordering::SeqCst);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    eventually(
-        "the token limit to recover",
-        Duration::from_secs(30),
-        || recovered.load(Ordering::SeqCst),
-    )
-    .await;
+    until_answered(&gw.url, ALICE, 200, "the token limit to recover").await;
 }
 
 #[tokio::test]
@@ -652,23 +631,7 @@ async fn keys_reload_under_load_without_a_failed_request() {
         chatd.signal("HUP");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let bob_in = Arc::new(AtomicBool::new(false));
-    let (u, b) = (url.clone(), bob_in.clone());
-    tokio::spawn(async move {
-        loop {
-            if post(&u, "/v1/chat", BOB, chat("fast")).await.status == 200 {
-                b.store(true, Ordering::SeqCst);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    eventually(
-        "bob's key to work after the reload",
-        Duration::from_secs(30),
-        || bob_in.load(Ordering::SeqCst),
-    )
-    .await;
+    until_answered(&url, BOB, 200, "bob's key to work after the reload").await;
     // Remove bob again.
     std::fs::write(
         &config_path,
@@ -676,21 +639,7 @@ async fn keys_reload_under_load_without_a_failed_request() {
     )
     .unwrap();
     chatd.signal("HUP");
-    let bob_out = Arc::new(AtomicBool::new(false));
-    let (u, b) = (url.clone(), bob_out.clone());
-    tokio::spawn(async move {
-        loop {
-            if post(&u, "/v1/chat", BOB, chat("fast")).await.status == 401 {
-                b.store(true, Ordering::SeqCst);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    eventually("bob's key to stop working", Duration::from_secs(30), || {
-        bob_out.load(Ordering::SeqCst)
-    })
-    .await;
+    until_answered(&url, BOB, 401, "bob's key to stop working").await;
     let before = ok.load(Ordering::SeqCst);
     eventually(
         "more load after the reloads",

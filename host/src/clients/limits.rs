@@ -124,6 +124,18 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// A client-wide limit, for tests of the limit logic and the stores.
+    #[cfg(test)]
+    pub(crate) fn of(client: &str, kind: Kind, limit: u64) -> Limit {
+        Limit {
+            client: client.into(),
+            id: format!("{client}:{}", kind.tag()).into(),
+            kind,
+            limit,
+            pattern: None,
+        }
+    }
+
     /// Microseconds of refill per unit (request or token) of a bucket.
     fn interval(&self) -> f64 {
         MINUTE_US / self.limit as f64
@@ -350,13 +362,7 @@ mod tests {
     const T0: Micros = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 
     fn limit(kind: Kind, n: u64) -> Limit {
-        Limit {
-            client: "c".into(),
-            id: format!("c:{}", kind.tag()).into(),
-            kind,
-            limit: n,
-            pattern: None,
-        }
+        Limit::of("c", kind, n)
     }
 
     #[test]

@@ -151,13 +151,7 @@ mod tests {
     const T0: u64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
 
     fn limit(kind: Kind, n: u64) -> Limit {
-        Limit {
-            client: "alice".into(),
-            id: format!("alice:{}", kind.tag()).into(),
-            kind,
-            limit: n,
-            pattern: None,
-        }
+        Limit::of("alice", kind, n)
     }
 
     /// Each kind of limit, alone: spent, refused with a wait, admitted again once the clock
