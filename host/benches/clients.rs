@@ -40,7 +40,7 @@ fn config() -> Arc<Config> {
 
 #[divan::bench]
 fn authenticate(bencher: Bencher) {
-    let table = ClientTable::build(config());
+    let table = ClientTable::build(&config());
     let mut headers = http::HeaderMap::new();
     headers.insert("authorization", format!("Bearer {KEY}").parse().unwrap());
     bencher.bench_local(|| black_box(table.authenticate(black_box(&headers)).unwrap()));
@@ -54,7 +54,7 @@ fn admit_with_four_limits(bencher: Bencher) {
         .unwrap();
     let config = config();
     let service = Arc::new(Service::new(&config.chatd.limits).unwrap());
-    let client = service.table(&config).clients["c9"].clone();
+    let client = ClientTable::build(&config).clients["c9"].clone();
     let route = Route {
         provider: "openrouter".into(),
         model: "mock/m".into(),

@@ -33,8 +33,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         return next.run(req).await;
     }
     let started = std::time::Instant::now();
-    let table = state.clients.table(&snap.config);
-    match table.authenticate(req.headers()) {
+    match snap.clients.authenticate(req.headers()) {
         Ok(client) => {
             let caller = Arc::new(Caller::new(client, state.clients.clone()));
             let mut response = clients::scope(caller.clone(), next.run(req)).await;
@@ -175,7 +174,7 @@ pub fn visible(state: &AppState, models: Vec<Entry>) -> Vec<Entry> {
 /// of each limit now (from the shared store), and this replica's usage since it started.
 pub async fn admin_list(State(state): State<AppState>) -> Response {
     let snap = state.gateway.snapshot();
-    let table = state.clients.table(&snap.config);
+    let table = &snap.clients;
     let limiter = &state.clients.limiter;
     let usage = state.clients.usage.by_model();
     let refusals = state.clients.usage.refusals();

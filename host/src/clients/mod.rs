@@ -25,8 +25,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use arc_swap::ArcSwapOption;
-
 use crate::config::{ClientKey, Config, LimitsConfig};
 use crate::error::GatewayError;
 use crate::routing::Route;
@@ -121,8 +119,6 @@ fn limit_list(client: &Arc<str>, l: &crate::config::Limits, pattern: Option<&str
 /// The clients of one config, indexed by key digest.
 #[derive(Debug)]
 pub struct ClientTable {
-    /// The config the table was built from.
-    config: Arc<Config>,
     by_digest: HashMap<[u8; 32], Arc<Client>>,
     /// By name, for listings.
     pub clients: BTreeMap<String, Arc<Client>>,
@@ -138,7 +134,7 @@ pub enum Refusal {
 }
 
 impl ClientTable {
-    pub fn build(config: Arc<Config>) -> ClientTable {
+    pub fn build(config: &Config) -> ClientTable {
         let mut by_digest = HashMap::new();
         let mut clients = BTreeMap::new();
         for (name, entry) in &config.chatd.clients.keys {
@@ -148,11 +144,7 @@ impl ClientTable {
             }
             clients.insert(name.clone(), client);
         }
-        ClientTable {
-            config,
-            by_digest,
-            clients,
-        }
+        ClientTable { by_digest, clients }
     }
 
     /// The client whose key the request presents.
@@ -171,13 +163,11 @@ impl ClientTable {
     }
 }
 
-/// What lives as long as the process: the limiter (counters survive reloads), the usage
-/// counters, and the client table of the running config.
+/// What lives as long as the process: the limiter (counters survive reloads) and the usage
+/// counters. The client table belongs to the config's snapshot (`Snapshot::clients`).
 pub struct Service {
     pub limiter: Arc<Limiter>,
     pub usage: Usage,
-    /// The table of the config last seen (read without a lock on every request).
-    table: ArcSwapOption<ClientTable>,
 }
 
 impl Service {
@@ -190,21 +180,7 @@ impl Service {
         Ok(Service {
             limiter: Arc::new(Limiter::new(config, clock)?),
             usage: Usage::default(),
-            table: ArcSwapOption::empty(),
         })
-    }
-
-    /// The client table of `config`, built once per config (a reload brings a new one).
-    pub fn table(&self, config: &Arc<Config>) -> Arc<ClientTable> {
-        if let Some(table) = self.table.load_full()
-            && Arc::ptr_eq(&table.config, config)
-        {
-            return table;
-        }
-        // Two requests may both build it after a reload: the same table, built twice.
-        let table = Arc::new(ClientTable::build(config.clone()));
-        self.table.store(Some(table.clone()));
-        table
     }
 }
 

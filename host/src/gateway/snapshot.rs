@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub routes: RouteTable,
     /// The admin bearer token, when the admin API is enabled and a token was found.
     pub admin_token: Option<Secret>,
+    /// The config's client keys, indexed by digest: built with the snapshot, looked up on
+    /// every request when client keys are on.
+    pub clients: Arc<crate::clients::ClientTable>,
 }
 
 impl Snapshot {
@@ -115,6 +118,7 @@ impl Snapshot {
             _ => None,
         };
         Snapshot {
+            clients: Arc::new(crate::clients::ClientTable::build(&config)),
             config,
             adapters,
             providers,
