@@ -186,17 +186,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// Caps glibc's malloc arenas at one per CPU (glibc's default is eight per CPU).
+/// Caps glibc's malloc arenas at four per CPU (glibc's default is eight per CPU).
 ///
-/// Every thread that allocates (tokio workers, the blocking pool compiling adapters, the
-/// file watcher, the epoch ticker) otherwise gets an arena of its own that keeps freed memory
-/// resident; one arena per CPU lowers peak RSS without costing throughput, where a single
-/// arena would (bench/README.md). An operator's own `MALLOC_ARENA_MAX` wins. Must run before any thread is spawned.
+/// Enough for each long-lived thread (server threads, the acceptor's runtime, the log
+/// writer, the epoch ticker, the file watcher, adapter compiles) to get an arena of its own.
+/// With fewer arenas than threads glibc hands later threads a shared one, and two server
+/// threads on one arena take turns on its lock for every allocation: a process started that
+/// way served half the requests per second at twice the CPU per request, for its whole life
+/// (about one start in five with one arena per CPU; bench/README.md). The cap still keeps a
+/// burst of short-lived blocking threads from each leaving an arena behind. An operator's
+/// own `MALLOC_ARENA_MAX` wins. Must run before any thread is spawned.
 fn bound_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let arenas = libc::c_int::try_from(cpus).unwrap_or(libc::c_int::MAX);
+        let arenas = libc::c_int::try_from(cpus.saturating_mul(4)).unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, arenas);
