@@ -143,13 +143,9 @@ pub(crate) fn keep_usage(kept: &mut crate::contract::Usage, new: crate::contract
     kept.cached_input_tokens = new.cached_input_tokens.or(kept.cached_input_tokens);
 }
 
-/// A fresh id: `prefix` and 16 hex digits, unique per call without a dependency (each
-/// `RandomState` is freshly keyed).
+/// A fresh id: `prefix` and 16 random hex digits.
 pub(crate) fn random_id(prefix: &str) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::hash::RandomState::new().build_hasher();
-    h.write_u64(now_secs());
-    format!("{prefix}{:016x}", h.finish())
+    format!("{prefix}{:016x}", rand::random::<u64>())
 }
 
 /// Unix time in seconds.

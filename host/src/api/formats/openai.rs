@@ -5,7 +5,8 @@
 //! never silently dropped. Errors use OpenAI's shape so SDKs raise their typed exceptions.
 
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -268,32 +269,29 @@ impl WireFormat for OpenAi {
 
     fn answer(shape: Shape, out: ChatOutcome) -> Response {
         let r = out.response;
-        let tool_calls = parse_json(r.tool_calls.as_deref());
-        let mut message = json!({"role": "assistant", "content": r.content});
-        if let Some(calls) = &tool_calls {
-            message["tool_calls"] = calls.clone();
-            if r.content.is_empty() {
-                message["content"] = Value::Null;
-            }
-        }
-        if let Some(reasoning) = r.reasoning {
-            message["reasoning_content"] = Value::String(reasoning);
-        }
-        let mut body = json!({
-            "id": completion_id(),
-            "object": "chat.completion",
-            "created": now_secs(),
-            "model": shape.model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "finish_reason": finish_reason(r.finish, tool_calls.is_some()),
-                "logprobs": null,
+        let tool_calls = r
+            .tool_calls
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
+        let has_calls = tool_calls.is_some();
+        let body = Completion {
+            id: completion_id(),
+            object: "chat.completion",
+            created: now_secs(),
+            model: &shape.model,
+            choices: [Choice {
+                index: 0,
+                message: AnswerMessage {
+                    role: "assistant",
+                    content: (!(has_calls && r.content.is_empty())).then_some(r.content.as_str()),
+                    reasoning_content: r.reasoning.as_deref(),
+                    tool_calls,
+                },
+                finish_reason: finish_reason(r.finish, has_calls),
+                logprobs: (),
             }],
-        });
-        if let Some(usage) = usage(r.usage.input_tokens, r.usage.output_tokens) {
-            body["usage"] = usage;
-        }
+            usage: Usage::of(r.usage.input_tokens, r.usage.output_tokens),
+        };
         axum::Json(body).into_response()
     }
 
@@ -331,10 +329,57 @@ fn finish_reason(finish: Option<FinishReason>, has_tool_calls: bool) -> &'static
     }
 }
 
+/// A whole answer, its fields in OpenAI's order. Typed rather than built as a `Value`: it
+/// is written for every non-streamed request.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: String,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [Choice<'a>; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: AnswerMessage<'a>,
+    finish_reason: &'static str,
+    /// Always `null`: asking for log probabilities is refused.
+    logprobs: (),
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    /// `null` when the answer is only tool calls.
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<&'a str>,
+    /// The adapter's JSON text, passed through once checked to be JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a RawValue>,
+}
+
 /// OpenAI `usage`, only when the upstream reported both counts (never invented).
-fn usage(input: Option<u32>, output: Option<u32>) -> Option<Value> {
-    let (i, o) = (input?, output?);
-    Some(json!({"prompt_tokens": i, "completion_tokens": o, "total_tokens": i as u64 + o as u64}))
+#[derive(Debug, Serialize)]
+struct Usage {
+    prompt_tokens: u32,
+    completion_tokens: u32,
+    total_tokens: u64,
+}
+
+impl Usage {
+    fn of(input: Option<u32>, output: Option<u32>) -> Option<Usage> {
+        let (i, o) = (input?, output?);
+        Some(Usage {
+            prompt_tokens: i,
+            completion_tokens: o,
+            total_tokens: u64::from(i) + u64::from(o),
+        })
+    }
 }
 
 fn completion_id() -> String {
@@ -410,11 +455,11 @@ impl StreamRender for OpenAiStream {
             self.finish_chunk(out);
         }
         if self.shape.include_usage
-            && let Some(usage) = usage(self.input_tokens, self.output_tokens)
+            && let Some(usage) = Usage::of(self.input_tokens, self.output_tokens)
         {
             let mut last = self.chunk_json(json!({}), None);
             last["choices"] = json!([]);
-            last["usage"] = usage;
+            last["usage"] = json!(usage);
             out.push(&last);
         }
         out.raw_data("[DONE]");
@@ -589,8 +634,8 @@ mod tests {
         assert_eq!(finish_reason(None, true), "tool_calls");
         assert_eq!(finish_reason(Some(FinishReason::Length), true), "length");
         assert_eq!(finish_reason(Some(FinishReason::Other), false), "stop");
-        assert_eq!(usage(Some(3), Some(4)).unwrap()["total_tokens"], 7);
-        assert!(usage(None, Some(4)).is_none());
+        assert_eq!(json!(Usage::of(Some(3), Some(4)))["total_tokens"], 7);
+        assert!(Usage::of(None, Some(4)).is_none());
         assert_ne!(completion_id(), completion_id());
     }
 }
