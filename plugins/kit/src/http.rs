@@ -3,7 +3,7 @@
 use crate::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::json::write_object;
+use crate::json::{object_len, write_object};
 use crate::types::{HttpRequest, StreamFraming};
 
 /// The `accept` header of a request whose answer streams in `framing` when `stream` is set and
@@ -33,7 +33,9 @@ pub fn post_json(
         path: path.into(),
         headers,
         body: {
-            let mut bytes = Vec::new();
+            // A 1/16 margin covers ordinary text's escapes (quotes, newlines).
+            let estimate = object_len(&body);
+            let mut bytes = Vec::with_capacity(estimate + estimate / 16);
             write_object(&mut bytes, &body);
             bytes
         },
