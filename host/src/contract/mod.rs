@@ -86,3 +86,95 @@ impl Usage {
         cached_input_tokens: None,
     };
 }
+
+/// About how many bytes `request` takes in an adapter's memory: its text, images and JSON
+/// fields (small fixed-size fields are not counted).
+pub fn request_size(request: &ChatRequest) -> usize {
+    let text = |t: &Option<String>| t.as_ref().map_or(0, String::len);
+    let messages: usize = request
+        .messages
+        .iter()
+        .map(|m| {
+            let content: usize = m
+                .content
+                .iter()
+                .map(|part| match part {
+                    ContentPart::Text(t) => t.len(),
+                    ContentPart::Image(image) => match &image.source {
+                        ImageSource::Inline(inline) => inline.base64.len(),
+                        ImageSource::Url(url) => url.len(),
+                    },
+                    ContentPart::Other((kind, json)) => kind.len() + json.len(),
+                })
+                .sum();
+            content + text(&m.tool_calls) + text(&m.reasoning)
+        })
+        .sum();
+    let schema = match &request.response_format {
+        ResponseFormat::JsonSchema(s) => s.schema.len(),
+        _ => 0,
+    };
+    messages + text(&request.tools) + text(&request.extra) + schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_sized_by_its_text_images_and_json_fields() {
+        let message = |content: Vec<ContentPart>| Message {
+            role: "user".into(),
+            content,
+            tool_calls: Some("[1]".into()),
+            tool_call_id: None,
+            name: None,
+            reasoning: Some("why".into()),
+        };
+        let request = ChatRequest {
+            model: "m".into(),
+            messages: vec![
+                message(vec![ContentPart::Text("x".repeat(1000))]),
+                message(vec![
+                    ContentPart::Image(Image {
+                        source: ImageSource::Inline(InlineImage {
+                            media_type: "image/png".into(),
+                            base64: "A".repeat(500),
+                        }),
+                        detail: None,
+                    }),
+                    ContentPart::Image(Image {
+                        source: ImageSource::Url("https://x/y.png".into()),
+                        detail: None,
+                    }),
+                    ContentPart::Other(("file".into(), "{}".into())),
+                ]),
+            ],
+            max_tokens: None,
+            temperature: None,
+            top_p: None,
+            top_k: None,
+            seed: None,
+            presence_penalty: None,
+            frequency_penalty: None,
+            repeat_penalty: None,
+            stop: Vec::new(),
+            response_format: ResponseFormat::JsonSchema(JsonSchema {
+                name: "n".into(),
+                schema: "{\"type\":\"object\"}".into(),
+                strict: true,
+            }),
+            think: None,
+            reasoning_effort: None,
+            stream: false,
+            tools: Some("[]".into()),
+            tool_choice: None,
+            extra: Some("{}".into()),
+        };
+        let per_message = 3 + 3;
+        assert_eq!(
+            request_size(&request),
+            1000 + 500 + 15 + 6 + 2 * per_message + 17 + 2 + 2
+        );
+    }
+}

@@ -421,6 +421,11 @@ pub struct AdapterInstance {
     permit: OwnedSemaphorePermit,
     /// Slots in all.
     slots: usize,
+    /// For its heavy calls' budget (see [`Runtime::weigh`]).
+    runtime: Runtime,
+    /// Its share of the heavy-call budget, held until it is dropped: its memory, which the
+    /// input filled, is given back then.
+    heavy: Option<OwnedSemaphorePermit>,
 }
 
 impl AdapterInstance {
@@ -437,7 +442,23 @@ impl AdapterInstance {
             exports,
             permit,
             slots: runtime.config().max_instances as usize,
+            runtime: runtime.clone(),
+            heavy: None,
         }
+    }
+
+    /// Waits, for a call whose input is `bytes` long, until the heavy-call budget has room
+    /// (at once for an ordinary call).
+    async fn weigh(&mut self, bytes: usize) -> Result<(), CallError> {
+        let held = self.heavy.as_ref().map_or(0, |p| p.num_permits());
+        let held = u32::try_from(held).unwrap_or(u32::MAX);
+        if let Some(more) = self.runtime.weigh(bytes, held).await? {
+            match &mut self.heavy {
+                Some(permit) => permit.merge(more),
+                None => self.heavy = Some(more),
+            }
+        }
+        Ok(())
     }
 
     /// Whether this instance may be kept idle for a while (for a request's next call): only
@@ -484,6 +505,7 @@ impl AdapterInstance {
         &mut self,
         request: &ChatRequest,
     ) -> Result<Result<HttpRequest, AdapterError>, CallError> {
+        self.weigh(crate::contract::request_size(request)).await?;
         match self.exports {
             Exports::V0_3(e) => self.call(e.build_request, (request,)).await,
             Exports::V0_2(e) => {
@@ -506,6 +528,7 @@ impl AdapterInstance {
         &mut self,
         response: &HttpResponse,
     ) -> Result<Result<ChatResponse, AdapterError>, CallError> {
+        self.weigh(response.body.len()).await?;
         match self.exports {
             Exports::V0_3(e) => self.call(e.parse_response, (response,)).await,
             Exports::V0_2(e) => Ok(self
@@ -581,6 +604,8 @@ impl AdapterInstance {
         &mut self,
         request: &EmbeddingsRequest,
     ) -> Result<Result<HttpRequest, AdapterError>, CallError> {
+        self.weigh(request.inputs.iter().map(String::len).sum())
+            .await?;
         match self.exports {
             Exports::V0_3(e) => self.call(e.build_embeddings_request, (request,)).await,
             Exports::V0_2(_) => Ok(Err(no_embeddings())),
@@ -592,6 +617,7 @@ impl AdapterInstance {
         &mut self,
         response: &HttpResponse,
     ) -> Result<Result<EmbeddingsResponse, AdapterError>, CallError> {
+        self.weigh(response.body.len()).await?;
         match self.exports {
             Exports::V0_3(e) => self.call(e.parse_embeddings_response, (response,)).await,
             Exports::V0_2(_) => Ok(Err(no_embeddings())),

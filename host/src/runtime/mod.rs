@@ -43,6 +43,18 @@ const KEEP_RESIDENT: usize = 512 << 10;
 /// How long a request waits for a free adapter instance slot before a 503.
 pub const SLOT_WAIT: Duration = Duration::from_secs(5);
 
+/// An adapter call whose input (request or response) is at least this big is a heavy call:
+/// it waits for room in the runtime's heavy-call budget, [`HEAVY_PER_CPU`] per CPU.
+pub const HEAVY_CALL_BYTES: usize = 1 << 20;
+
+/// Input of heavy calls in progress at once, per CPU. An instance grows to about six times
+/// its input while it builds the upstream body (a 4 MiB body: 21-25 MiB), and with every call
+/// yielding at each epoch tick, a burst of big requests on one thread otherwise has all of
+/// them half-built at once: 64 requests of 4 MiB held ~400 MiB of adapter memory. Two 4 MiB
+/// calls per CPU keep the CPUs busy; more would only hold more memory. Calls under
+/// [`HEAVY_CALL_BYTES`] never wait for it, so a big request cannot hold up ordinary ones.
+const HEAVY_PER_CPU: usize = 8 << 20;
+
 /// Why a component could not become an adapter.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
@@ -168,6 +180,10 @@ struct Inner {
     limits: SandboxLimits,
     config: RuntimeConfig,
     slots: Arc<Semaphore>,
+    /// The heavy-call budget, one permit per MiB of input.
+    heavy: Arc<Semaphore>,
+    /// Its size in permits.
+    heavy_budget: u32,
     clock: EpochClock,
 }
 
@@ -213,6 +229,10 @@ impl Runtime {
             memory_bytes: config.memory_bytes,
             call_budget: config.call_budget,
         };
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let heavy_budget = cpus * HEAVY_PER_CPU / HEAVY_CALL_BYTES;
+        let heavy = Arc::new(Semaphore::new(heavy_budget));
+        let heavy_budget = u32::try_from(heavy_budget).unwrap_or(u32::MAX);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -220,6 +240,8 @@ impl Runtime {
                 limits,
                 config,
                 slots,
+                heavy,
+                heavy_budget,
                 clock,
             }),
         })
@@ -275,6 +297,32 @@ impl Runtime {
                 self.inner.clock.wake();
                 Ok(permit)
             }
+            _ => Err(CallError::Capacity),
+        }
+    }
+
+    /// A share of the heavy-call budget for a call whose input is `bytes` long, waiting for
+    /// it at most [`SLOT_WAIT`]; `None` for a call under [`HEAVY_CALL_BYTES`], which never
+    /// waits. `held` is what the instance holds already (a second call on it tops it up). A
+    /// call bigger than the whole budget waits for all of it.
+    pub(crate) async fn weigh(
+        &self,
+        bytes: usize,
+        held: u32,
+    ) -> Result<Option<OwnedSemaphorePermit>, CallError> {
+        if bytes < HEAVY_CALL_BYTES {
+            return Ok(None);
+        }
+        let wanted = u32::try_from(bytes.div_ceil(HEAVY_CALL_BYTES))
+            .unwrap_or(u32::MAX)
+            .min(self.inner.heavy_budget);
+        let more = wanted.saturating_sub(held);
+        if more == 0 {
+            return Ok(None);
+        }
+        let heavy = self.inner.heavy.clone();
+        match tokio::time::timeout(SLOT_WAIT, heavy.acquire_many_owned(more)).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(CallError::Capacity),
         }
     }
@@ -363,6 +411,46 @@ mod tests {
             "{long}"
         );
         assert_eq!(stderr_excerpt(""), "");
+    }
+
+    #[tokio::test]
+    async fn heavy_calls_share_a_budget_that_ordinary_calls_never_wait_for() {
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap();
+        let budget = runtime.inner.heavy_budget;
+        assert!(budget >= 8, "{budget}");
+        // Ordinary inputs take nothing.
+        assert!(
+            runtime
+                .weigh(HEAVY_CALL_BYTES - 1, 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // A big one takes a permit per MiB; what an instance holds already is not taken twice.
+        let four = runtime.weigh(4 << 20, 0).await.unwrap().unwrap();
+        assert_eq!(four.num_permits(), 4);
+        assert!(runtime.weigh(4 << 20, 4).await.unwrap().is_none());
+        let more = runtime.weigh(6 << 20, 4).await.unwrap().unwrap();
+        assert_eq!(more.num_permits(), 2);
+        // One bigger than the whole budget waits for all of it, not forever.
+        drop((four, more));
+        let all = runtime.weigh(1 << 40, 0).await.unwrap().unwrap();
+        assert_eq!(all.num_permits(), budget as usize);
+        // With the budget taken, a heavy call waits and an ordinary one does not.
+        let waiting = tokio::spawn({
+            let runtime = runtime.clone();
+            async move {
+                runtime
+                    .weigh(2 << 20, 0)
+                    .await
+                    .map(|p| p.map(|p| p.num_permits()))
+            }
+        });
+        assert!(runtime.weigh(64 << 10, 0).await.unwrap().is_none());
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(all);
+        assert_eq!(waiting.await.unwrap().unwrap(), Some(2));
     }
 
     #[test]
