@@ -287,7 +287,7 @@ pub fn image_source(mut url: String) -> Result<ImageSource, String> {
 /// error. Only checked, not decoded.
 fn standard_base64(mut text: String) -> Result<String, String> {
     let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
-    if !text.bytes().all(alphabet) {
+    if !all_base64(text.as_bytes()) {
         text.retain(|c| !c.is_ascii_whitespace());
         if let Some(bad) = text.bytes().find(|b| !alphabet(*b)) {
             return Err(format!(
@@ -300,6 +300,25 @@ fn standard_base64(mut text: String) -> Result<String, String> {
         return Err("the data: URL holds no data".into());
     }
     Ok(text)
+}
+
+/// Whether every byte is in the standard base64 alphabet (padding included). An image is
+/// megabytes of it: checked in blocks without an early exit inside one, which the compiler
+/// turns into vector compares (~10x faster than byte by byte, which took ~2 ms of a 1 MiB
+/// image's ~6 ms of CPU).
+fn all_base64(bytes: &[u8]) -> bool {
+    #[inline(always)]
+    fn in_alphabet(b: u8) -> bool {
+        // `| 0x20` folds A-Z onto a-z and nothing else onto a-z.
+        ((b | 0x20).wrapping_sub(b'a') < 26)
+            | (b.wrapping_sub(b'0') < 10)
+            | (b == b'+')
+            | (b == b'/')
+            | (b == b'=')
+    }
+    bytes
+        .chunks(64)
+        .all(|block| block.iter().fold(true, |ok, &b| ok & in_alphabet(b)))
 }
 
 /// Validates the message list: at least one message, each valid.
@@ -806,6 +825,19 @@ fn json_type_names(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_base64_alphabet_check_agrees_with_the_plain_one_on_every_byte() {
+        let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
+        for b in 0..=255u8 {
+            for at in [0, 63, 64, 100] {
+                let mut bytes = vec![b'A'; 130];
+                bytes[at] = b;
+                assert_eq!(all_base64(&bytes), plain(b), "byte {b:#04x} at {at}");
+            }
+        }
+        assert!(all_base64(b""));
+    }
     use serde_json::json;
 
     fn msg(v: Value) -> Result<Message, GatewayError> {
