@@ -827,6 +827,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_is_sized_by_its_text_images_and_json_fields() {
+        use crate::contract::{Image, ImageSource, InlineImage, JsonSchema, ResponseFormat};
+        let message = |content: Vec<ContentPart>| Message {
+            role: "user".into(),
+            content,
+            tool_calls: Some("[1]".into()),
+            tool_call_id: None,
+            name: None,
+            reasoning: Some("why".into()),
+        };
+        let inline = ImageSource::Inline(InlineImage {
+            media_type: "image/png".into(),
+            base64: "A".repeat(500),
+        });
+        let parts = [inline, ImageSource::Url("https://x/y.png".into())].map(|source| {
+            ContentPart::Image(Image {
+                source,
+                detail: None,
+            })
+        });
+        let mut request = chat_request(
+            "m".into(),
+            vec![
+                message(vec![ContentPart::Text("x".repeat(1000))]),
+                message(
+                    parts
+                        .into_iter()
+                        .chain([ContentPart::Other(("file".into(), "{}".into()))])
+                        .collect(),
+                ),
+            ],
+        );
+        request.response_format = ResponseFormat::JsonSchema(JsonSchema {
+            name: "n".into(),
+            schema: r#"{"type":"object"}"#.into(),
+            strict: true,
+        });
+        request.tools = Some("[]".into());
+        request.extra = Some("{}".into());
+        let per_message = "[1]".len() + "why".len();
+        assert_eq!(
+            crate::contract::request_size(&request),
+            1000 + 500 + 15 + 6 + 2 * per_message + 17 + 2 + 2
+        );
+    }
+
+    #[test]
     fn the_base64_alphabet_check_agrees_with_the_plain_one_on_every_byte() {
         let plain = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
         for b in 0..=255u8 {
