@@ -469,6 +469,9 @@ impl AdapterInstance {
     pub fn may_idle(&self) -> bool {
         self.permit.semaphore().available_permits() * 2 >= self.slots
             && self.store.data().memory_size() <= IDLE_MEMORY_MAX
+            // Nor while it holds a share of the heavy-call budget: kept for a stream, it
+            // would hold that share for the stream's life.
+            && self.heavy.is_none()
     }
 
     /// Gives the instance back once its request is done with it: it is dropped (memory reset,
