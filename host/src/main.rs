@@ -225,10 +225,8 @@ fn init_logging(
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer};
     let server = otel.is_some();
-    let filter = || {
-        EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new(if server { "info" } else { "error" }))
-    };
+    let default = if server { "info" } else { "error" };
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let batched = server
         .then(|| chatd::logging::BufferedOutput::new(std::io::stderr()))
@@ -257,7 +255,7 @@ fn init_logging(
             let log = tracing_subscriber::fmt::layer()
                 .with_ansi(ansi)
                 .with_writer(writer);
-            let targets = static_filter(server);
+            let targets = static_filter(std::env::var("RUST_LOG").ok().as_deref(), default);
             let env_filter = targets.is_none().then(filter);
             tracing_subscriber::registry()
                 .with(targets)
@@ -290,16 +288,24 @@ fn init_logging(
     }
 }
 
-/// `RUST_LOG` (or the default level) as a filter by target and level, unless it filters by
-/// span or field, which only `EnvFilter` can. `EnvFilter` checks, on every entry into and
-/// exit from any span, whether a span-scoped directive applies, behind a lock all threads
-/// share: the request's span is entered on every poll of the request, and that cost ~10 µs
-/// CPU per request at c=1 (bench/README.md).
-fn static_filter(server: bool) -> Option<tracing_subscriber::filter::Targets> {
-    match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => directives.parse().ok(),
-        _ => (if server { "info" } else { "error" }).parse().ok(),
+/// `directives` (`RUST_LOG`; `default` when unset or blank) as a filter by target and level,
+/// unless they filter by span or field, which only `EnvFilter` can. `EnvFilter` checks, on
+/// every entry into and exit from any span, whether a span-scoped directive applies, behind a
+/// lock all threads share: the request's span is entered on every poll of the request, and
+/// that cost ~10 µs CPU per request at c=1 (bench/README.md).
+fn static_filter(
+    directives: Option<&str>,
+    default: &str,
+) -> Option<tracing_subscriber::filter::Targets> {
+    let directives = directives
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or(default);
+    // `Targets` would read `chatd[request]=debug` as a target named `chatd[request]`, not
+    // refuse it: span and field filters are recognised by their brackets.
+    if directives.contains(['[', '{']) {
+        return None;
     }
+    directives.parse().ok()
 }
 
 async fn serve(config: Config, bind: Option<SocketAddr>) -> Result<ExitCode, String> {
@@ -498,5 +504,27 @@ fn fix_mmap_threshold() {
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::static_filter;
+
+    #[test]
+    fn rust_log_of_targets_and_levels_gets_the_target_filter_and_span_directives_do_not() {
+        use tracing_subscriber::filter::LevelFilter;
+        // Unset or blank: the default.
+        for unset in [None, Some(""), Some("  ")] {
+            let targets = static_filter(unset, "info").unwrap();
+            assert_eq!(targets.default_level(), Some(LevelFilter::INFO));
+        }
+        let targets = static_filter(Some("warn,chatd::runtime=debug"), "info").unwrap();
+        assert_eq!(targets.default_level(), Some(LevelFilter::WARN));
+        assert!(targets.would_enable("chatd::runtime::adapter", &tracing::Level::DEBUG));
+        assert!(!targets.would_enable("chatd::api", &tracing::Level::INFO));
+        // Span-scoped and field directives are left to EnvFilter.
+        assert!(static_filter(Some("chatd[request]=debug"), "info").is_none());
+        assert!(static_filter(Some("info,chatd[{request_id=x}]=trace"), "info").is_none());
     }
 }

@@ -286,10 +286,9 @@ pub fn image_source(mut url: String) -> Result<ImageSource, String> {
 /// which some encoders insert, are removed; any other character outside the alphabet is an
 /// error. Only checked, not decoded.
 fn standard_base64(mut text: String) -> Result<String, String> {
-    let alphabet = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
     if !all_base64(text.as_bytes()) {
         text.retain(|c| !c.is_ascii_whitespace());
-        if let Some(bad) = text.bytes().find(|b| !alphabet(*b)) {
+        if let Some(bad) = text.bytes().find(|b| !in_base64_alphabet(*b)) {
             return Err(format!(
                 "the data of a data: URL must be standard base64; it holds {:?}",
                 bad as char
@@ -307,18 +306,20 @@ fn standard_base64(mut text: String) -> Result<String, String> {
 /// turns into vector compares (~10x faster than byte by byte, which took ~2 ms of a 1 MiB
 /// image's ~6 ms of CPU).
 fn all_base64(bytes: &[u8]) -> bool {
-    #[inline(always)]
-    fn in_alphabet(b: u8) -> bool {
-        // `| 0x20` folds A-Z onto a-z and nothing else onto a-z.
-        ((b | 0x20).wrapping_sub(b'a') < 26)
-            | (b.wrapping_sub(b'0') < 10)
-            | (b == b'+')
-            | (b == b'/')
-            | (b == b'=')
-    }
     bytes
         .chunks(64)
-        .all(|block| block.iter().fold(true, |ok, &b| ok & in_alphabet(b)))
+        .all(|block| block.iter().fold(true, |ok, &b| ok & in_base64_alphabet(b)))
+}
+
+/// Compares without branches, so that [`all_base64`] vectorizes.
+#[inline(always)]
+fn in_base64_alphabet(b: u8) -> bool {
+    // `| 0x20` folds A-Z onto a-z and nothing else onto a-z.
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'+')
+        | (b == b'/')
+        | (b == b'=')
 }
 
 /// Validates the message list: at least one message, each valid.
@@ -825,6 +826,7 @@ fn json_type_names(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_request_is_sized_by_its_text_images_and_json_fields() {
@@ -885,7 +887,6 @@ mod tests {
         }
         assert!(all_base64(b""));
     }
-    use serde_json::json;
 
     fn msg(v: Value) -> Result<Message, GatewayError> {
         serde_json::from_value::<ApiMessage>(v)

@@ -451,7 +451,6 @@ impl AdapterInstance {
     /// (at once for an ordinary call).
     async fn weigh(&mut self, bytes: usize) -> Result<(), CallError> {
         let held = self.heavy.as_ref().map_or(0, |p| p.num_permits());
-        let held = u32::try_from(held).unwrap_or(u32::MAX);
         if let Some(more) = self.runtime.weigh(bytes, held).await? {
             match &mut self.heavy {
                 Some(permit) => permit.merge(more),

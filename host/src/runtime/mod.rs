@@ -183,7 +183,7 @@ struct Inner {
     /// The heavy-call budget, one permit per MiB of input.
     heavy: Arc<Semaphore>,
     /// Its size in permits.
-    heavy_budget: u32,
+    heavy_budget: usize,
     clock: EpochClock,
 }
 
@@ -232,7 +232,6 @@ impl Runtime {
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
         let heavy_budget = cpus * HEAVY_PER_CPU / HEAVY_CALL_BYTES;
         let heavy = Arc::new(Semaphore::new(heavy_budget));
-        let heavy_budget = u32::try_from(heavy_budget).unwrap_or(u32::MAX);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -308,15 +307,16 @@ impl Runtime {
     pub(crate) async fn weigh(
         &self,
         bytes: usize,
-        held: u32,
+        held: usize,
     ) -> Result<Option<OwnedSemaphorePermit>, CallError> {
         if bytes < HEAVY_CALL_BYTES {
             return Ok(None);
         }
-        let wanted = u32::try_from(bytes.div_ceil(HEAVY_CALL_BYTES))
-            .unwrap_or(u32::MAX)
+        let wanted = bytes
+            .div_ceil(HEAVY_CALL_BYTES)
             .min(self.inner.heavy_budget);
-        let more = wanted.saturating_sub(held);
+        // At most the budget, which a semaphore's permits fit.
+        let more = u32::try_from(wanted.saturating_sub(held)).unwrap_or(u32::MAX);
         if more == 0 {
             return Ok(None);
         }
@@ -435,7 +435,7 @@ mod tests {
         // One bigger than the whole budget waits for all of it, not forever.
         drop((four, more));
         let all = runtime.weigh(1 << 40, 0).await.unwrap().unwrap();
-        assert_eq!(all.num_permits(), budget as usize);
+        assert_eq!(all.num_permits(), budget);
         // With the budget taken, a heavy call waits and an ordinary one does not.
         let waiting = tokio::spawn({
             let runtime = runtime.clone();

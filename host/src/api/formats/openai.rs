@@ -274,6 +274,7 @@ impl WireFormat for OpenAi {
             .as_deref()
             .and_then(|t| serde_json::from_str::<&RawValue>(t).ok());
         let has_calls = tool_calls.is_some();
+        let only_calls = has_calls && r.content.is_empty();
         let body = Completion {
             id: completion_id(),
             object: "chat.completion",
@@ -283,7 +284,7 @@ impl WireFormat for OpenAi {
                 index: 0,
                 message: AnswerMessage {
                     role: "assistant",
-                    content: (!(has_calls && r.content.is_empty())).then_some(r.content.as_str()),
+                    content: if only_calls { None } else { Some(&r.content) },
                     reasoning_content: r.reasoning.as_deref(),
                     tool_calls,
                 },
