@@ -246,12 +246,19 @@ async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
     let upstream = ollama_mock().await;
     let mut chatd = ChatdProcess::start(&dev_config(&upstream.uri()), &[]);
     // An upstream 500 (a 404 would be the client's error, kept as a 404 and logged at info).
-    let (status, body) = chatd.post("/v1/chat", chat("broken/m")).await;
-    assert_eq!(status, 502, "{body}");
+    let broken = reqwest::Client::new()
+        .post(format!("{}/v1/chat", chatd.url))
+        .header("x-request-id", "req-broken")
+        .json(&chat("broken/m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(broken.status(), 502);
     let mut streamed = chat("qwen3:8b");
     streamed["stream"] = json!(true);
     let resp = reqwest::Client::new()
         .post(format!("{}/v1/chat", chatd.url))
+        .header("x-request-id", "req-streamed")
         .json(&streamed)
         .send()
         .await
@@ -267,12 +274,55 @@ async fn the_log_says_why_a_request_failed_and_when_a_stream_ended() {
     assert!(failed.contains("WARN"), "{failed}");
     assert!(failed.contains("upstream_error"), "{failed}");
     assert!(failed.contains("model 'broken/m' crashed"), "{failed}");
-    let finished = logs
+    assert!(
+        failed.contains("request{request_id=req-broken}: chatd"),
+        "{failed}"
+    );
+    // The stream's lines name it too: its access line, and its end, written after the
+    // handler returned.
+    let lines: Vec<_> = logs
         .lines()
-        .find(|l| l.contains("stream finished"))
-        .unwrap();
+        .filter(|l| l.contains("req-streamed"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert!(lines[0].contains("endpoint=\"/v1/chat\""), "{}", lines[0]);
+    let finished = lines[1];
+    assert!(finished.contains("stream finished"), "{finished}");
     assert!(finished.contains("duration_ms="), "{finished}");
     assert!(finished.contains("provider=ollama"), "{finished}");
+    // Lines outside any request name none.
+    let started = logs.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(!started.contains("request"), "{started}");
+}
+
+/// With a `RUST_LOG` that filters by span, the request gets a real span: the filter sees it
+/// (a debug line inside the request gets through) and its lines name it once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_span_filter_still_sees_the_request() {
+    let upstream = ollama_mock().await;
+    let mut chatd = ChatdProcess::start(
+        &dev_config(&upstream.uri()),
+        &[("RUST_LOG", "info,chatd[request]=debug")],
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/chat", chatd.url))
+        .header("x-request-id", "req-spanned")
+        .json(
+            &json!({"model": "qwen3:8b", "stream": false, "options": {"num_thread": 4},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let logs = chatd.stop();
+    for wanted in ["option=\"num_thread\"", "endpoint=\"/api/chat\""] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(wanted))
+            .unwrap_or_else(|| panic!("no line with {wanted}:\n{logs}"));
+        assert_eq!(line.matches("request_id=req-spanned").count(), 1, "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,6 +342,7 @@ async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled()
     streamed["stream"] = json!(true);
     let sent = reqwest::Client::new()
         .post(format!("{}/v1/chat", chatd.url))
+        .header("x-request-id", "req-abandoned")
         .timeout(Duration::from_millis(300))
         .json(&streamed)
         .send()
@@ -307,6 +358,7 @@ async fn a_stream_abandoned_before_the_upstream_answers_is_logged_as_cancelled()
         .find(|l| l.contains("stream cancelled"))
         .unwrap();
     assert!(line.contains("provider=ollama"), "{line}");
+    assert!(line.contains("request_id=req-abandoned"), "{line}");
 }
 
 /// chatd with the given shutdown grace, and a request to it that its upstream takes 30 s

@@ -14,6 +14,7 @@
 //! - [`clients`]: client keys, the models each may use, limits and usage.
 //! - [`api`]: the HTTP API (axum).
 //! - [`logging`]: log lines to stderr, batched.
+//! - [`log_format`]: how a log line looks (the request it belongs to named in it).
 //! - [`memory`]: the bound on request body bytes in flight, and giving memory back after a burst.
 //! - [`request_id`]: `X-Request-Id` on every response, in every log line and error body.
 //! - [`otel`]: OpenTelemetry traces over OTLP/HTTP (off unless configured).
@@ -26,6 +27,7 @@ pub mod error;
 pub mod gateway;
 pub mod inspect;
 pub mod keys;
+pub mod log_format;
 pub mod logging;
 pub mod memory;
 pub mod otel;

@@ -254,9 +254,14 @@ fn init_logging(
         None => {
             let log = tracing_subscriber::fmt::layer()
                 .with_ansi(ansi)
+                .event_format(chatd::log_format::LineFormat)
                 .with_writer(writer);
             let targets = static_filter(std::env::var("RUST_LOG").ok().as_deref(), default);
             let env_filter = targets.is_none().then(filter);
+            if env_filter.is_some() {
+                // A filter by span may name the request's.
+                chatd::request_id::open_spans();
+            }
             tracing_subscriber::registry()
                 .with(targets)
                 .with(env_filter)
@@ -277,6 +282,7 @@ fn init_logging(
             });
             let log = tracing_subscriber::fmt::layer()
                 .with_ansi(ansi)
+                .event_format(chatd::log_format::LineFormat)
                 .with_writer(writer)
                 .with_filter(filter());
             tracing_subscriber::registry()
@@ -291,8 +297,8 @@ fn init_logging(
 /// `directives` (`RUST_LOG`; `default` when unset or blank) as a filter by target and level,
 /// unless they filter by span or field, which only `EnvFilter` can. `EnvFilter` checks, on
 /// every entry into and exit from any span, whether a span-scoped directive applies, behind a
-/// lock all threads share: the request's span is entered on every poll of the request, and
-/// that cost ~10 µs CPU per request at c=1 (bench/README.md).
+/// lock all threads share: a request's span, when it has one, is entered on every poll of the
+/// request, and that cost ~10 µs CPU per request at c=1 (bench/README.md).
 fn static_filter(
     directives: Option<&str>,
     default: &str,

@@ -1,21 +1,31 @@
 //! Request ids: every response carries `X-Request-Id`, every log line of the request names
-//! it (a field of the request's span), and error bodies include it as `request_id`.
+//! it, and error bodies include it as `request_id`.
 //!
 //! A client's own `X-Request-Id` is kept when it is 1–128 characters of letters, digits and
 //! `-_.:/+=@~` (what ids in the wild use: UUIDs, ULIDs, base64, `req_...`); anything else —
 //! too long, spaces, quotes, control characters that would forge log lines — is replaced by
 //! a fresh id, a random UUID (version 4).
 //!
-//! The same middleware opens the request's span, which OpenTelemetry exports as the server
-//! span (continuing an incoming `traceparent`; see `otel.rs`).
+//! Every request is polled with its id in scope on its thread, and so is its response body
+//! (a stream is written after the handler returned: how it ended belongs to the request too).
+//! The log format prints the id in scope ([`crate::log_format`]). When traces are exported,
+//! or `RUST_LOG` filters by span, a real span is opened instead, which OpenTelemetry exports
+//! as the server span (continuing an incoming `traceparent`; see `otel.rs`): entering a span
+//! on every poll costs the registry's bookkeeping, a thread-local pointer does not.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::mem::ManuallyDrop;
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
-use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::otel;
@@ -28,6 +38,48 @@ pub const MAX_LEN: usize = 128;
 
 /// Error bodies larger than this are passed on without a `request_id` (none of chatd's are).
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Set when `RUST_LOG` filters by span or field: the request then needs its span.
+static SPANS: AtomicBool = AtomicBool::new(false);
+
+/// Requests get a real span (see the module notes). Call once, before serving.
+pub fn open_spans() {
+    SPANS.store(true, Ordering::Relaxed);
+}
+
+fn spans() -> bool {
+    SPANS.load(Ordering::Relaxed) || otel::enabled()
+}
+
+thread_local! {
+    /// The id of the request being polled on this thread.
+    static CURRENT: Cell<Option<NonNull<str>>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with the id of the request being polled on this thread, if any.
+pub fn with_current<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
+    // SAFETY: `CURRENT` holds a pointer only inside `in_scope`, which borrows the id it
+    // points to for that long; `f` cannot keep the reference past its call.
+    f(CURRENT.with(Cell::get).map(|id| unsafe { id.as_ref() }))
+}
+
+/// Runs `f` with `id` as the request in scope on this thread (restored after, even on a
+/// panic).
+fn in_scope<R>(id: &str, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<NonNull<str>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|current| current.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT.with(|current| current.replace(Some(NonNull::from(id)))));
+    f()
+}
+
+#[cfg(test)]
+pub(crate) fn in_scope_for_tests<R>(id: &str, f: impl FnOnce() -> R) -> R {
+    in_scope(id, f)
+}
 
 /// Whether a client's id can be kept as it is.
 pub fn is_valid(id: &str) -> bool {
@@ -55,10 +107,110 @@ fn id_of(request: &Request) -> String {
         .map_or_else(generate, str::to_owned)
 }
 
-/// The middleware: opens the request's span, runs the request in it (a streamed body too),
-/// and puts the id on the response.
-pub async fn middleware(request: Request, next: Next) -> Response {
-    let id = id_of(&request);
+/// The request's id, and its span when it has one.
+struct Scope {
+    id: String,
+    span: Option<tracing::Span>,
+}
+
+impl Scope {
+    fn run<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.span {
+            Some(span) => span.in_scope(f),
+            None => in_scope(&self.id, f),
+        }
+    }
+}
+
+/// The layer that gives every request its id (outermost: every answer, CORS preflights,
+/// panics and 404s included, carries it).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower_layer::Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+
+    fn layer(&self, inner: S) -> RequestIds<S> {
+        RequestIds { inner }
+    }
+}
+
+/// See [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct RequestIds<S> {
+    inner: S,
+}
+
+impl<S> tower_service::Service<Request> for RequestIds<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let id = id_of(&request);
+        let span = spans().then(|| request_span(&id, &request));
+        let scope = Scope { id, span };
+        let answer = scope.run(|| self.inner.call(request));
+        Box::pin(async move {
+            let (Ok(response), scope) = Scoped::new(answer, scope).await;
+            Ok(finish(response, scope).await)
+        })
+    }
+}
+
+/// A future polled, and dropped, with its request in scope: an answer dropped unfinished
+/// (its client left) logs that in scope too. Yields the scope back with the output.
+struct Scoped<F> {
+    work: ManuallyDrop<F>,
+    /// Taken when `work` is done.
+    scope: Option<Scope>,
+}
+
+impl<F> Scoped<F> {
+    fn new(work: F, scope: Scope) -> Self {
+        Scoped {
+            work: ManuallyDrop::new(work),
+            scope: Some(scope),
+        }
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = (F::Output, Scope);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `work` is pinned with `self` (never moved out; dropped in place), `scope`
+        // is not pinned.
+        let this = unsafe { self.get_unchecked_mut() };
+        let work = unsafe { Pin::new_unchecked(&mut *this.work) };
+        let scope = this.scope.as_ref().expect("polled after it was done");
+        let out = std::task::ready!(scope.run(|| work.poll(cx)));
+        Poll::Ready((out, this.scope.take().expect("present until done")))
+    }
+}
+
+impl<F> Drop for Scoped<F> {
+    fn drop(&mut self) {
+        let work = &mut self.work;
+        // SAFETY: `work` is dropped once, here, in place.
+        let mut drop_work = || unsafe { ManuallyDrop::drop(work) };
+        match &self.scope {
+            Some(scope) => scope.run(drop_work),
+            None => drop_work(),
+        }
+    }
+}
+
+/// The request's span: the server span of its trace.
+fn request_span(id: &str, request: &Request) -> tracing::Span {
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -72,14 +224,19 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         span.record("otel.kind", "server");
         otel::set_attribute(&span, "http.request.method", method.to_owned());
         otel::set_attribute(&span, "url.path", path.to_owned());
-        otel::set_attribute(&span, "chatd.request_id", id.clone());
+        otel::set_attribute(&span, "chatd.request_id", id.to_owned());
         otel::continue_trace(&span, request.headers());
     }
-    let response = next.run(request).instrument(span.clone()).await;
+    span
+}
+
+/// The answer with its id: in the header, in an error's body, and in scope while a streamed
+/// body is written.
+async fn finish(response: Response, scope: Scope) -> Response {
     let status = response.status();
-    if otel::enabled() {
+    if let Some(span) = scope.span.as_ref().filter(|_| otel::enabled()) {
         otel::set_attribute(
-            &span,
+            span,
             "http.response.status_code",
             i64::from(status.as_u16()),
         );
@@ -88,21 +245,18 @@ pub async fn middleware(request: Request, next: Next) -> Response {
         }
     }
     let mut response = if status.is_client_error() || status.is_server_error() {
-        with_request_id(response, &id).await
+        with_request_id(response, &scope.id).await
     } else {
         response
     };
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    if let Ok(value) = HeaderValue::from_str(&scope.id) {
         response.headers_mut().insert(HEADER, value);
     }
-    // A stream is written after the handler returned: its log lines (how it ended) belong
-    // to the request too, and its span ends with it.
     if http_body::Body::is_end_stream(response.body()) || response_is_whole(&response) {
         return response;
     }
-    response.map(|body| Body::new(InSpan { body, span }))
+    response.map(|body| Body::new(InScope { body, scope }))
 }
-
 fn response_is_whole(response: &Response) -> bool {
     http_body::Body::size_hint(response.body())
         .exact()
@@ -136,23 +290,22 @@ async fn with_request_id(response: Response, id: &str) -> Response {
     Response::from_parts(parts, Body::from(bytes))
 }
 
-/// A response body polled (and dropped) inside the request's span.
-struct InSpan {
+/// A response body polled (and dropped) with its request in scope.
+struct InScope {
     body: Body,
-    span: tracing::Span,
+    scope: Scope,
 }
 
-impl http_body::Body for InSpan {
+impl http_body::Body for InScope {
     type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let _entered = this.span.enter();
-        std::pin::Pin::new(&mut this.body).poll_frame(cx)
+        this.scope.run(|| Pin::new(&mut this.body).poll_frame(cx))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -164,11 +317,11 @@ impl http_body::Body for InSpan {
     }
 }
 
-impl Drop for InSpan {
+impl Drop for InScope {
     fn drop(&mut self) {
-        // A stream dropped unfinished (its client left) logs that: inside the span too.
-        let _entered = self.span.enter();
-        drop(std::mem::take(&mut self.body));
+        // A stream dropped unfinished (its client left) logs that: in scope too.
+        let body = std::mem::take(&mut self.body);
+        self.scope.run(|| drop(body));
     }
 }
 

@@ -1,7 +1,8 @@
-//! Client keys at the API's edge: the middleware that authenticates every API request, the
+//! Client keys at the API's edge: the layer that authenticates every API request, the
 //! `x-ratelimit-*` headers, errors in the caller's wire format, and
 //! `GET /v1/admin/clients`.
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,8 +10,8 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures_util::future::Either;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -25,18 +26,74 @@ fn is_open(path: &str) -> bool {
     path == "/healthz" || path == "/metrics" || path.starts_with("/v1/admin/")
 }
 
-/// Authenticates API requests when client keys are on; runs the request (handler and
-/// response body) with its client in scope, and adds the `x-ratelimit-*` headers.
-pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let snap = state.gateway.snapshot();
-    if !snap.config.chatd.clients.enabled || is_open(req.uri().path()) {
-        return next.run(req).await;
+/// The layer that authenticates API requests when client keys are on; runs the request
+/// (handler and response body) with its client in scope, and adds the `x-ratelimit-*`
+/// headers. With client keys off a request passes straight through, unboxed.
+#[derive(Clone)]
+pub struct ClientKeysLayer {
+    pub state: AppState,
+}
+
+impl<S> tower_layer::Layer<S> for ClientKeysLayer {
+    type Service = ClientKeys<S>;
+
+    fn layer(&self, inner: S) -> ClientKeys<S> {
+        ClientKeys {
+            inner,
+            state: self.state.clone(),
+        }
     }
+}
+
+/// See [`ClientKeysLayer`].
+#[derive(Clone)]
+pub struct ClientKeys<S> {
+    inner: S,
+    state: AppState,
+}
+
+type Checked = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<S> tower_service::Service<Request> for ClientKeys<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<S::Future, Checked>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if !self.state.gateway.clients_on() || is_open(req.uri().path()) {
+            return Either::Left(self.inner.call(req));
+        }
+        // The service that was made ready serves this request; its clone the next.
+        let ready = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, ready);
+        let state = self.state.clone();
+        Either::Right(Box::pin(async move {
+            Ok(authenticate(state, req, inner).await)
+        }))
+    }
+}
+
+async fn authenticate<S>(state: AppState, req: Request, mut inner: S) -> Response
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+{
+    let snap = state.gateway.snapshot();
     let started = std::time::Instant::now();
     match snap.clients.authenticate(req.headers()) {
         Ok(client) => {
             let caller = Arc::new(Caller::new(client, state.clients.clone()));
-            let mut response = clients::scope(caller.clone(), next.run(req)).await;
+            let Ok(mut response) = clients::scope(caller.clone(), inner.call(req)).await;
             if let Some(verdict) = caller.verdict() {
                 rate_headers(response.headers_mut(), verdict);
             }

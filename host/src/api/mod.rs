@@ -89,10 +89,9 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Client keys (when on): every API request, unknown paths included, needs one.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            clients::authenticate,
-        ))
+        .layer(clients::ClientKeysLayer {
+            state: state.clone(),
+        })
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ));
@@ -103,7 +102,7 @@ pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
     };
     // Outermost, so that every answer (CORS preflights, panics, 404s) carries the id.
     Ok(router
-        .layer(axum::middleware::from_fn(crate::request_id::middleware))
+        .layer(crate::request_id::RequestIdLayer)
         .with_state(state))
 }
 

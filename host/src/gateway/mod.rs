@@ -146,6 +146,11 @@ impl Gateway {
     }
 
     /// The adapter runtime.
+    /// Whether client keys are on, without taking a reference to the snapshot.
+    pub fn clients_on(&self) -> bool {
+        self.state.load().config.chatd.clients.enabled
+    }
+
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
