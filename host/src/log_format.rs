@@ -106,11 +106,12 @@ mod tests {
         > + Send
         + Sync
         + 'static,
+        ansi: bool,
     ) -> Vec<String> {
         let out = Arc::new(Mutex::new(Vec::new()));
         let sink = out.clone();
         let layer = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
+            .with_ansi(ansi)
             .event_format(format)
             .with_writer(move || Sink(sink.clone()));
         let subscriber = tracing_subscriber::registry().with(layer);
@@ -143,8 +144,8 @@ mod tests {
 
     #[test]
     fn lines_look_like_the_default_format_with_the_request_as_a_span() {
-        let ours = lines(LineFormat);
-        let default = lines(tracing_subscriber::fmt::format::Format::default());
+        let ours = lines(LineFormat, false);
+        let default = lines(tracing_subscriber::fmt::format::Format::default(), false);
         let target = module_path!();
         assert_eq!(
             ours,
@@ -155,7 +156,13 @@ mod tests {
                 ),
             ]
         );
-        // Outside a request, exactly what the default format writes.
+        // Outside a request, exactly what the default format writes, in colour too.
         assert_eq!(ours[0], default[0]);
+        let coloured = lines(LineFormat, true);
+        assert_eq!(
+            coloured[0],
+            lines(tracing_subscriber::fmt::format::Format::default(), true)[0]
+        );
+        assert!(coloured[1].contains("\u{1b}[1mrequest"), "{:?}", coloured[1]);
     }
 }
