@@ -163,6 +163,10 @@ mod tests {
             coloured[0],
             lines(tracing_subscriber::fmt::format::Format::default(), true)[0]
         );
-        assert!(coloured[1].contains("\u{1b}[1mrequest"), "{:?}", coloured[1]);
+        assert!(
+            coloured[1].contains("\u{1b}[1mrequest"),
+            "{:?}",
+            coloured[1]
+        );
     }
 }

@@ -34,9 +34,21 @@ use formats::responses::Responses;
 pub use server::serve;
 pub use types::{ApiMessage, Content, Stop};
 
-/// Shared state of every handler.
+/// Shared state of every handler, behind one reference count: axum clones it for every
+/// extractor of every request, on every server thread.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     /// The running gateway.
     pub gateway: Arc<Gateway>,
     /// Client keys, limits and usage (process lifetime).
@@ -51,11 +63,11 @@ pub struct AppState {
 pub fn router(gateway: Arc<Gateway>) -> Result<Router, String> {
     let cors = cors_layer(&gateway.snapshot().config.chatd.cors_origins);
     let service = crate::clients::Service::new(&gateway.snapshot().config.chatd.limits)?;
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         gateway,
         clients: Arc::new(service),
         bodies: BodyBudget::new(),
-    };
+    }));
     let admin = Router::new()
         .route("/v1/admin/reload", post(admin::reload))
         .route("/v1/admin/adapters", get(admin::adapters))
