@@ -128,7 +128,7 @@ pub struct SandboxConfig {
     /// Linear memory an adapter instance may grow to.
     #[serde(default = "defaults::memory_mib")]
     pub memory_mib: u32,
-    /// CPU budget of one adapter call (its thread's CPU time, see `runtime/sandbox.rs`).
+    /// Time budget of one adapter call (the time it runs, see `runtime/sandbox.rs`).
     #[serde(default = "defaults::cpu_ms")]
     pub cpu_ms: u64,
     /// Adapter instances alive at once (requests in flight, streams included).

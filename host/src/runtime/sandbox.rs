@@ -142,19 +142,20 @@ impl Sandbox {
     }
 }
 
-/// How much CPU the adapter call in progress has used, for its time budget.
+/// How much time the adapter call in progress has used, for its time budget.
 ///
-/// Only the CPU time of the thread running the call counts, from its first instruction: a
-/// call yields its thread at every epoch tick and then waits behind other requests, the OS
-/// may run other processes in the middle of a stretch, and the whole process may be stopped
-/// (a `SIGSTOP`, a VM pause). None of that is the adapter's work; counting it by the wall
-/// clock failed calls that need a few milliseconds with `adapter_timeout` on a busy host.
-/// Added to that is the time the guest spends parked on a host future it asked for (a WASI
-/// sleep), which is its own doing and uses no CPU.
+/// What counts is the time the call runs: a call yields its thread at every epoch tick and
+/// then waits behind other requests, and none of that waiting is the adapter's work. So a
+/// call's time is made of stretches, each from a poll's start to the next epoch tick (where
+/// it yields) or to a wait on the host, measured on the monotonic clock and counted up to
+/// one tick ([`STRETCH_MAX`]): a stretch that took longer did not run all that time (the OS
+/// ran other processes in its middle, or the whole process was stopped: a `SIGSTOP`, a VM
+/// pause), so at most a tick of it is charged. Added to that is the time the guest spends
+/// parked on a host future it asked for (a WASI sleep), which is its own doing.
 ///
-/// The thread's CPU clock is read when a poll of the call begins and at each epoch tick
-/// (the stretch in between is counted there); a call that ends before its first tick, as
-/// almost every call does, reads it once (a system call: `vDSO` does not serve this clock).
+/// The thread's CPU clock would be exact, but reading it is a system call that takes the
+/// run queue's lock (`vDSO` does not serve it); its three reads per request cost ~3 µs of
+/// CPU per request at c=64 (bench/README.md). The monotonic clock is read in user space.
 /// Shared by the store's epoch callback and the call's future ([`within_budget`]).
 #[derive(Debug)]
 pub(crate) struct RunClock {
@@ -162,8 +163,8 @@ pub(crate) struct RunClock {
     budget_ns: u64,
     /// Nanoseconds counted before the stretch in progress.
     spent_ns: AtomicU64,
-    /// The thread's CPU time when the stretch in progress began (at a poll's start or at
-    /// the last tick).
+    /// When the stretch in progress began (at a poll's start or at the last tick), in
+    /// nanoseconds on [`now_ns`]'s clock.
     stretch_began_ns: AtomicU64,
     /// Set by the epoch callback when it yields: the `Pending` that follows is that yield,
     /// not a wait on the host.
@@ -186,14 +187,15 @@ impl RunClock {
     }
 
     fn poll_begins(&self) {
-        self.stretch_began_ns.store(cpu_now_ns(), Ordering::Relaxed);
+        self.stretch_began_ns.store(now_ns(), Ordering::Relaxed);
     }
 
-    /// Counts the stretch in progress up to now; the next one begins now.
+    /// Counts the stretch in progress up to now (at most [`STRETCH_MAX`]); the next one
+    /// begins now.
     fn count_stretch(&self) {
-        let now = cpu_now_ns();
+        let now = now_ns();
         let began = self.stretch_began_ns.swap(now, Ordering::Relaxed);
-        self.add(now.saturating_sub(began));
+        self.add(now.saturating_sub(began).min(STRETCH_MAX_NS));
     }
 
     fn add(&self, ns: u64) {
@@ -216,34 +218,17 @@ impl RunClock {
     }
 }
 
-/// The calling thread's CPU time in nanoseconds or, where there is no such clock, the
-/// monotonic clock (which then also counts time the thread does not run).
-fn cpu_now_ns() -> u64 {
-    if let Some(cpu) = thread_cpu_ns() {
-        return cpu;
-    }
+/// The most one stretch of a call is charged: one epoch tick, after which a running call
+/// yields (see [`RunClock`]).
+pub(crate) const STRETCH_MAX: Duration = super::EPOCH_TICK;
+
+const STRETCH_MAX_NS: u64 = STRETCH_MAX.as_nanos() as u64;
+
+/// Nanoseconds on the monotonic clock since the first call.
+fn now_ns() -> u64 {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     let origin = ORIGIN.get_or_init(Instant::now);
     u64::try_from(origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// CPU time the calling thread has used, in nanoseconds.
-#[cfg(unix)]
-fn thread_cpu_ns() -> Option<u64> {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `now` is a valid, writable timespec; the call only writes to it.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) } == 0;
-    let secs = u64::try_from(now.tv_sec).ok()?;
-    let nanos = u64::try_from(now.tv_nsec).ok()?;
-    ok.then(|| secs * 1_000_000_000 + nanos)
-}
-
-#[cfg(not(unix))]
-fn thread_cpu_ns() -> Option<u64> {
-    None
 }
 
 /// Arms `store` for one call (or instantiation) under its time budget; run the call with
@@ -437,5 +422,34 @@ impl HostMonotonicClock for FrozenClock {
     }
     fn now(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stretch_is_charged_what_it_took_up_to_one_tick() {
+        let clock = RunClock::new(Duration::from_millis(100));
+        let short = Instant::now();
+        clock.poll_begins();
+        clock.count_stretch();
+        let spent = Duration::from_nanos(clock.spent_ns.load(Ordering::Relaxed));
+        assert!(spent <= short.elapsed(), "{spent:?}");
+        // A stretch the thread did not run all of (here: asleep) is charged one tick.
+        std::thread::sleep(STRETCH_MAX * 4);
+        assert!(!clock.tick(), "one tick of 100 ms spent");
+        let spent = Duration::from_nanos(clock.spent_ns.load(Ordering::Relaxed));
+        assert!(
+            spent >= STRETCH_MAX && spent <= STRETCH_MAX * 2,
+            "{spent:?}"
+        );
+        assert!(clock.left() <= Duration::from_millis(95));
+        for _ in 0..19 {
+            std::thread::sleep(STRETCH_MAX);
+            clock.count_stretch();
+        }
+        assert!(clock.tick(), "the budget is spent after 20 full ticks");
     }
 }
