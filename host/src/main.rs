@@ -492,23 +492,49 @@ fn print(report: inspect::Report) -> ExitCode {
 /// Allocations from this size on get mappings of their own, unmapped when freed.
 const MMAP_THRESHOLD: usize = 256 << 10;
 
-/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] (glibc's starts at 128 KiB).
+/// Free memory at the top of an arena's heap beyond which glibc gives it back.
+const TRIM_THRESHOLD: usize = 1 << 20;
+
+/// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] (glibc's starts at 128 KiB), and its
+/// trim threshold at [`TRIM_THRESHOLD`].
 ///
-/// glibc raises its threshold to the size of every mapped block that is freed, up to 32 MiB:
-/// after the first burst of big request bodies, every later body (and its parsed copy) came
-/// from the heap, whose freed space glibc keeps, so RSS grew from burst to burst and stayed
-/// there (bench/README.md). A fixed threshold keeps big buffers in mappings that are given
-/// back when freed; requests of ordinary size allocate nothing that large. An operator's own
-/// `MALLOC_MMAP_THRESHOLD_` (or `GLIBC_TUNABLES`) wins.
+/// glibc raises its mmap threshold to the size of every mapped block that is freed, up to
+/// 32 MiB: after the first burst of big request bodies, every later body (and its parsed
+/// copy) came from the heap, whose freed space glibc keeps, so RSS grew from burst to burst
+/// and stayed there (bench/README.md). A fixed threshold keeps big buffers in mappings that
+/// are given back when freed; requests of ordinary size allocate nothing that large.
+///
+/// Fixing it also stops glibc from raising its trim threshold with it, which then stays at
+/// 128 KiB: the arenas' heaps were shrunk and grown again all the time under load (page
+/// faults, and TLB shootdowns across the server threads), 2-4% of the CPU per request at
+/// c=64. 1 MiB is enough; memory after bursts of big bodies is given back by
+/// `memory.rs` anyway. An operator's own `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`
+/// (or `GLIBC_TUNABLES`) wins.
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none()
-        && !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"))
-    {
-        let threshold = libc::c_int::try_from(MMAP_THRESHOLD).unwrap_or(libc::c_int::MAX);
+    for (name, tunable, param, value) in [
+        (
+            "MALLOC_MMAP_THRESHOLD_",
+            "mmap_threshold",
+            libc::M_MMAP_THRESHOLD,
+            MMAP_THRESHOLD,
+        ),
+        (
+            "MALLOC_TRIM_THRESHOLD_",
+            "trim_threshold",
+            libc::M_TRIM_THRESHOLD,
+            TRIM_THRESHOLD,
+        ),
+    ] {
+        if std::env::var_os(name).is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
+        {
+            continue;
+        }
+        let value = libc::c_int::try_from(value).unwrap_or(libc::c_int::MAX);
         // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
         unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+            libc::mallopt(param, value);
         }
     }
 }
