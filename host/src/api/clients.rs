@@ -89,6 +89,11 @@ where
     S: tower_service::Service<Request, Response = Response, Error = Infallible>,
 {
     let snap = state.gateway.snapshot();
+    if !snap.config.chatd.clients.enabled {
+        // Turned off by a reload since the check in `call`.
+        let Ok(response) = inner.call(req).await;
+        return response;
+    }
     let started = std::time::Instant::now();
     match snap.clients.authenticate(req.headers()) {
         Ok(client) => {
