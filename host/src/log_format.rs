@@ -49,30 +49,32 @@ where
         };
         write!(writer, "{} ", style(color.normal()).paint(name))?;
 
+        // Each span of the scope as `name{fields}:`, the request in scope first.
         let mut scoped = false;
-        crate::request_id::with_current(|id| {
-            let Some(id) = id else { return Ok(()) };
+        let mut span = |writer: &mut Writer<'_>, name: &str, fields: Option<&dyn fmt::Display>| {
             scoped = true;
-            write!(
-                writer,
-                "{}{}request_id={id}{}{}",
-                bold.paint("request"),
-                bold.paint("{"),
-                bold.paint("}"),
-                dimmed.paint(":"),
-            )
+            write!(writer, "{}", bold.paint(name))?;
+            if let Some(fields) = fields {
+                write!(writer, "{}{fields}{}", bold.paint("{"), bold.paint("}"))?;
+            }
+            write!(writer, "{}", dimmed.paint(":"))
+        };
+        crate::request_id::with_current(|id| match id {
+            Some(id) => span(
+                &mut writer,
+                "request",
+                Some(&format_args!("request_id={id}")),
+            ),
+            None => Ok(()),
         })?;
         if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                write!(writer, "{}", bold.paint(span.metadata().name()))?;
-                scoped = true;
-                let extensions = span.extensions();
-                if let Some(fields) = extensions.get::<FormattedFields<N>>()
-                    && !fields.is_empty()
-                {
-                    write!(writer, "{}{fields}{}", bold.paint("{"), bold.paint("}"))?;
-                }
-                write!(writer, "{}", dimmed.paint(":"))?;
+            for entered in scope.from_root() {
+                let extensions = entered.extensions();
+                let fields = extensions
+                    .get::<FormattedFields<N>>()
+                    .filter(|fields| !fields.is_empty())
+                    .map(|fields| &fields.fields as &dyn fmt::Display);
+                span(&mut writer, entered.metadata().name(), fields)?;
             }
         }
         if scoped {

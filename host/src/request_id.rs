@@ -257,6 +257,7 @@ async fn finish(response: Response, scope: Scope) -> Response {
     }
     response.map(|body| Body::new(InScope { body, scope }))
 }
+
 fn response_is_whole(response: &Response) -> bool {
     http_body::Body::size_hint(response.body())
         .exact()

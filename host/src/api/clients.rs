@@ -71,29 +71,32 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if !self.state.gateway.clients_on() || is_open(req.uri().path()) {
+        let snap = self.state.gateway.current();
+        if !snap.config.chatd.clients.enabled || is_open(req.uri().path()) {
             return Either::Left(self.inner.call(req));
         }
+        let snap = arc_swap::Guard::into_inner(snap);
         // The service that was made ready serves this request; its clone the next.
         let ready = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, ready);
         let state = self.state.clone();
         Either::Right(Box::pin(async move {
-            Ok(authenticate(state, req, inner).await)
+            Ok(authenticate(state, snap, req, inner).await)
         }))
     }
 }
 
-async fn authenticate<S>(state: AppState, req: Request, mut inner: S) -> Response
+/// Authenticates `req` against the client table of `snap`, the snapshot that said client
+/// keys are on.
+async fn authenticate<S>(
+    state: AppState,
+    snap: Arc<crate::gateway::Snapshot>,
+    req: Request,
+    mut inner: S,
+) -> Response
 where
     S: tower_service::Service<Request, Response = Response, Error = Infallible>,
 {
-    let snap = state.gateway.snapshot();
-    if !snap.config.chatd.clients.enabled {
-        // Turned off by a reload since the check in `call`.
-        let Ok(response) = inner.call(req).await;
-        return response;
-    }
     let started = std::time::Instant::now();
     match snap.clients.authenticate(req.headers()) {
         Ok(client) => {

@@ -145,12 +145,13 @@ impl Gateway {
         self.state.load_full()
     }
 
-    /// The adapter runtime.
-    /// Whether client keys are on, without taking a reference to the snapshot.
-    pub fn clients_on(&self) -> bool {
-        self.state.load().config.chatd.clients.enabled
+    /// The current snapshot, borrowed: no reference count is taken unless the guard is
+    /// turned into an `Arc` (what a request that only looks at it needs).
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.state.load()
     }
 
+    /// The adapter runtime.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }

@@ -220,7 +220,7 @@ impl RunClock {
 
 /// The most one stretch of a call is charged: one epoch tick, after which a running call
 /// yields (see [`RunClock`]).
-pub(crate) const STRETCH_MAX: Duration = super::EPOCH_TICK;
+const STRETCH_MAX: Duration = super::EPOCH_TICK;
 
 const STRETCH_MAX_NS: u64 = STRETCH_MAX.as_nanos() as u64;
 
